@@ -1,0 +1,218 @@
+"""Flat YAML recipes: the file gives defaults, `--key value` on the command line overrides them.
+
+Keys are the field names of the task's dataclasses (model, data and training arguments); an unknown key is an
+error that names the key and the closest valid one, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from typing import Any
+
+import yaml
+
+
+class RecipeError(ValueError):
+    """A recipe or command line that cannot be turned into arguments; the message names the file and key."""
+
+
+def _yaml_scalar(text: str) -> Any:
+    """Command-line values are read as YAML so `--lr 1e-4`, `--flag false` and `--x [1, 2]` mean what they say."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def read_recipe(path: str) -> dict[str, Any]:
+    if not os.path.isfile(path):
+        raise RecipeError(f"{path}: recipe file not found")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        raise RecipeError(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a flat mapping of key: value, got a {type(data).__name__}")
+    for key, value in data.items():
+        if not isinstance(key, str):
+            raise RecipeError(f"{path}: key {key!r} is not a string")
+        if isinstance(value, dict) and key not in _DICT_VALUED_OK:
+            raise RecipeError(
+                f"{path}: key '{key}' holds a nested mapping; recipes are flat (one key per setting, no sections)"
+            )
+    return data
+
+
+# Fields whose value is legitimately a mapping (they are still one setting each).
+_DICT_VALUED_OK = {"lr_scheduler_kwargs", "gradient_checkpointing_kwargs", "model_config_overrides",
+                   "accelerator_config", "fsdp_config", "deepspeed", "optim_args", "synthetic_params"}
+
+
+def split_argv(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
+    """Returns (recipe path or None, overrides) from `recipe.yaml --key value --flag --key=value`."""
+    recipe = None
+    overrides: dict[str, Any] = {}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith("--"):
+            key, eq, value = arg[2:].partition("=")
+            key = key.replace("-", "_")
+            if not key:
+                raise RecipeError(f"command line: empty option name in '{arg}'")
+            if eq:
+                overrides[key] = _yaml_scalar(value)
+            elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
+                overrides[key] = _yaml_scalar(argv[i + 1])
+                i += 1
+            else:
+                overrides[key] = True
+        elif recipe is None:
+            recipe = arg
+        else:
+            raise RecipeError(f"command line: unexpected argument '{arg}' (options are --key value)")
+        i += 1
+    if "config" in overrides:
+        if recipe is not None:
+            raise RecipeError("command line: give the recipe either positionally or as --config, not both")
+        recipe = str(overrides.pop("config"))
+    return recipe, overrides
+
+
+def _field_types(cls) -> dict[str, Any]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls) if f.init}
+
+
+def _unwrap_optional(tp):
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+        return tp, type(None) in typing.get_args(tp)
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
+    """Checks and converts one value to the field type; YAML 1.1 reads `1e-4` as a string, so numbers are parsed."""
+    base, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional or base is Any:
+            return None
+        raise RecipeError(f"{source}: key '{key}' cannot be null")
+    if base is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise RecipeError(f"{source}: key '{key}' expects true/false, got {value!r}")
+    if base is int:
+        if isinstance(value, bool):
+            raise RecipeError(f"{source}: key '{key}' expects an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                number = float(value)
+            except ValueError:
+                number = None
+            if number is not None and number.is_integer():
+                return int(number)
+        raise RecipeError(f"{source}: key '{key}' expects an integer, got {value!r}")
+    if base is float:
+        if isinstance(value, bool):
+            raise RecipeError(f"{source}: key '{key}' expects a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise RecipeError(f"{source}: key '{key}' expects a number, got {value!r}")
+    if base is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise RecipeError(f"{source}: key '{key}' expects a string, got {value!r}")
+    origin = typing.get_origin(base)
+    if origin in (list, tuple):
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"{source}: key '{key}' expects a list, got {value!r}")
+        args = typing.get_args(base)
+        if args and origin is list:
+            value = [_coerce(v, args[0], f"{key}[{i}]", source) for i, v in enumerate(value)]
+        return list(value) if origin is list else tuple(value)
+    if origin is dict or base is dict:
+        if not isinstance(value, dict):
+            raise RecipeError(f"{source}: key '{key}' expects a mapping, got {value!r}")
+        return value
+    return value  # enums and unions (e.g. TrainingArguments' str | IntervalStrategy): validated by the dataclass
+
+
+def parse_args(argv: list[str], dataclass_types: tuple, extra_keys: tuple[str, ...] = ("task",)) -> tuple:
+    """Builds one instance of each dataclass from a recipe and command-line overrides.
+
+    Returns (instances..., resolved) where `resolved` is the flat dict of every key that was set.
+    """
+    recipe, overrides = split_argv(argv)
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    if recipe is not None:
+        for key, value in read_recipe(recipe).items():
+            values[key] = value
+            sources[key] = recipe
+    for key, value in overrides.items():
+        values[key] = value
+        sources[key] = "command line"
+
+    owner: dict[str, Any] = {}
+    types_of: dict[str, Any] = {}
+    for cls in dataclass_types:
+        for name, tp in _field_types(cls).items():
+            if name in owner:
+                raise TypeError(f"field '{name}' is defined by both {owner[name].__name__} and {cls.__name__}")
+            owner[name] = cls
+            types_of[name] = tp
+    valid = sorted(set(owner) | set(extra_keys))
+    for key in values:
+        if key not in valid:
+            close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise RecipeError(f"{sources[key]}: unknown key '{key}'{hint}")
+
+    instances = []
+    for cls in dataclass_types:
+        kwargs = {}
+        for name, tp in _field_types(cls).items():
+            if name in values:
+                kwargs[name] = _coerce(values[name], tp, name, sources[name])
+        try:
+            instances.append(cls(**kwargs))
+        except (ValueError, TypeError) as err:
+            where = recipe or "command line"
+            raise RecipeError(f"{where}: invalid {cls.__name__} settings: {err}") from None
+    return (*instances, values)
+
+
+def peek_key(argv: list[str], key: str, default: Any = None) -> Any:
+    """Reads one key (e.g. `task`) before the dataclasses are known."""
+    recipe, overrides = split_argv(argv)
+    if key in overrides:
+        return overrides[key]
+    if recipe is not None:
+        return read_recipe(recipe).get(key, default)
+    return default

@@ -1,0 +1,207 @@
+"""The one entry point: `accelerate launch hf_vtrain/run.py recipes/<recipe>.yaml [--key value ...]`.
+
+parse -> seed/logging -> checkpoint detection -> data (validated) -> model -> trainer -> train/resume -> save, metrics,
+curves -> final evaluation -> model card -> optional push. Also `python -m hf_vtrain.run`, `torchrun`, `deepspeed`.
+`--validate_data_only true` checks the corpus named by the recipe and exits without training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import re
+import shlex
+import subprocess
+import sys
+
+if __package__ in (None, ""):  # `python hf_vtrain/run.py`: make the package importable, not the folder itself
+    _here = os.path.dirname(os.path.abspath(__file__))
+    if sys.path and os.path.abspath(sys.path[0]) == _here:
+        sys.path.pop(0)
+    sys.path.insert(0, os.path.dirname(_here))
+    __package__ = "hf_vtrain"
+
+import yaml  # noqa: E402
+
+from hf_vtrain import __version__  # noqa: E402
+from hf_vtrain.parser import RecipeError, parse_args, peek_key  # noqa: E402
+from hf_vtrain.tasks import get_task  # noqa: E402
+
+logger = logging.getLogger("hf_vtrain")
+RUN_KEYS = ("task", "validate_data_only")
+
+
+def git_commit() -> str | None:
+    try:
+        here = os.path.dirname(os.path.abspath(__file__))
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        if out.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return out.stdout.strip() + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+_CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+
+
+def find_last_checkpoint(output_dir: str) -> str | None:
+    """Newest complete checkpoint by step number (not name order); a folder without trainer_state.json, which the
+    Trainer writes last, is an interrupted save and is skipped."""
+    if not os.path.isdir(output_dir):
+        return None
+    found = []
+    for name in os.listdir(output_dir):
+        match = _CHECKPOINT_RE.match(name)
+        path = os.path.join(output_dir, name)
+        if match and os.path.isfile(os.path.join(path, "trainer_state.json")):
+            found.append((int(match.group(1)), path))
+        elif match:
+            logger.warning("skipping incomplete checkpoint %s (no trainer_state.json)", path)
+    return max(found)[1] if found else None
+
+
+def _jsonable(value):
+    try:
+        json.dumps(value)
+        return value
+    except TypeError:
+        return str(value)
+
+
+def resolved_recipe(task: str, *arg_objects) -> dict:
+    out = {"task": task}
+    for obj in arg_objects:
+        for f in dataclasses.fields(obj):
+            if f.init:
+                out[f.name] = _jsonable(getattr(obj, f.name))
+    return out
+
+
+def write_run_info(output_dir: str, task: str, argv: list[str], set_keys: dict, arg_objects) -> dict:
+    os.makedirs(output_dir, exist_ok=True)
+    info = {
+        "hf_vtrain_version": __version__,
+        "git_commit": git_commit(),
+        "command": " ".join(shlex.quote(a) for a in ["hf_vtrain/run.py", *argv]),
+        "recipe_keys_set": {k: _jsonable(v) for k, v in set_keys.items()},
+    }
+    with open(os.path.join(output_dir, "run_info.json"), "w") as handle:
+        json.dump(info, handle, indent=2)
+    with open(os.path.join(output_dir, "recipe_resolved.yaml"), "w") as handle:
+        handle.write(f"# resolved by hf_vtrain {__version__} at commit {info['git_commit']}\n")
+        yaml.safe_dump(resolved_recipe(task, *arg_objects), handle, sort_keys=True)
+    return info
+
+
+def setup_logging(training_args) -> None:
+    import datasets
+    import transformers
+
+    level = logging.INFO if training_args.should_log else logging.WARNING
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
+                        handlers=[logging.StreamHandler(sys.stdout)], level=level, force=True)
+    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.enable_default_handler()
+    transformers.utils.logging.enable_explicit_format()
+    datasets.utils.logging.set_verbosity(logging.WARNING)
+    if training_args.should_save:
+        os.makedirs(training_args.output_dir, exist_ok=True)
+        handler = logging.FileHandler(os.path.join(training_args.output_dir, "train.log"))
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logging.getLogger().addHandler(handler)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    task_name = peek_key(argv, "task")
+    spec = get_task(task_name)
+    model_args, data_args, training_args, set_keys = parse_args(
+        argv, (spec.model_args, spec.data_args, spec.training_args), extra_keys=RUN_KEYS
+    )
+
+    if set_keys.get("validate_data_only"):
+        report = spec.validate(data_args)
+        print(report.format())
+        return {"ok": report.ok}
+
+    setup_logging(training_args)
+    from transformers import enable_full_determinism, set_seed
+
+    if training_args.full_determinism:
+        enable_full_determinism(training_args.seed)
+    else:
+        set_seed(training_args.seed)
+
+    output_dir = training_args.output_dir
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "latest", "last"):
+        resume = find_last_checkpoint(output_dir)
+        if resume is None:
+            raise FileNotFoundError(f"resume_from_checkpoint={training_args.resume_from_checkpoint}: no complete "
+                                    f"checkpoint in {output_dir}")
+    elif resume is None and training_args.do_train is not False:
+        resume = find_last_checkpoint(output_dir)
+        if resume:
+            logger.info("found checkpoint %s in output_dir: resuming from it", resume)
+    elif resume is not None and not os.path.isdir(resume):
+        raise FileNotFoundError(f"resume_from_checkpoint: {resume} is not a folder")
+
+    run_info = {}
+    if training_args.should_save:
+        run_info = write_run_info(output_dir, task_name, argv, set_keys, (model_args, data_args, training_args))
+
+    task = spec.setup(model_args, data_args, training_args)
+    trainer = spec.trainer_cls(
+        model=task.model,
+        args=training_args,
+        train_dataset=task.train_dataset,
+        eval_dataset=task.eval_dataset,
+        data_collator=task.data_collator,
+        epoch_hooks=task.epoch_hooks,
+        **task.trainer_kwargs,
+    )
+    trainer.run_info = {**run_info, "task": task_name, "description": spec.description}
+
+    results: dict = {}
+    train_result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model()
+    trainer.log_metrics("train", train_result.metrics)
+    trainer.save_metrics("train", train_result.metrics)
+    trainer.save_state()
+    results.update(train_result.metrics)
+
+    from hf_vtrain.plotting import plot_training_curves
+
+    if trainer.is_world_process_zero():
+        curves = plot_training_curves(trainer.state.log_history, os.path.join(output_dir, "training_curves.png"),
+                                      title=f"{task_name}: {os.path.basename(os.path.abspath(output_dir))}")
+        logger.info("training curves: %s", curves)
+
+    if task.eval_dataset is not None:
+        metrics = trainer.evaluate()
+        trainer.log_metrics("eval", metrics)
+        trainer.save_metrics("eval", metrics)
+        results.update(metrics)
+        if trainer.is_world_process_zero():
+            trainer.write_final_outputs(output_dir)
+            plot_training_curves(trainer.state.log_history, os.path.join(output_dir, "training_curves.png"),
+                                 title=f"{task_name}: {os.path.basename(os.path.abspath(output_dir))}")
+
+    if trainer.is_world_process_zero():
+        trainer.create_model_card()
+    if training_args.push_to_hub:
+        trainer.push_to_hub(commit_message=f"hf_vtrain {task_name}: end of training")
+    return results
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except RecipeError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,40 @@
+"""The task table: task id -> the dataclasses its recipe keys fill, its trainer, and how to set it up."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    description: str
+    model_args: type
+    data_args: type
+    training_args: type
+    trainer_cls: type
+    setup: Callable[..., Any]          # (model_args, data_args, training_args) -> task run (model, datasets, ...)
+    validate: Callable[..., Any]       # (data_args) -> report with .ok and .format()
+
+
+def _tad() -> TaskSpec:
+    from .data.thumos14 import TADDataArguments, validate_thumos14
+    from .trainers.base import VTrainingArguments
+    from .trainers.tad import TADModelArguments, TADTrainer, setup_tad
+
+    return TaskSpec("temporal action detection (AdaTAD, THUMOS-14 format)", TADModelArguments, TADDataArguments,
+                    VTrainingArguments, TADTrainer, setup_tad, validate_thumos14)
+
+
+# Literal table; each entry is built on first use so that `--help` of one task does not import every model.
+TASKS: dict[str, Callable[[], TaskSpec]] = {
+    "tad": _tad,
+}
+
+
+def get_task(name: str | None) -> TaskSpec:
+    if name is None:
+        raise KeyError(f"the recipe sets no 'task'; choose one of {sorted(TASKS)}")
+    if name not in TASKS:
+        raise KeyError(f"unknown task '{name}'; choose one of {sorted(TASKS)}")
+    return TASKS[name]()

@@ -1,0 +1,466 @@
+"""VTrainer: the Trainer every task uses, with the training tricks video detection recipes rely on.
+
+Per-module learning rates and freezing by name patterns, warmup + cosine sized in epochs and stepped per iteration,
+EMA weights (evaluated, checkpointed, restored on resume), evaluation and checkpointing by epoch schedule, named loss
+parts in the logs, and an exact resume for models whose checkpoint keys are renamed on save (VideoMAE q_bias/v_bias).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
+
+logger = logging.getLogger(__name__)
+
+EMA_DIR = "ema"
+
+
+@dataclass
+class VTrainingArguments(TrainingArguments):
+    """TrainingArguments plus the knobs video recipes need; each setting has one home (see STYLE.md)."""
+
+    param_groups: list[dict] = field(
+        default_factory=list,
+        metadata={"help": "Parameter groups: list of {name, patterns (regexes on parameter names), lr, "
+                          "weight_decay (optional)}. First match wins; lr 0 freezes (requires_grad=False, left out "
+                          "of the optimizer). Unmatched parameters use learning_rate/weight_decay."},
+    )
+    decay_bias_and_norm: bool = field(
+        default=False, metadata={"help": "Apply weight decay to biases and normalisation weights too."}
+    )
+    warmup_epochs: float = field(default=0.0, metadata={"help": "Linear warmup length in epochs (per-step)."})
+    cosine_epochs: float | None = field(
+        default=None,
+        metadata={"help": "Length the cosine is sized for, in epochs (default num_train_epochs). OpenTAD sizes it "
+                          "for 100 epochs and stops at 60."},
+    )
+    min_lr_ratio: float = field(default=0.0, metadata={"help": "Cosine floor as a fraction of each group's lr."})
+    ema_decay: float = field(default=0.0, metadata={"help": "EMA decay per optimizer step; 0 disables EMA."})
+    eval_with_ema: bool = field(default=True, metadata={"help": "Evaluate with EMA weights when EMA is on."})
+    eval_start_epoch: int = field(default=0, metadata={"help": "First epoch (1-based) to evaluate at."})
+    eval_every_epochs: int = field(
+        default=0, metadata={"help": "Evaluate every K epochs from eval_start_epoch; 0 uses eval_strategy."}
+    )
+    plot_eval_videos: int = field(
+        default=3, metadata={"help": "After the final evaluation, draw predictions vs ground truth for this many videos."}
+    )
+    save_every_epochs: int = field(
+        default=0, metadata={"help": "Save a checkpoint every K epochs; 0 uses save_strategy/save_steps."}
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.warmup_epochs < 0 or self.min_lr_ratio < 0 or self.min_lr_ratio > 1:
+            raise ValueError("warmup_epochs must be >= 0 and min_lr_ratio in [0, 1]")
+        for i, group in enumerate(self.param_groups):
+            if not isinstance(group, dict) or "patterns" not in group or "lr" not in group:
+                raise ValueError(f"param_groups[{i}] needs 'patterns' and 'lr', got {group!r}")
+            unknown = set(group) - {"name", "patterns", "lr", "weight_decay"}
+            if unknown:
+                raise ValueError(f"param_groups[{i}] has unknown keys {sorted(unknown)}")
+            patterns = group["patterns"] if isinstance(group["patterns"], list) else [group["patterns"]]
+            for pattern in patterns:
+                try:
+                    re.compile(pattern)
+                except re.error as err:
+                    raise ValueError(f"param_groups[{i}]: bad regex {pattern!r}: {err}") from None
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Parameter groups
+
+
+def _is_no_decay(name: str, param: nn.Parameter) -> bool:
+    return param.ndim <= 1 or name.endswith(".bias") or "norm" in name.lower()
+
+
+def assign_param_groups(model: nn.Module, args: VTrainingArguments) -> list[dict]:
+    """Assigns every parameter to a group and freezes lr-0 groups. Returns the group table (for the report).
+
+    Freezing happens here, before the model is wrapped for DDP, so every process agrees on what is trainable.
+    """
+    specs = []
+    for i, group in enumerate(args.param_groups):
+        patterns = group["patterns"] if isinstance(group["patterns"], list) else [group["patterns"]]
+        specs.append({
+            "name": group.get("name", f"group{i}"),
+            "regex": [re.compile(p) for p in patterns],
+            "lr": float(group["lr"]),
+            "weight_decay": float(group.get("weight_decay", args.weight_decay)),
+        })
+    default = {"name": "default", "regex": [], "lr": args.learning_rate, "weight_decay": args.weight_decay}
+    table = {s["name"]: {**s, "params": []} for s in specs + [default]}
+    for name, param in model.named_parameters():
+        spec = next((s for s in specs if any(r.search(name) for r in s["regex"])), default)
+        table[spec["name"]]["params"].append((name, param))
+        if spec["lr"] == 0.0:
+            param.requires_grad_(False)
+    return list(table.values())
+
+
+def build_optimizer_groups(table: list[dict], args: VTrainingArguments) -> list[dict]:
+    groups = []
+    for entry in table:
+        if entry["lr"] == 0.0:
+            continue
+        decay, no_decay = [], []
+        for name, param in entry["params"]:
+            if not param.requires_grad:
+                continue
+            (no_decay if (not args.decay_bias_and_norm and _is_no_decay(name, param)) else decay).append(param)
+        for params, wd, suffix in ((decay, entry["weight_decay"], ""), (no_decay, 0.0, "/no_decay")):
+            if params:
+                groups.append({"params": params, "lr": entry["lr"], "weight_decay": wd,
+                               "name": entry["name"] + suffix})
+    return groups
+
+
+def format_param_report(table: list[dict]) -> str:
+    lines = ["parameter groups:"]
+    total_train = total_frozen = 0
+    for entry in table:
+        trainable = sum(p.numel() for _, p in entry["params"] if p.requires_grad)
+        frozen = sum(p.numel() for _, p in entry["params"] if not p.requires_grad)
+        total_train += trainable
+        total_frozen += frozen
+        if not entry["params"]:
+            continue
+        state = "frozen" if entry["lr"] == 0.0 else f"lr {entry['lr']:g}, wd {entry['weight_decay']:g}"
+        lines.append(f"  {entry['name']:<12} {len(entry['params']):>5} tensors  trainable {trainable:>12,}  "
+                     f"frozen {frozen:>12,}  ({state})")
+    lines.append(f"  total trainable {total_train:,} / frozen {total_frozen:,}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Schedule
+
+
+def warmup_cosine_lambda(warmup_steps: int, total_steps: int, min_ratio: float):
+    """Multiplier per optimizer step: linear 0->1 over warmup, then cosine 1->min_ratio until total_steps."""
+
+    def fn(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(total_steps - warmup_steps, 1)
+        progress = min(max(step - warmup_steps, 0) / span, 1.0)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return fn
+
+
+# --------------------------------------------------------------------------------------------------------------
+# EMA
+
+
+class ModelEMA:
+    """Exponential moving average of the trainable parameters and floating-point buffers.
+
+    Frozen parameters are not copied: their average is themselves. `swapped()` puts the EMA values into the model
+    for evaluation and restores the raw ones afterwards.
+    """
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.num_updates = 0
+        self.shadow = {name: t.detach().clone().float() for name, t in self._tracked(model)}
+
+    @staticmethod
+    def _tracked(model: nn.Module):
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                yield name, param
+        for name, buf in model.named_buffers():
+            if buf.is_floating_point() and name in dict(model.state_dict(keep_vars=True)):
+                yield name, buf
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.num_updates += 1
+        for name, tensor in self._tracked(model):
+            shadow = self.shadow[name]
+            if shadow.device != tensor.device:
+                shadow = self.shadow[name] = shadow.to(tensor.device)
+            shadow.mul_(self.decay).add_(tensor.detach().float(), alpha=1.0 - self.decay)
+
+    @contextlib.contextmanager
+    def swapped(self, model: nn.Module):
+        saved = {}
+        with torch.no_grad():
+            for name, tensor in self._tracked(model):
+                saved[name] = tensor.detach().clone()
+                tensor.copy_(self.shadow[name].to(tensor.dtype))
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for name, tensor in self._tracked(model):
+                    tensor.copy_(saved[name])
+
+    def state_dict_for(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The model's full state dict with EMA values in place of the tracked entries."""
+        state = {k: v.detach() for k, v in model.state_dict().items()}
+        for name, value in self.shadow.items():
+            state[name] = value.to(state[name].dtype)
+        return state
+
+    def load_from(self, state: dict[str, torch.Tensor], num_updates: int) -> None:
+        missing = [name for name in self.shadow if name not in state]
+        if missing:
+            raise ValueError(f"EMA checkpoint lacks {len(missing)} tracked tensors, e.g. {missing[:3]}")
+        for name in self.shadow:
+            self.shadow[name] = state[name].detach().clone().float().to(self.shadow[name].device)
+        self.num_updates = num_updates
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Callbacks
+
+
+class EpochScheduleCallback(TrainerCallback):
+    """Evaluation from epoch E every K epochs and checkpoints every K epochs (OpenTAD's schedule)."""
+
+    def on_epoch_end(self, args: VTrainingArguments, state, control, **kwargs):
+        epoch = int(round(state.epoch or 0))
+        last = epoch >= math.ceil(args.num_train_epochs) or state.global_step >= state.max_steps
+        if args.eval_every_epochs > 0:
+            due = epoch >= args.eval_start_epoch and (epoch - args.eval_start_epoch) % args.eval_every_epochs == 0
+            control.should_evaluate = due or (last and epoch >= args.eval_start_epoch)
+        if args.save_every_epochs > 0:
+            control.should_save = epoch % args.save_every_epochs == 0 or last
+        return control
+
+
+class _EMAUpdateCallback(TrainerCallback):
+    def __init__(self, trainer: "VTrainer"):
+        self.trainer = trainer
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.trainer.ema is not None:
+            self.trainer.ema.update(self.trainer.model)
+
+
+class _EpochHookCallback(TrainerCallback):
+    """Tells epoch-seeded data transforms the epoch before the dataloader's workers are forked."""
+
+    def __init__(self, hooks):
+        self.hooks = hooks
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        epoch = int(math.floor(state.epoch or 0))
+        for hook in self.hooks:
+            hook(epoch)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Trainer
+
+
+class VTrainer(Trainer):
+    """Base trainer of every task. Subclasses add `compute_loss` parts or evaluation as their task needs."""
+
+    def __init__(self, *args, epoch_hooks=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        targs: VTrainingArguments = self.args
+        if epoch_hooks and targs.dataloader_persistent_workers and targs.dataloader_num_workers > 0:
+            raise ValueError(
+                "dataloader_persistent_workers cannot be used with epoch-seeded data transforms: the workers would "
+                "keep the first epoch's random windows. Set dataloader_persistent_workers: false."
+            )
+        self.group_table = assign_param_groups(self.model, targs)
+        logger.info(format_param_report(self.group_table))
+        self.ema = ModelEMA(self.model, targs.ema_decay) if targs.ema_decay > 0 else None
+        self._loss_parts: dict[str, torch.Tensor] = {}
+        self._loss_part_count = 0
+        self._num_update_steps_per_epoch = None
+        self.add_callback(EpochScheduleCallback())
+        if self.ema is not None:
+            self.add_callback(_EMAUpdateCallback(self))
+        if epoch_hooks:
+            self.add_callback(_EpochHookCallback(list(epoch_hooks)))
+
+    # ---- optimizer and schedule
+    def create_optimizer(self, model=None):
+        if self.optimizer is None:
+            groups = build_optimizer_groups(self.group_table, self.args)
+            if not groups:
+                raise ValueError("no trainable parameters: every parameter group has lr 0")
+            optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, self.model)
+            optimizer_kwargs.pop("lr", None)
+            self.optimizer = optimizer_cls(groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def set_initial_training_values(self, args, dataloader):
+        values = super().set_initial_training_values(args, dataloader)
+        self._num_update_steps_per_epoch = values[1]
+        return values
+
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None and self.args.lr_scheduler_type in ("cosine", "cosine_with_min_lr"):
+            per_epoch = self._num_update_steps_per_epoch or max(
+                1, math.ceil(num_training_steps / max(self.args.num_train_epochs, 1e-9))
+            )
+            warmup = int(round(self.args.warmup_epochs * per_epoch)) if self.args.warmup_epochs > 0 else \
+                self.args.get_warmup_steps(num_training_steps)
+            cosine_epochs = self.args.cosine_epochs or self.args.num_train_epochs
+            total = int(round(cosine_epochs * per_epoch)) if self.args.cosine_epochs else num_training_steps
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer or self.optimizer, warmup_cosine_lambda(warmup, total, self.args.min_lr_ratio)
+            )
+            self._created_lr_scheduler = True
+            return self.lr_scheduler
+        return super().create_scheduler(num_training_steps, optimizer)
+
+    # ---- loss parts
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        outputs = model(**inputs)
+        if getattr(outputs, "loss", None) is None:
+            raise ValueError(f"{type(self.model).__name__} returned no loss: are the labels in the batch?")
+        if model.training:
+            for key, value in outputs.items():
+                if key.endswith("_loss") and torch.is_tensor(value) and value.ndim == 0:
+                    total = self._loss_parts.get(key)
+                    part = value.detach().float()
+                    self._loss_parts[key] = part if total is None else total + part
+            self._loss_part_count += 1
+        loss = outputs.loss
+        if self.args.n_gpu > 1:
+            loss = loss.mean()
+        return (loss, outputs) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._loss_part_count:
+            from transformers.trainer_pt_utils import nested_gather
+
+            for key, total in self._loss_parts.items():
+                mean = nested_gather(total / self._loss_part_count, self.args.parallel_mode)
+                logs[key] = float(mean.mean().item()) if torch.is_tensor(mean) else float(mean)
+            self._loss_parts = {}
+            self._loss_part_count = 0
+        if self.optimizer is not None and "loss" in logs:
+            for group in self.optimizer.param_groups:
+                logs[f"lr/{group.get('name', 'group')}"] = group["lr"]
+        super().log(logs, start_time) if start_time is not None else super().log(logs)
+
+    # ---- EMA-aware evaluation and saving
+    def evaluate(self, *args, **kwargs):
+        if self.ema is not None and self.args.eval_with_ema:
+            with self.ema.swapped(self.model):
+                return super().evaluate(*args, **kwargs)
+        return super().evaluate(*args, **kwargs)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        output_dir = output_dir or self.args.output_dir
+        if self.ema is not None and self.args.should_save and isinstance(self.model, PreTrainedModel):
+            ema_dir = os.path.join(output_dir, EMA_DIR)
+            self.model.save_pretrained(ema_dir, state_dict=self.ema.state_dict_for(self.model))
+            with open(os.path.join(ema_dir, "ema_state.json"), "w") as handle:
+                json.dump({"decay": self.ema.decay, "num_updates": self.ema.num_updates}, handle)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        """Loads weights through the model class's own `from_pretrained`, so keys renamed on save come back.
+
+        The stock path calls `load_state_dict` on the raw file: for VideoMAE it leaves q_bias/v_bias at their
+        initial values (transformers#43701, FIELD_NOTES). Missing or unexpected keys are an error here.
+        """
+        model = model if model is not None else self.model
+        weights = os.path.join(resume_from_checkpoint, "model.safetensors")
+        if not isinstance(model, PreTrainedModel) or not os.path.isfile(weights) or self.is_deepspeed_enabled \
+                or self.is_fsdp_enabled:
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+        else:
+            load_exact(model, resume_from_checkpoint)
+        if self.ema is not None:
+            ema_dir = os.path.join(resume_from_checkpoint, EMA_DIR)
+            if not os.path.isdir(ema_dir):
+                raise FileNotFoundError(f"{resume_from_checkpoint}: EMA is on but the checkpoint has no {EMA_DIR}/")
+            reference = type(self.model).from_pretrained(ema_dir)
+            with open(os.path.join(ema_dir, "ema_state.json")) as handle:
+                num_updates = json.load(handle)["num_updates"]
+            self.ema.load_from(reference.state_dict(), num_updates)
+
+
+    # ---- outputs at the end of a run
+    def write_final_outputs(self, output_dir: str) -> None:
+        """Task-specific files after the final evaluation (predictions, pictures); nothing by default."""
+
+    def create_model_card(self, **kwargs) -> None:
+        """A model card that says what was trained on what, how it scored, and the command that reproduces it."""
+        if not self.is_world_process_zero():
+            return
+        info = getattr(self, "run_info", {}) or {}
+        eval_metrics = {}
+        for entry in self.state.log_history:
+            eval_metrics.update({k: v for k, v in entry.items() if k.startswith("eval_")})
+        keys = info.get("recipe_keys_set", {})
+        data_keys = {k: v for k, v in keys.items() if any(s in k for s in ("path", "dir", "subset", "dataset"))}
+        lines = [
+            "---",
+            "library_name: transformers",
+            "tags:",
+            "- hf_vtrain",
+            f"- {info.get('task', 'video')}",
+            "---",
+            "",
+            f"# {os.path.basename(os.path.abspath(self.args.output_dir))}",
+            "",
+            f"Trained with hf_vtrain {info.get('hf_vtrain_version', '')} (commit {info.get('git_commit')}) for "
+            f"{info.get('description', info.get('task', ''))}.",
+            "",
+            f"Model class: `{type(self.model).__name__}`. Weights: `model.safetensors` holds the raw weights"
+            + (f"; `{EMA_DIR}/` holds the EMA weights (decay {self.args.ema_decay}), which the metrics below were "
+               "computed with" if self.ema is not None and self.args.eval_with_ema else "") + ".",
+            "",
+            "## Data",
+            "",
+            *[f"- `{k}`: `{v}`" for k, v in sorted(data_keys.items())],
+            "",
+            "## Results (final evaluation)",
+            "",
+            "| metric | value |",
+            "|---|---|",
+            *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(eval_metrics.items())],
+            "",
+            "## Reproduce",
+            "",
+            "```bash",
+            f"accelerate launch {info.get('command', 'hf_vtrain/run.py')}",
+            "```",
+            "",
+            "The full resolved recipe is in `recipe_resolved.yaml`.",
+            "",
+        ]
+        with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines))
+
+
+def load_exact(model: PreTrainedModel, checkpoint_dir: str) -> None:
+    """Copies weights of `checkpoint_dir` into `model` via `from_pretrained`'s key handling; strict."""
+    loaded, info = type(model).from_pretrained(checkpoint_dir, output_loading_info=True)
+    problems = {k: v for k, v in info.items() if v and k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+    if problems:
+        raise ValueError(f"{checkpoint_dir}: checkpoint does not match the model: {problems}")
+    result = model.load_state_dict(loaded.state_dict(), strict=True)
+    del loaded
+    if result.missing_keys or result.unexpected_keys:
+        raise ValueError(f"{checkpoint_dir}: checkpoint does not match the model: {result}")
+
+
+def metrics_to_json(path: str, metrics: dict[str, Any]) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        json.dump(metrics, handle, indent=2, sort_keys=True)
+    os.replace(tmp, path)
