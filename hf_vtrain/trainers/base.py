@@ -243,9 +243,17 @@ class EpochScheduleCallback(TrainerCallback):
         return control
 
 
-class _EMAUpdateCallback(TrainerCallback):
+class _StepCallback(TrainerCallback):
+    """Records the per-group learning rates an optimizer step used (before the scheduler moves them), then
+    updates the EMA."""
+
     def __init__(self, trainer: "VTrainer"):
         self.trainer = trainer
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        optimizer = self.trainer.optimizer
+        if optimizer is not None:
+            self.trainer._step_lrs = {g.get("name", f"group{i}"): g["lr"] for i, g in enumerate(optimizer.param_groups)}
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.trainer.ema is not None:
@@ -285,9 +293,9 @@ class VTrainer(Trainer):
         self._loss_parts: dict[str, torch.Tensor] = {}
         self._loss_part_count = 0
         self._num_update_steps_per_epoch = None
+        self._step_lrs: dict[str, float] = {}
         self.add_callback(EpochScheduleCallback())
-        if self.ema is not None:
-            self.add_callback(_EMAUpdateCallback(self))
+        self.add_callback(_StepCallback(self))
         if epoch_hooks:
             self.add_callback(_EpochHookCallback(list(epoch_hooks)))
 
@@ -349,9 +357,10 @@ class VTrainer(Trainer):
                 logs[key] = float(mean.mean().item()) if torch.is_tensor(mean) else float(mean)
             self._loss_parts = {}
             self._loss_part_count = 0
-        if self.optimizer is not None and "loss" in logs:
-            for group in self.optimizer.param_groups:
-                logs[f"lr/{group.get('name', 'group')}"] = group["lr"]
+        if "loss" in logs:
+            for name, lr in self._step_lrs.items():
+                if not name.endswith("/no_decay"):
+                    logs[f"lr/{name}"] = lr
         super().log(logs, start_time) if start_time is not None else super().log(logs)
 
     # ---- EMA-aware evaluation and saving

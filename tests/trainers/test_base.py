@@ -1,0 +1,196 @@
+"""VTrainer on a toy model: parameter groups, freezing, schedule, EMA, loss parts, epoch schedules, exact resume."""
+
+import math
+import os
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
+from transformers.utils import ModelOutput
+
+from hf_vtrain.trainers.base import VTrainer, VTrainingArguments, warmup_cosine_lambda
+
+
+class ToyConfig(PretrainedConfig):
+    model_type = "hf_vtrain_toy"
+
+    def __init__(self, dim=8, **kwargs):
+        self.dim = dim
+        super().__init__(**kwargs)
+
+
+@dataclass
+class ToyOutput(ModelOutput):
+    loss: torch.Tensor = None
+    fit_loss: torch.Tensor = None
+    reg_loss: torch.Tensor = None
+    logits: torch.Tensor = None
+
+
+class ToyModel(PreTrainedModel):
+    config_class = ToyConfig
+    base_model_prefix = "toy"
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.backbone = nn.Linear(config.dim, config.dim)
+        self.adapter = nn.Linear(config.dim, config.dim)
+        self.norm = nn.LayerNorm(config.dim)
+        self.head = nn.Linear(config.dim, 1)
+        self.drop = nn.Dropout(0.1)
+        self.post_init()
+
+    def forward(self, x, y=None, **kwargs):
+        h = self.backbone(x)
+        h = self.norm(h + self.adapter(self.drop(h)))
+        logits = self.head(h).squeeze(-1)
+        if y is None:
+            return ToyOutput(logits=logits)
+        fit = ((logits - y) ** 2).mean()
+        reg = 0.01 * logits.abs().mean()
+        return ToyOutput(loss=fit + reg, fit_loss=fit, reg_loss=reg, logits=logits)
+
+
+def toy_data(n=32, dim=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, dim, generator=g)
+    y = x.sum(-1) * 0.5
+    return [{"x": x[i], "y": y[i]} for i in range(n)]
+
+
+def make_args(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, num_train_epochs=3, learning_rate=1e-2,
+                weight_decay=0.05, report_to="none", logging_steps=2, save_strategy="no", use_cpu=True,
+                lr_scheduler_type="cosine", seed=7, disable_tqdm=True, dataloader_num_workers=0,
+                param_groups=[{"name": "backbone", "patterns": ["^backbone\\."], "lr": 0.0},
+                              {"name": "adapter", "patterns": ["adapter"], "lr": 3e-2, "weight_decay": 0.1}])
+    base.update(kw)
+    return VTrainingArguments(**base)
+
+
+def make_trainer(tmp_path, **kw):
+    torch.manual_seed(0)
+    model = ToyModel(ToyConfig())
+    return VTrainer(model=model, args=make_args(tmp_path, **kw), train_dataset=toy_data(), eval_dataset=toy_data(8, seed=1))
+
+
+def test_groups_freeze_and_lrs(tmp_path):
+    trainer = make_trainer(tmp_path)
+    model = trainer.model
+    assert not model.backbone.weight.requires_grad and not model.backbone.bias.requires_grad
+    opt = trainer.create_optimizer()
+    by_name = {g["name"]: g for g in opt.param_groups}
+    assert set(by_name) == {"adapter", "adapter/no_decay", "default", "default/no_decay"}
+    assert by_name["adapter"]["lr"] == 3e-2 and by_name["adapter"]["weight_decay"] == 0.1
+    assert by_name["adapter/no_decay"]["weight_decay"] == 0.0
+    assert by_name["default"]["lr"] == 1e-2 and by_name["default"]["weight_decay"] == 0.05
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert id(model.backbone.weight) not in in_opt
+    # biases and norm weights carry no decay
+    no_decay = {id(p) for p in by_name["default/no_decay"]["params"]}
+    assert {id(model.norm.weight), id(model.norm.bias), id(model.head.bias)} <= no_decay
+    assert id(model.head.weight) in {id(p) for p in by_name["default"]["params"]}
+
+
+def test_training_changes_trainable_only(tmp_path):
+    trainer = make_trainer(tmp_path)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    for name, param in trainer.model.named_parameters():
+        changed = not torch.equal(before[name], param.detach())
+        assert changed == param.requires_grad, name
+
+
+def test_warmup_cosine_shape():
+    fn = warmup_cosine_lambda(warmup_steps=5, total_steps=25, min_ratio=0.1)
+    assert fn(0) == pytest.approx(1 / 5) and fn(4) == pytest.approx(1.0)
+    assert fn(5) == pytest.approx(1.0)
+    assert fn(15) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert fn(25) == pytest.approx(0.1) and fn(100) == pytest.approx(0.1)
+
+
+def test_schedule_sized_in_epochs(tmp_path):
+    # 32 samples / batch 4 = 8 steps per epoch; warmup 1 epoch; cosine sized for 10 epochs, we stop at 3
+    trainer = make_trainer(tmp_path, warmup_epochs=1, cosine_epochs=10, min_lr_ratio=0.0)
+    trainer.train()
+    lrs = [e["lr/adapter"] for e in trainer.state.log_history if "lr/adapter" in e]
+    steps = [e["step"] for e in trainer.state.log_history if "lr/adapter" in e]
+    fn = warmup_cosine_lambda(8, 80, 0.0)
+    # the lr logged at step s is the one used for the optimizer step s (scheduler stepped s-1 times)
+    for step, lr in zip(steps, lrs):
+        assert lr == pytest.approx(3e-2 * fn(step - 1), rel=1e-6), step
+
+
+def test_loss_parts_logged(tmp_path):
+    trainer = make_trainer(tmp_path)
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "loss" in e and "fit_loss" in e]
+    assert logged, trainer.state.log_history
+    for entry in logged:
+        assert entry["fit_loss"] > 0 and entry["reg_loss"] > 0
+        assert entry["loss"] == pytest.approx(entry["fit_loss"] + entry["reg_loss"], rel=1e-4)
+
+
+def test_ema_tracks_and_is_used_for_eval(tmp_path):
+    trainer = make_trainer(tmp_path, ema_decay=0.9)
+    trainer.train()
+    ema = trainer.ema
+    assert ema.num_updates == trainer.state.global_step == 24
+    assert "backbone.weight" not in ema.shadow  # frozen: not tracked
+    raw = trainer.model.adapter.weight.detach().clone()
+    assert not torch.allclose(ema.shadow["adapter.weight"], raw)
+    with ema.swapped(trainer.model):
+        assert torch.equal(trainer.model.adapter.weight, ema.shadow["adapter.weight"])
+    assert torch.equal(trainer.model.adapter.weight, raw)
+    trainer.save_model()
+    loaded = ToyModel.from_pretrained(os.path.join(tmp_path, "ema"))
+    assert torch.allclose(loaded.adapter.weight, ema.shadow["adapter.weight"])
+    assert torch.equal(loaded.backbone.weight, trainer.model.backbone.weight)
+
+
+def test_eval_and_save_epoch_schedule(tmp_path):
+    trainer = make_trainer(tmp_path, num_train_epochs=5, eval_start_epoch=2, eval_every_epochs=2, save_every_epochs=2)
+    trainer.train()
+    eval_epochs = [round(e["epoch"]) for e in trainer.state.log_history if "eval_runtime" in e]
+    assert eval_epochs == [2, 4, 5]  # from epoch 2 every 2, and the last epoch
+    saved = sorted(int(d.split("-")[1]) for d in os.listdir(tmp_path) if d.startswith("checkpoint-"))
+    assert saved == [16, 32, 40]
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def test_resume_is_exact(tmp_path):
+    common = dict(ema_decay=0.8, save_strategy="steps", save_steps=10, warmup_epochs=1)
+    full = make_trainer(tmp_path / "full", **common)
+    full.train()
+    part = make_trainer(tmp_path / "part", **common)
+    part.add_callback(StopAt(10))  # an interruption: same recipe, the process just ends after step 10
+    part.train()
+    assert part.state.global_step == 10
+    resumed = make_trainer(tmp_path / "part", **common)
+    resumed.train(resume_from_checkpoint=str(tmp_path / "part" / "checkpoint-10"))
+    for (name, a), b in zip(full.model.named_parameters(), resumed.model.parameters()):
+        assert torch.equal(a, b), name
+    for name in full.ema.shadow:
+        assert torch.equal(full.ema.shadow[name], resumed.ema.shadow[name]), name
+    sa, sb = full.optimizer.state_dict(), resumed.optimizer.state_dict()
+    for k in sa["state"]:
+        for key in sa["state"][k]:
+            assert torch.equal(torch.as_tensor(sa["state"][k][key]), torch.as_tensor(sb["state"][k][key]))
+    assert full.lr_scheduler.state_dict()["last_epoch"] == resumed.lr_scheduler.state_dict()["last_epoch"]
+
+
+def test_bad_param_groups():
+    with pytest.raises(ValueError, match="param_groups\\[0\\]"):
+        VTrainingArguments(output_dir="x", param_groups=[{"patterns": ["a"]}])
+    with pytest.raises(ValueError, match="bad regex"):
+        VTrainingArguments(output_dir="x", param_groups=[{"patterns": ["("], "lr": 1}])
