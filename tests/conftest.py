@@ -1,0 +1,9 @@
+"""Test session settings: no Hub traffic, quiet tokenizers, deterministic single-threaded decode."""
+
+import os
+
+# Read by huggingface_hub at import time: servers other than the Hub need Xet disabled (FIELD_NOTES).
+os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
