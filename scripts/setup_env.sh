@@ -14,5 +14,8 @@ if [ ! -f "$stamp" ]; then
   # torch first and pinned: the CPU wheel on this machine; an unpinned torch would pull a multi-GB CUDA build.
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[${extras}]"
+  # The CLIP BPE vocabulary ships inside clip-anytorch; its own dependencies (torchvision) must NOT come with it:
+  # only the data file is used, found without importing the package (hf_vtrain/data/clip_tokenizer.py).
+  .venv/bin/python -m pip install -q --no-deps "clip-anytorch==2.6.0"
   touch "$stamp"
 fi
