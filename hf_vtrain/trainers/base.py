@@ -29,6 +29,11 @@ EMA_DIR = "ema"
 class VTrainingArguments(TrainingArguments):
     """TrainingArguments plus the knobs video recipes need; each setting has one home (see STYLE.md)."""
 
+    remove_unused_columns: bool = field(
+        default=False,
+        metadata={"help": "Kept False: video datasets decode in lazy transforms that read columns the model's "
+                          "forward does not name."},
+    )
     param_groups: list[dict] = field(
         default_factory=list,
         metadata={"help": "Parameter groups: list of {name, patterns (regexes on parameter names), lr, "

@@ -134,10 +134,9 @@ class TADTrainer(VTrainer):
             os.replace(path + ".tmp", path)
         self.last_predictions_path = path
         self.last_raw_detections = (detections, meta)
-        result = evaluate_detections(
-            self.corpus.ground_truth_path, results, subset=self.corpus.eval_subset,
-            class_names=self.corpus.class_names,
-        )
+        # corpus.ground_truth holds exactly the evaluation subset (ignored labels removed)
+        result = evaluate_detections(self.corpus.ground_truth, results, subset=None,
+                                     class_names=self.corpus.class_names)
         logger.info("mAP at step %d:\n%s", self.state.global_step, result.table())
         self.last_metric_result = result
         return result.as_dict()
@@ -157,8 +156,7 @@ class TADTrainer(VTrainer):
         with open(os.path.join(output_dir, "eval_map_table.txt"), "w") as handle:
             handle.write(table + "\n")
         print(f"\nmAP (tIoU 0.3-0.7), {len(self.corpus.videos)} videos:\n{table}\n")
-        with open(self.corpus.ground_truth_path) as handle:
-            database = json.load(handle)["database"]
+        database = self.corpus.ground_truth["database"]
         for video in self.corpus.videos[: self.args.plot_eval_videos]:
             vid = video["video_id"]
             plot_detection_timeline(

@@ -1,0 +1,847 @@
+"""THUMOS-14 temporal action detection corpus in OpenTAD's layout: validation, window datasets and the batch collator.
+
+Time convention (OpenTAD's): fps = annotation `frame` / `duration`; sampled frame k of a video is raw frame
+k * sample_stride, at k * sample_stride / fps seconds. Segment labels are continuous, in sampled frames counted from
+the window's first frame (0..window_size).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+
+from .video_io import VideoDecodeError, VideoReader, clip_generator, sample_indices
+
+
+# ----------------------------------------------------------------------------------------------- arguments
+
+
+@dataclass
+class TADDataArguments:
+    """Where a temporal action detection corpus lives and how windows are read from it."""
+
+    dataset_name: str = field(default="thumos14", metadata={"help": "Corpus slug (the corpus loaders table key)."})
+    data_root: Optional[str] = field(
+        default=None, metadata={"help": "Base directory; relative paths below resolve against it."}
+    )
+    annotation_path: str = field(
+        default="annotations/thumos_14_anno.json", metadata={"help": "OpenTAD annotation JSON ({'database': ...})."}
+    )
+    class_map_path: str = field(
+        default="annotations/category_idx.txt", metadata={"help": "Class names, one per line; line i is class id i."}
+    )
+    video_dir: str = field(default="raw_data/video", metadata={"help": "Folder holding <video_id><video_ext>."})
+    video_ext: str = field(default=".mp4", metadata={"help": "Video file extension, with the dot."})
+    train_subset: str = field(
+        default="training", metadata={"help": "Training subset name (OpenTAD calls THUMOS validation 'training')."}
+    )
+    eval_subset: str = field(
+        default="validation", metadata={"help": "Evaluation subset name (OpenTAD calls THUMOS test 'validation')."}
+    )
+    exclude_videos: list[str] = field(
+        default_factory=list,
+        metadata={"help": "Video ids left out before validation and loading (OpenTAD's block_list)."},
+    )
+    sample_stride: int = field(default=4, metadata={"help": "Keep every n-th raw frame."})
+    window_size: int = field(default=768, metadata={"help": "Sampled frames per window (model input length)."})
+    eval_window_stride: int = field(default=384, metadata={"help": "Sampled frames between evaluation windows."})
+    trunc_thresh: float = field(
+        default=0.75,
+        metadata={"help": "A training window holds >= this fraction of at least one action; ground truth kept in a "
+                  "window (train and eval) is the one with >= this fraction inside, cropped to the window."},
+    )  # fmt: skip
+    trunc_crop_ratio: Optional[list[float]] = field(
+        default_factory=lambda: [0.9, 1.0],
+        metadata={"help": "Videos no longer than a window are cut to a random length in [lo, hi] x their length "
+                  "(OpenTAD random_trunc crop_ratio); null keeps them whole."},
+    )  # fmt: skip
+    resize_short_side: int = field(default=182, metadata={"help": "Training: resize the short side to this."})
+    crop_size: int = field(default=160, metadata={"help": "Training: random resized crop to this square size."})
+    eval_resize: int = field(default=160, metadata={"help": "Evaluation: short side resize, then centre crop."})
+    flip_prob: float = field(default=0.5, metadata={"help": "Training: horizontal flip probability."})
+    rand_augment_num_ops: int = field(default=2, metadata={"help": "RandAugment operations per sample (0: off)."})
+    rand_augment_magnitude: int = field(default=9, metadata={"help": "RandAugment magnitude."})
+    color_jitter: Optional[list[float]] = field(
+        default_factory=lambda: [0.5, 0.5, 0.5, 0.1],
+        metadata={"help": "Brightness, contrast, saturation, hue (mmaction ColorJitter defaults, used by AdaTAD); "
+                  "null: off."},
+    )  # fmt: skip
+    ignore_labels: list[str] = field(
+        default_factory=lambda: ["Ambiguous"], metadata={"help": "Labels dropped from the ground truth (counted)."}
+    )
+    decode_threads: int = field(default=1, metadata={"help": "decord threads per reader."})
+    validate_decode_last_frame: bool = field(
+        default=True,
+        metadata={"help": "Validation decodes each video's last frame (catches broken tails) besides opening it."},
+    )
+    validate_workers: int = field(default=8, metadata={"help": "Threads probing videos during validation."})
+    max_train_videos: Optional[int] = field(default=None, metadata={"help": "Debug: first n training videos."})
+    max_eval_videos: Optional[int] = field(default=None, metadata={"help": "Debug: first n evaluation videos."})
+    synthetic: bool = field(
+        default=False, metadata={"help": "Generate the synthetic corpus into data_root when it is missing."}
+    )
+    synthetic_num_train_videos: int = field(default=24, metadata={"help": "Synthetic: training videos."})
+    synthetic_num_test_videos: int = field(default=8, metadata={"help": "Synthetic: evaluation videos."})
+    synthetic_num_classes: int = field(default=3, metadata={"help": "Synthetic: classes (first THUMOS names)."})
+    synthetic_seed: int = field(default=0, metadata={"help": "Synthetic: generator seed."})
+    synthetic_height: int = field(default=64, metadata={"help": "Synthetic: frame height (even)."})
+    synthetic_width: int = field(default=96, metadata={"help": "Synthetic: frame width (even)."})
+    synthetic_fps: int = field(default=15, metadata={"help": "Synthetic: frames per second."})
+    synthetic_min_duration: float = field(default=16.0, metadata={"help": "Synthetic: shortest video, seconds."})
+    synthetic_max_duration: float = field(default=32.0, metadata={"help": "Synthetic: longest video, seconds."})
+    synthetic_num_ambiguous: int = field(default=0, metadata={"help": "Synthetic: 'Ambiguous' annotations."})
+
+    def __post_init__(self):
+        for name in ("sample_stride", "window_size", "eval_window_stride", "decode_threads", "validate_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0.0 < self.trunc_thresh <= 1.0:
+            raise ValueError(f"trunc_thresh must be in (0, 1], got {self.trunc_thresh}")
+        if self.trunc_crop_ratio is not None:
+            if len(self.trunc_crop_ratio) != 2 or not 0 < self.trunc_crop_ratio[0] <= self.trunc_crop_ratio[1] <= 1:
+                raise ValueError(
+                    f"trunc_crop_ratio must be [lo, hi] with 0 < lo <= hi <= 1, got {self.trunc_crop_ratio}"
+                )
+        if self.color_jitter is not None and len(self.color_jitter) != 4:
+            raise ValueError(f"color_jitter must hold 4 numbers (brightness, contrast, saturation, hue) or be null")
+        if self.synthetic and not self.data_root:
+            raise ValueError("synthetic: true needs data_root (where the synthetic corpus is written)")
+
+    def resolve(self, path: str) -> str:
+        if self.data_root and not os.path.isabs(path):
+            return os.path.join(self.data_root, path)
+        return path
+
+    def video_path(self, video_id: str) -> str:
+        return os.path.join(self.resolve(self.video_dir), video_id + self.video_ext)
+
+    def synthetic_kwargs(self) -> dict:
+        return {
+            "num_train_videos": self.synthetic_num_train_videos,
+            "num_test_videos": self.synthetic_num_test_videos,
+            "num_classes": self.synthetic_num_classes,
+            "seed": self.synthetic_seed,
+            "height": self.synthetic_height,
+            "width": self.synthetic_width,
+            "fps": self.synthetic_fps,
+            "min_duration": self.synthetic_min_duration,
+            "max_duration": self.synthetic_max_duration,
+            "num_ambiguous": self.synthetic_num_ambiguous,
+        }
+
+
+# ----------------------------------------------------------------------------------------------- validation
+
+
+class CorpusError(ValueError):
+    """The corpus has problems; the message is the formatted ValidationReport listing all of them."""
+
+    def __init__(self, report: "ValidationReport"):
+        super().__init__(report.format())
+        self.report = report
+
+
+@dataclass
+class ValidationReport:
+    annotation_path: str
+    problems: list[str] = field(default_factory=list)
+    num_videos: dict[str, int] = field(default_factory=dict)  # per subset, videos checked
+    num_segments: dict[str, int] = field(default_factory=dict)  # per subset, segments kept
+    ignored_segments: dict[str, int] = field(default_factory=dict)  # per ignored label, segments dropped
+    notes: list[str] = field(default_factory=list)  # facts that are not problems
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def format(self) -> str:
+        counts = "; ".join(
+            f"{subset}: {n} videos, {self.num_segments.get(subset, 0)} segments"
+            for subset, n in self.num_videos.items()
+        )
+        lines = [f"THUMOS-14 corpus check of {self.annotation_path}: {counts or 'nothing read'}"]
+        if self.ignored_segments:
+            ignored = ", ".join(f"{label}: {n}" for label, n in sorted(self.ignored_segments.items()))
+            lines.append(f"  ignored segments (excluded, not errors): {ignored}")
+        lines += [f"  note: {note}" for note in self.notes]
+        if self.problems:
+            lines.append(f"  {len(self.problems)} problem(s):")
+            lines += [f"    - {p}" for p in self.problems]
+        else:
+            lines.append("  no problems")
+        return "\n".join(lines)
+
+
+@dataclass
+class _VideoEntry:
+    video_id: str
+    subset: str
+    path: str
+    frame: Any
+    duration: Any
+    segments: list = field(default_factory=list)  # kept [start, end] seconds, clipped to [0, duration]
+    labels: list = field(default_factory=list)  # kept class ids
+    probe: Optional[dict] = None
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _fingerprint(path: str, block: int = 1 << 16) -> tuple:
+    """Size plus a hash of the first and last 64 KiB: equal for copies of one file, cheap for large videos."""
+    size = os.path.getsize(path)
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        digest.update(f.read(block))
+        if size > block:
+            f.seek(max(size - block, block))
+            digest.update(f.read(block))
+    return size, digest.hexdigest()
+
+
+def _probe(path: str, decode_last: bool, threads: int) -> dict:
+    """Open with decord and decode the last frame only (about 20-30 ms for a 3-minute 320x180 MP4).
+
+    Opening reads the container's index (MP4: the moov sample table), no pixels: it catches garbage bytes and
+    files cut before their index is written; the frame count (checked against the annotation) catches most other
+    truncations. Decoding the last frame, which costs at most one GOP, catches a file whose index still lists
+    frames that its data no longer holds (a cut "faststart" MP4). Corruption in the middle of the stream is not
+    looked for: that needs a full decode.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return {"error": "video file not found"}
+    try:
+        reader = VideoReader(path, num_threads=threads)
+        info = {"num_frames": reader.num_frames, "fps": reader.fps, "realpath": os.path.realpath(path),
+                "inode": (stat.st_dev, stat.st_ino), "fingerprint": _fingerprint(path)}  # fmt: skip
+        if info["num_frames"] <= 0:
+            return {**info, "error": "no frames decodable"}
+        if not info["fps"] > 0:
+            return {**info, "error": f"fps reported as {info['fps']}"}
+        if decode_last:
+            reader.get_frames([info["num_frames"] - 1])
+        return info
+    except VideoDecodeError as err:
+        return {"error": f"not decodable: {err}"}
+    except Exception as err:  # a decoder crash on a broken file must not stop the check of the others
+        return {"error": f"not decodable: {type(err).__name__}: {err}"}
+
+
+def _load_database(path: str, problems: list[str]) -> Optional[dict]:
+    if not os.path.isfile(path):
+        problems.append(f"{path}: annotation file not found")
+        return None
+
+    def no_duplicate_keys(pairs):
+        obj, seen = {}, set()
+        for key, value in pairs:
+            if key in seen:
+                problems.append(f"{path}: key '{key}' appears more than once (JSON keeps only the last)")
+            seen.add(key)
+            obj[key] = value
+        return obj
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f, object_pairs_hook=no_duplicate_keys)
+    except (ValueError, UnicodeDecodeError) as err:
+        problems.append(f"{path}: not valid JSON ({err})")
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("database"), dict):
+        problems.append(f"{path}: no 'database' mapping at the top level")
+        return None
+    return data["database"]
+
+
+def _load_class_map(path: str, problems: list[str]) -> Optional[list[str]]:
+    if not os.path.isfile(path):
+        problems.append(f"{path}: class map file not found")
+        return None
+    with open(path, encoding="utf-8") as f:
+        names = [line.strip() for line in f]
+    while names and not names[-1]:
+        names.pop()
+    for i, name in enumerate(names):
+        if not name:
+            problems.append(f"{path}: line {i + 1} is empty")
+    for name, n in Counter(names).items():
+        if name and n > 1:
+            problems.append(f"{path}: class '{name}' listed {n} times")
+    if not names:
+        problems.append(f"{path}: no class names")
+    return names
+
+
+def _check_corpus(args: TADDataArguments) -> tuple[ValidationReport, list[str], dict[str, list[_VideoEntry]]]:
+    """Everything validate_thumos14 reports, plus the parsed entries that load_thumos14 builds its tables from."""
+    ann_path = args.resolve(args.annotation_path)
+    report = ValidationReport(annotation_path=ann_path)
+    problems = report.problems
+    database = _load_database(ann_path, problems)
+    class_names = _load_class_map(args.resolve(args.class_map_path), problems) or []
+    class_index = {name: i for i, name in enumerate(class_names)}
+    ignore = set(args.ignore_labels)
+    subsets = list(dict.fromkeys([args.train_subset, args.eval_subset]))
+    entries: dict[str, list[_VideoEntry]] = {s: [] for s in subsets}
+    if database is None:
+        return report, class_names, entries
+    excluded = set(args.exclude_videos)
+    missing_excluded = sorted(excluded - set(database))
+    if missing_excluded:
+        report.notes.append(f"exclude_videos not in the annotation file: {', '.join(missing_excluded)}")
+    other = Counter()
+
+    # 1. annotation entries
+    for video_id in sorted(database):
+        info = database[video_id]
+        where = f"{ann_path}: video '{video_id}'"
+        if video_id in excluded:
+            continue
+        if not isinstance(info, dict):
+            problems.append(f"{where}: entry is not a mapping")
+            continue
+        subset = info.get("subset")
+        if subset not in entries:
+            other[str(subset)] += 1
+            continue
+        entry = _VideoEntry(video_id, subset, args.video_path(video_id), info.get("frame"), info.get("duration"))
+        frame_ok = isinstance(entry.frame, int) and not isinstance(entry.frame, bool) and entry.frame > 0
+        duration_ok = _is_number(entry.duration) and entry.duration > 0
+        if not frame_ok:
+            problems.append(f"{where}: 'frame' must be a positive integer, got {entry.frame!r}")
+        if not duration_ok:
+            problems.append(f"{where}: 'duration' must be a positive number, got {entry.duration!r}")
+        annotations = info.get("annotations", None)
+        if not isinstance(annotations, list):
+            problems.append(f"{where}: 'annotations' must be a list, got {type(annotations).__name__}")
+            annotations = []
+        # One frame period of tolerance on segment bounds (annotations are rounded to the frame).
+        tol = entry.duration / entry.frame if frame_ok and duration_ok else 0.0
+        seen = set()
+        for j, ann in enumerate(annotations):
+            at = f"{where}: annotation {j}"
+            if not isinstance(ann, dict):
+                problems.append(f"{at}: not a mapping")
+                continue
+            label, segment = ann.get("label"), ann.get("segment")
+            if isinstance(label, str) and label in ignore:
+                report.ignored_segments[label] = report.ignored_segments.get(label, 0) + 1
+                continue
+            bad = False
+            if not isinstance(label, str) or label not in class_index:
+                problems.append(f"{at}: label {label!r} is not in the class map")
+                bad = True
+            if not (isinstance(segment, (list, tuple)) and len(segment) == 2 and all(map(_is_number, segment))):
+                problems.append(f"{at}: segment must be [start, end] in seconds, got {segment!r}")
+                continue
+            start, end = float(segment[0]), float(segment[1])
+            if start >= end:
+                problems.append(f"{at}: segment {segment} has start >= end")
+                bad = True
+            if start < -tol:
+                problems.append(f"{at}: segment {segment} starts before 0")
+                bad = True
+            if duration_ok and end > entry.duration + tol:
+                problems.append(
+                    f"{at}: segment {segment} ends after the video's duration {entry.duration} "
+                    f"(tolerance one frame period, {tol:.4f} s)"
+                )
+                bad = True
+            if bad:
+                continue
+            start, end = max(start, 0.0), min(end, float(entry.duration)) if duration_ok else end
+            key = (class_index[label], start, end)
+            if key in seen:  # OpenTAD drops exact duplicates too (filter_same_annotation)
+                continue
+            seen.add(key)
+            entry.segments.append([start, end])
+            entry.labels.append(class_index[label])
+        entries[subset].append(entry)
+    if other:
+        report.notes.append(
+            "videos of other subsets, not used: " + ", ".join(f"{s}: {n}" for s, n in sorted(other.items()))
+        )
+
+    # 2. video files, probed in parallel (decord releases the GIL while reading and decoding)
+    all_entries = [e for s in subsets for e in entries[s]]
+    with ThreadPoolExecutor(max_workers=args.validate_workers) as pool:
+        probes = list(pool.map(lambda e: _probe(e.path, args.validate_decode_last_frame, args.decode_threads),
+                               all_entries))  # fmt: skip
+    for entry, probe in zip(all_entries, probes):
+        where = f"video '{entry.video_id}' ({entry.subset}, {entry.path})"
+        entry.probe = probe
+        if "error" in probe:
+            problems.append(f"{where}: {probe['error']}")
+            continue
+        n, fps = probe["num_frames"], probe["fps"]
+        if isinstance(entry.frame, int) and entry.frame != n:
+            problems.append(f"{where}: annotation 'frame' {entry.frame} != {n} frames in the file (decord)")
+        if _is_number(entry.duration) and abs(entry.duration - n / fps) > 1.0 / fps:
+            problems.append(
+                f"{where}: annotation 'duration' {entry.duration} s differs from the file's {n} frames / "
+                f"{fps:g} fps = {n / fps:.4f} s by more than one frame period ({1.0 / fps:.4f} s)"
+            )
+
+    # 3. the same file under two ids (a train/eval overlap leaks test videos into training)
+    groups: dict[Any, list[_VideoEntry]] = {}
+    for entry in all_entries:
+        if entry.probe and "fingerprint" in entry.probe:
+            for key in (("path", entry.probe["realpath"]), ("inode", entry.probe["inode"]),
+                        ("content", entry.probe["fingerprint"])):  # fmt: skip
+                groups.setdefault(key, []).append(entry)
+    reported = set()
+    for key, group in groups.items():
+        ids = tuple(sorted({(e.subset, e.video_id) for e in group}))
+        if len(ids) < 2 or ids in reported:
+            continue
+        reported.add(ids)
+        names = ", ".join(f"'{vid}' ({subset})" for subset, vid in ids)
+        kind = "train/eval overlap" if len({s for s, _ in ids}) > 1 else "duplicate video"
+        problems.append(f"{kind}: {names} are the same video file ({group[0].path})")
+
+    for subset in subsets:
+        report.num_videos[subset] = len(entries[subset])
+        report.num_segments[subset] = sum(len(e.segments) for e in entries[subset])
+    if args.train_subset == args.eval_subset:
+        problems.append(f"train_subset and eval_subset are both '{args.train_subset}'")
+    if not entries[args.train_subset]:
+        problems.append(f"{ann_path}: no video in the training subset '{args.train_subset}'")
+    elif not report.num_segments[args.train_subset]:
+        problems.append(f"{ann_path}: the training subset '{args.train_subset}' has no segment to learn from")
+    if not entries[args.eval_subset]:
+        problems.append(f"{ann_path}: no video in the evaluation subset '{args.eval_subset}'")
+    without = sum(1 for e in entries[args.train_subset] if not e.segments)
+    if without:
+        report.notes.append(f"{without} training video(s) have no kept segment and are not trained on")
+    return report, class_names, entries
+
+
+def validate_thumos14(args: TADDataArguments) -> ValidationReport:
+    """Checks the whole corpus (annotation file, class map, every video of both subsets) and reports every problem,
+    each naming the file, video id and annotation index. Ignored labels ("Ambiguous") are counted, not problems."""
+    return _check_corpus(args)[0]
+
+
+# ----------------------------------------------------------------------------------------------- windows
+
+
+def num_sampled_frames(num_frames: int, sample_stride: int) -> int:
+    """Sampled frames 0, s, 2s, ... below num_frames (OpenTAD: np.arange(0, num_frames, stride))."""
+    return -(-num_frames // sample_stride)
+
+
+def eval_window_starts(num_sampled: int, window_size: int, window_stride: int) -> list[int]:
+    """First sampled frame of each evaluation window.
+
+    OpenTAD's sliding windows: every `window_stride` while the window fits, then one last window ending at the
+    video's end; a video no longer than a window gets one window at 0, padded. (OpenTAD can emit the last window
+    twice when the length is a multiple of the stride; it is emitted once here.)
+    """
+    if num_sampled <= window_size:
+        return [0]
+    starts = list(range(0, num_sampled - window_size, window_stride))
+    starts.append(num_sampled - window_size)
+    return starts
+
+
+def _window_gt(segments: np.ndarray, labels: np.ndarray, lo: float, hi: float, thresh: float):
+    """GT (in sampled frames) with >= thresh of its length inside [lo, hi], cropped and shifted to start at lo."""
+    if len(segments) == 0:
+        return np.zeros((0, 2), np.float32), np.zeros((0,), np.int64)
+    left = np.maximum(segments[:, 0], lo)
+    right = np.minimum(segments[:, 1], hi)
+    ratio = np.clip(right - left, 0, None) / np.maximum(segments[:, 1] - segments[:, 0], 1e-8)
+    keep = ratio >= thresh
+    cropped = np.stack([left[keep], right[keep]], axis=1) - lo
+    return cropped.astype(np.float32), labels[keep].astype(np.int64)
+
+
+def _randint(generator, low: int, high: int) -> int:
+    """Uniform integer in [low, high] (inclusive) from a torch or numpy generator."""
+    if isinstance(generator, np.random.Generator):
+        return int(generator.integers(low, high + 1))
+    return int(torch.randint(low, high + 1, (1,), generator=generator).item())
+
+
+def random_trunc(
+    num_sampled: int,
+    segments: np.ndarray,
+    labels: np.ndarray,
+    window_size: int,
+    trunc_thresh: float,
+    crop_ratio,
+    generator,
+) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """OpenTAD's RandomTrunc (LoadFrames method="random_trunc") on sampled-frame units.
+
+    Returns (start, num_valid, segments, labels): the window covers sampled frames [start, start + num_valid),
+    padded to window_size. A video longer than the window: start uniform among the starts at which at least one
+    action has >= trunc_thresh of its length inside (OpenTAD draws up to 200 uniform starts until one qualifies;
+    this samples the same distribution exactly, and falls back to a uniform start when no start qualifies, as
+    OpenTAD's last trial does). A video no longer than the window: with crop_ratio [lo, hi] its length is cut to a
+    random round(lo*L)..round(hi*L) and the same search runs on it; when that length is the whole video (or
+    crop_ratio is None) the window starts at 0 and all ground truth is kept unchanged. Kept ground truth: the
+    segments with >= trunc_thresh inside, cropped to the window, shifted to window units.
+    """
+    length = window_size
+    if num_sampled <= window_size:
+        if crop_ratio is None:
+            return 0, num_sampled, segments.astype(np.float32), labels.astype(np.int64)
+        lo = max(int(round(crop_ratio[0] * num_sampled)), 1)
+        hi = min(int(round(crop_ratio[1] * num_sampled)), num_sampled)
+        length = _randint(generator, lo, hi)
+        if length == num_sampled:
+            return 0, num_sampled, segments.astype(np.float32), labels.astype(np.int64)
+    starts = np.arange(0, num_sampled - length + 1, dtype=np.float64)
+    if len(segments):
+        left = np.maximum(starts[:, None], segments[None, :, 0])
+        right = np.minimum(starts[:, None] + length, segments[None, :, 1])
+        ratio = np.clip(right - left, 0, None) / np.maximum(segments[None, :, 1] - segments[None, :, 0], 1e-8)
+        feasible = np.flatnonzero((ratio >= trunc_thresh).any(axis=1))
+    else:
+        feasible = np.zeros(0, dtype=np.int64)
+    if len(feasible):
+        start = int(feasible[_randint(generator, 0, len(feasible) - 1)])
+    else:
+        start = _randint(generator, 0, num_sampled - length)
+    seg, lab = _window_gt(segments, labels, start, start + length, trunc_thresh)
+    return start, length, seg, lab
+
+
+def window_frame_indices(window_start: int, num_valid: int, window_size: int, sample_stride: int, num_frames: int):
+    """Raw frame indices of a window of sampled frames [window_start, window_start + num_valid), padded to
+    window_size by repeating the last real frame (OpenTAD's edge padding), and its mask."""
+    indices, mask = sample_indices(window_start * sample_stride, window_size, sample_stride, num_frames)
+    mask &= np.arange(window_size) < num_valid
+    if num_valid < window_size:
+        indices[num_valid:] = indices[max(num_valid - 1, 0)]
+    return indices, mask
+
+
+class _ReaderCache:
+    """One open decord reader per process: consecutive windows of a video reuse it.
+
+    Readers are kept per pid. A forked DataLoader worker opens its own and must never destroy one inherited from
+    its parent: decord's destructor joins decoder threads that do not exist in the child and hangs for ever.
+    """
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self._readers: dict[int, tuple[str, VideoReader]] = {}
+
+    def get(self, path: str) -> VideoReader:
+        pid = os.getpid()
+        entry = self._readers.get(pid)
+        if entry is None or entry[0] != path:
+            self._readers.pop(pid, None)  # opened by this process: safe to close
+            entry = (path, VideoReader(path, num_threads=self.threads))
+            self._readers[pid] = entry
+        return entry[1]
+
+    def __getstate__(self):  # readers are not picklable (spawned workers, deepcopy): start empty
+        return {"threads": self.threads, "_readers": {}}
+
+
+def _to_tensor_clip(clip: np.ndarray, generator=None) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).contiguous()
+
+
+class _WindowTransformBase:
+    def __init__(self, window_size: int, sample_stride: int, trunc_thresh: float, clip_transform, decode_threads: int):
+        self.window_size = int(window_size)
+        self.sample_stride = int(sample_stride)
+        self.trunc_thresh = float(trunc_thresh)
+        self.clip_transform = clip_transform or _to_tensor_clip
+        self._readers = _ReaderCache(decode_threads)
+
+    def _sample(self, row: dict, start: int, num_valid: int, segments, labels, generator) -> dict:
+        indices, mask = window_frame_indices(start, num_valid, self.window_size, self.sample_stride, row["num_frames"])
+        clip = self._readers.get(row["path"]).get_frames(indices)
+        pixels = self.clip_transform(clip, generator)
+        return {
+            "pixel_values": pixels,
+            "pixel_mask": torch.from_numpy(mask),
+            "class_labels": torch.as_tensor(labels, dtype=torch.long),
+            "segment_labels": torch.as_tensor(segments, dtype=torch.float32).reshape(-1, 2),
+            "video_index": torch.tensor(int(row["video_index"]), dtype=torch.long),
+            "window_start": torch.tensor(int(start), dtype=torch.long),
+        }
+
+    def _segments_sampled(self, row: dict) -> tuple[np.ndarray, np.ndarray]:
+        scale = row["fps"] / self.sample_stride  # seconds -> sampled frames
+        segments = np.asarray(row["segments"], dtype=np.float64).reshape(-1, 2) * scale
+        return segments, np.asarray(row["labels"], dtype=np.int64)
+
+    def __call__(self, batch: dict) -> dict:
+        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
+        samples = [self.transform_row(row) for row in rows]
+        return {key: [s[key] for s in samples] for key in samples[0]} if samples else {}
+
+
+class TrainWindowTransform(_WindowTransformBase):
+    """datasets transform for training rows (one per video): draws a window with OpenTAD's RandomTrunc, decodes
+    only its frames and augments them, all from a generator seeded by (seed, epoch, row index)."""
+
+    def __init__(
+        self,
+        window_size: int,
+        sample_stride: int,
+        trunc_thresh: float = 0.75,
+        crop_ratio=(0.9, 1.0),
+        clip_transform: Optional[Callable] = None,
+        seed: int = 0,
+        decode_threads: int = 1,
+    ):
+        super().__init__(window_size, sample_stride, trunc_thresh, clip_transform, decode_threads)
+        self.crop_ratio = tuple(crop_ratio) if crop_ratio is not None else None
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def transform_row(self, row: dict) -> dict:
+        generator = clip_generator(self.seed, self.epoch, row["index"])
+        segments, labels = self._segments_sampled(row)
+        num_sampled = num_sampled_frames(row["num_frames"], self.sample_stride)
+        start, num_valid, seg, lab = random_trunc(
+            num_sampled, segments, labels, self.window_size, self.trunc_thresh, self.crop_ratio, generator
+        )
+        return self._sample(row, start, num_valid, seg, lab, generator)
+
+
+class EvalWindowTransform(_WindowTransformBase):
+    """datasets transform for evaluation rows (one per sliding window): deterministic."""
+
+    def __init__(
+        self,
+        window_size: int,
+        sample_stride: int,
+        trunc_thresh: float = 0.75,
+        clip_transform: Optional[Callable] = None,
+        decode_threads: int = 1,
+    ):
+        super().__init__(window_size, sample_stride, trunc_thresh, clip_transform, decode_threads)
+
+    def transform_row(self, row: dict) -> dict:
+        start = int(row["window_start"])
+        num_sampled = num_sampled_frames(row["num_frames"], self.sample_stride)
+        num_valid = min(self.window_size, num_sampled - start)
+        segments, labels = self._segments_sampled(row)
+        seg, lab = _window_gt(segments, labels, start, start + num_valid, self.trunc_thresh)
+        return self._sample(row, start, num_valid, seg, lab, torch.Generator().manual_seed(0))
+
+
+def set_dataset_epoch(dataset, epoch: int) -> None:
+    """Sets the epoch of the window transform attached to `dataset` (with set_transform). DataLoader workers see
+    it only if they are started after the call (persistent_workers=False)."""
+    transform = (dataset.format.get("format_kwargs") or {}).get("transform")
+    if hasattr(transform, "set_epoch"):
+        transform.set_epoch(epoch)
+
+
+def collate_tad(samples: list[dict]) -> dict:
+    """Stacks window samples; ground truth padded to the batch's most segments (at least 1) with class -1."""
+    if not samples:
+        raise ValueError("collate_tad: empty batch")
+    batch_size = len(samples)
+    n = max([1] + [len(s["class_labels"]) for s in samples])
+    class_labels = torch.full((batch_size, n), -1, dtype=torch.long)
+    segment_labels = torch.zeros((batch_size, n, 2), dtype=torch.float32)
+    for i, s in enumerate(samples):
+        k = len(s["class_labels"])
+        class_labels[i, :k] = torch.as_tensor(s["class_labels"], dtype=torch.long)
+        segment_labels[i, :k] = torch.as_tensor(s["segment_labels"], dtype=torch.float32).reshape(-1, 2)
+    return {
+        "pixel_values": torch.stack([torch.as_tensor(s["pixel_values"]) for s in samples]),
+        "pixel_mask": torch.stack([torch.as_tensor(s["pixel_mask"], dtype=torch.bool) for s in samples]),
+        "class_labels": class_labels,
+        "segment_labels": segment_labels,
+        "video_index": torch.tensor([int(s["video_index"]) for s in samples], dtype=torch.long),
+        "window_start": torch.tensor([int(s["window_start"]) for s in samples], dtype=torch.long),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- loading
+
+
+@dataclass
+class TADCorpus:
+    train_dataset: Any  # datasets.Dataset, one row per training video with >= 1 kept segment
+    eval_dataset: Any  # datasets.Dataset, one row per sliding evaluation window
+    class_names: list[str]
+    videos: list[dict]  # evaluation videos in video_index order: video_id, fps, duration, num_frames, sample_stride
+    train_videos: list[dict]  # training videos in video_index order, same keys
+    ground_truth: dict  # OpenTAD JSON of the evaluation subset, ignored labels removed
+    ground_truth_path: str
+    report: ValidationReport
+    train_transform: TrainWindowTransform
+    eval_transform: EvalWindowTransform
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train_transform.set_epoch(epoch)
+
+
+def build_clip_transforms(args: TADDataArguments) -> tuple[Callable, Callable]:
+    """The train and eval clip transforms of the recipe (video_io's TrainClipTransform / EvalClipTransform)."""
+    from .video_io import EvalClipTransform, TrainClipTransform
+
+    rand_augment = (args.rand_augment_num_ops, args.rand_augment_magnitude) if args.rand_augment_num_ops > 0 else None
+    train = TrainClipTransform(
+        resize=args.resize_short_side,
+        crop=args.crop_size,
+        flip_prob=args.flip_prob,
+        rand_augment=rand_augment,
+        color_jitter=tuple(args.color_jitter) if args.color_jitter is not None else None,
+    )
+    return train, EvalClipTransform(resize=args.eval_resize, crop=args.eval_resize)
+
+
+_TABLE_FEATURES = None
+
+
+def _features():
+    import datasets
+
+    global _TABLE_FEATURES
+    if _TABLE_FEATURES is None:
+        _TABLE_FEATURES = datasets.Features(
+            {
+                "index": datasets.Value("int64"),
+                "video_index": datasets.Value("int64"),
+                "video_id": datasets.Value("string"),
+                "path": datasets.Value("string"),
+                "num_frames": datasets.Value("int64"),
+                "fps": datasets.Value("float64"),
+                "duration": datasets.Value("float64"),
+                "window_start": datasets.Value("int64"),
+                "segments": datasets.List(datasets.List(datasets.Value("float64"))),
+                "labels": datasets.List(datasets.Value("int64")),
+            }
+        )
+    return _TABLE_FEATURES
+
+
+def _video_record(entry: _VideoEntry, stride: int) -> dict:
+    return {
+        "video_id": entry.video_id,
+        "path": entry.path,
+        "fps": entry.frame / entry.duration,  # OpenTAD's convention (the frame count equals the decoded one)
+        "duration": float(entry.duration),
+        "num_frames": int(entry.frame),
+        "sample_stride": stride,
+    }
+
+
+def ground_truth_json(entries: list[_VideoEntry], class_names: list[str]) -> dict:
+    return {
+        "database": {
+            e.video_id: {
+                "subset": e.subset,
+                "duration": float(e.duration),
+                "frame": int(e.frame),
+                "annotations": [
+                    {"label": class_names[label], "segment": list(seg)} for seg, label in zip(e.segments, e.labels)
+                ],
+            }
+            for e in entries
+        }
+    }
+
+
+def write_json_atomic(obj: Any, path: str) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.replace(tmp, path)
+    return path
+
+
+def load_thumos14(
+    args: TADDataArguments,
+    seed: int = 0,
+    train_clip_transform: Optional[Callable] = None,
+    eval_clip_transform: Optional[Callable] = None,
+    ground_truth_dir: Optional[str] = None,
+) -> TADCorpus:
+    """Validates the corpus (raises CorpusError listing every problem) and builds the window datasets.
+
+    The evaluation ground truth (ignored labels removed) is written as OpenTAD JSON to `ground_truth_dir`, by default
+    a content-addressed file in the system temp dir. Clip transforms default to the recipe's (build_clip_transforms).
+    """
+    import datasets
+
+    if args.synthetic:
+        from .synthetic import ensure_synthetic_thumos14
+
+        ensure_synthetic_thumos14(args.data_root, **args.synthetic_kwargs())
+    report, class_names, entries = _check_corpus(args)
+    if not report.ok:
+        raise CorpusError(report)
+    if train_clip_transform is None or eval_clip_transform is None:
+        default_train, default_eval = build_clip_transforms(args)
+        train_clip_transform = train_clip_transform or default_train
+        eval_clip_transform = eval_clip_transform or default_eval
+    stride = args.sample_stride
+
+    train_entries = [e for e in entries[args.train_subset] if e.segments][: args.max_train_videos]
+    train_videos = [_video_record(e, stride) for e in train_entries]
+    train_rows = [
+        {**v, "index": i, "video_index": i, "window_start": 0, "segments": e.segments, "labels": e.labels}
+        for i, (v, e) in enumerate(zip(train_videos, train_entries))
+    ]
+    eval_entries = entries[args.eval_subset][: args.max_eval_videos]
+    videos = [_video_record(e, stride) for e in eval_entries]
+    eval_rows = []
+    for vi, (v, e) in enumerate(zip(videos, eval_entries)):
+        for start in eval_window_starts(num_sampled_frames(v["num_frames"], stride), args.window_size,
+                                        args.eval_window_stride):  # fmt: skip
+            eval_rows.append({**v, "index": len(eval_rows), "video_index": vi, "window_start": start,
+                              "segments": e.segments, "labels": e.labels})  # fmt: skip
+    columns = list(_features())
+
+    def table(rows):
+        return datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in columns}, features=_features())
+
+    train_dataset, eval_dataset = table(train_rows), table(eval_rows)
+    train_transform = TrainWindowTransform(args.window_size, stride, args.trunc_thresh, args.trunc_crop_ratio,
+                                           train_clip_transform, seed, args.decode_threads)  # fmt: skip
+    eval_transform = EvalWindowTransform(args.window_size, stride, args.trunc_thresh, eval_clip_transform,
+                                         args.decode_threads)  # fmt: skip
+    train_dataset.set_transform(train_transform)
+    eval_dataset.set_transform(eval_transform)
+
+    ground_truth = ground_truth_json(eval_entries, class_names)
+    text = json.dumps(ground_truth, sort_keys=True)
+    if ground_truth_dir is None:
+        ground_truth_dir = os.path.join(tempfile.gettempdir(), "hf_vtrain_ground_truth")
+        name = f"thumos14_{args.eval_subset}_{hashlib.sha1(text.encode()).hexdigest()[:16]}.json"
+    else:
+        name = f"thumos14_{args.eval_subset}_ground_truth.json"
+    ground_truth_path = write_json_atomic(ground_truth, os.path.join(ground_truth_dir, name))
+    return TADCorpus(
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        class_names=class_names,
+        videos=videos,
+        train_videos=train_videos,
+        ground_truth=ground_truth,
+        ground_truth_path=ground_truth_path,
+        report=report,
+        train_transform=train_transform,
+        eval_transform=eval_transform,
+    )
