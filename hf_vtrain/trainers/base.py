@@ -110,8 +110,8 @@ def assign_param_groups(model: nn.Module, args: VTrainingArguments) -> list[dict
     for name, param in model.named_parameters():
         spec = next((s for s in specs if any(r.search(name) for r in s["regex"])), default)
         table[spec["name"]]["params"].append((name, param))
-        if spec["lr"] == 0.0:
-            param.requires_grad_(False)
+        # The recipe is the one home of freezing: a model's own requires_grad flags are overridden both ways.
+        param.requires_grad_(spec["lr"] != 0.0)
     return list(table.values())
 
 
