@@ -42,19 +42,10 @@ def read_recipe(path: str) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a flat mapping of key: value, got a {type(data).__name__}")
-    for key, value in data.items():
+    for key in data:
         if not isinstance(key, str):
             raise RecipeError(f"{path}: key {key!r} is not a string")
-        if isinstance(value, dict) and key not in _DICT_VALUED_OK:
-            raise RecipeError(
-                f"{path}: key '{key}' holds a nested mapping; recipes are flat (one key per setting, no sections)"
-            )
     return data
-
-
-# Fields whose value is legitimately a mapping (they are still one setting each).
-_DICT_VALUED_OK = {"lr_scheduler_kwargs", "gradient_checkpointing_kwargs", "model_config_overrides",
-                   "accelerator_config", "fsdp_config", "deepspeed", "optim_args", "synthetic_params"}
 
 
 def split_argv(argv: list[str]) -> tuple[str | None, dict[str, Any]]:
@@ -106,6 +97,11 @@ def _unwrap_optional(tp):
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     """Checks and converts one value to the field type; YAML 1.1 reads `1e-4` as a string, so numbers are parsed."""
     base, optional = _unwrap_optional(tp)
+    if isinstance(value, dict) and not (base is dict or typing.get_origin(base) is dict or base is Any
+                                        or (typing.get_origin(base) in (typing.Union, types.UnionType)
+                                            and dict in typing.get_args(base))):
+        raise RecipeError(f"{source}: key '{key}' holds a nested mapping; recipes are flat (one key per setting, "
+                          "no sections)")
     if value is None:
         if optional or base is Any:
             return None

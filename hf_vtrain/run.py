@@ -66,11 +66,12 @@ def find_last_checkpoint(output_dir: str) -> str | None:
 
 
 def _jsonable(value):
-    try:
-        json.dumps(value)
-        return value
-    except TypeError:
-        return str(value)
+    """Plain JSON/YAML types only (enums become their values, unknown objects their str)."""
+    from enum import Enum
+
+    if isinstance(value, Enum):
+        return value.value
+    return json.loads(json.dumps(value, default=lambda v: v.value if isinstance(v, Enum) else str(v)))
 
 
 def resolved_recipe(task: str, *arg_objects) -> dict:
@@ -116,19 +117,24 @@ def setup_logging(training_args) -> None:
         logging.getLogger().addHandler(handler)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    argv = list(sys.argv[1:] if argv is None else argv)
+@dataclasses.dataclass
+class PreparedRun:
+    task_name: str
+    model_args: object
+    data_args: object
+    training_args: object
+    trainer: object
+    task: object
+    resume: str | None
+
+
+def prepare(argv: list[str]) -> PreparedRun:
+    """Everything before `train()`: parse, seed, logging, run info, checkpoint detection, data, model, trainer."""
     task_name = peek_key(argv, "task")
     spec = get_task(task_name)
     model_args, data_args, training_args, set_keys = parse_args(
         argv, (spec.model_args, spec.data_args, spec.training_args), extra_keys=RUN_KEYS
     )
-
-    if set_keys.get("validate_data_only"):
-        report = spec.validate(data_args)
-        print(report.format())
-        return {"ok": report.ok}
-
     setup_logging(training_args)
     from transformers import enable_full_determinism, set_seed
 
@@ -144,11 +150,11 @@ def main(argv: list[str] | None = None) -> dict:
         if resume is None:
             raise FileNotFoundError(f"resume_from_checkpoint={training_args.resume_from_checkpoint}: no complete "
                                     f"checkpoint in {output_dir}")
-    elif resume is None and training_args.do_train is not False:
+    elif resume is None:
         resume = find_last_checkpoint(output_dir)
         if resume:
             logger.info("found checkpoint %s in output_dir: resuming from it", resume)
-    elif resume is not None and not os.path.isdir(resume):
+    elif not os.path.isdir(resume):
         raise FileNotFoundError(f"resume_from_checkpoint: {resume} is not a folder")
 
     run_info = {}
@@ -166,42 +172,70 @@ def main(argv: list[str] | None = None) -> dict:
         **task.trainer_kwargs,
     )
     trainer.run_info = {**run_info, "task": task_name, "description": spec.description}
+    return PreparedRun(task_name, model_args, data_args, training_args, trainer, task, resume)
 
+
+def execute(run: PreparedRun) -> dict:
+    """train/resume -> save, metrics, curves -> final evaluation -> model card -> optional push."""
+    from hf_vtrain.plotting import plot_training_curves
+
+    trainer, output_dir = run.trainer, run.training_args.output_dir
+    title = f"{run.task_name}: {os.path.basename(os.path.abspath(output_dir))}"
     results: dict = {}
-    train_result = trainer.train(resume_from_checkpoint=resume)
+    train_result = trainer.train(resume_from_checkpoint=run.resume)
     trainer.save_model()
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
     results.update(train_result.metrics)
 
-    from hf_vtrain.plotting import plot_training_curves
-
-    if trainer.is_world_process_zero():
-        curves = plot_training_curves(trainer.state.log_history, os.path.join(output_dir, "training_curves.png"),
-                                      title=f"{task_name}: {os.path.basename(os.path.abspath(output_dir))}")
-        logger.info("training curves: %s", curves)
-
-    if task.eval_dataset is not None:
+    if run.task.eval_dataset is not None:
         metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)
         if trainer.is_world_process_zero():
             trainer.write_final_outputs(output_dir)
-            plot_training_curves(trainer.state.log_history, os.path.join(output_dir, "training_curves.png"),
-                                 title=f"{task_name}: {os.path.basename(os.path.abspath(output_dir))}")
 
     if trainer.is_world_process_zero():
+        curves = plot_training_curves(trainer.state.log_history, os.path.join(output_dir, "training_curves.png"),
+                                      title=title)
+        logger.info("training curves: %s", curves)
         trainer.create_model_card()
-    if training_args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"hf_vtrain {task_name}: end of training")
+    if run.training_args.push_to_hub:
+        trainer.push_to_hub(commit_message=f"hf_vtrain {run.task_name}: end of training")
     return results
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> dict:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if peek_key(argv, "validate_data_only"):
+        spec = get_task(peek_key(argv, "task"))
+        _, data_args, _, _ = parse_args(argv, (spec.model_args, spec.data_args, spec.training_args),
+                                        extra_keys=RUN_KEYS)
+        report = spec.validate(data_args)
+        print(report.format())
+        return {"ok": report.ok}
+    return execute(prepare(argv))
+
+
+def cli() -> None:
+    """Errors in the user's input (recipe, corpus, task name) end the run with one message, no traceback."""
+    from hf_vtrain.data.thumos14 import CorpusError
+
     try:
-        main()
-    except RecipeError as err:
+        result = main()
+    except (RecipeError, CorpusError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except KeyError as err:
+        if "task" not in str(err):
+            raise
+        print(f"error: {err.args[0]}", file=sys.stderr)
+        sys.exit(2)
+    if result.get("ok") is False:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli()

@@ -59,7 +59,8 @@ def test_unknown_key_names_closest(tmp_path):
     ("flag: maybe\n", "key 'flag' expects true/false"),
     ("- a\n- b\n", "a recipe is a flat mapping"),
     ("a: [1, 2\n", "not valid YAML"),
-    ("section:\n  num_layers: 3\n", "nested mapping"),
+    ("num_layers:\n  a: 3\n", "key 'num_layers' holds a nested mapping"),
+    ("section:\n  num_layers: 3\n", "unknown key 'section'"),
     ("num_layers: 2.5\n", "expects an integer"),
 ])
 def test_malformed_recipes(tmp_path, text, message):
