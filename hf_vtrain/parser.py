@@ -20,12 +20,28 @@ class RecipeError(ValueError):
     """A recipe or command line that cannot be turned into arguments; the message names the file and key."""
 
 
+class CliValue(str):
+    """A command-line value kept as typed; it is read as YAML only where the field is not a string, so
+    `--eval_strategy no` stays "no" while `--lr 1e-4`, `--flag false` and `--x [1, 2]` mean what they say."""
+
+
 def _yaml_scalar(text: str) -> Any:
-    """Command-line values are read as YAML so `--lr 1e-4`, `--flag false` and `--x [1, 2]` mean what they say."""
+    return CliValue(text)
+
+
+def _parse_cli(value: "CliValue") -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.safe_load(str(value))
     except yaml.YAMLError:
-        return text
+        return str(value)
+
+
+def _accepts_str(tp) -> bool:
+    if tp is str:
+        return True
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return str in typing.get_args(tp)
+    return False
 
 
 def read_recipe(path: str) -> dict[str, Any]:
@@ -97,6 +113,13 @@ def _unwrap_optional(tp):
 def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     """Checks and converts one value to the field type; YAML 1.1 reads `1e-4` as a string, so numbers are parsed."""
     base, optional = _unwrap_optional(tp)
+    if isinstance(value, CliValue):
+        if _accepts_str(base):
+            return None if (optional and value in ("null", "None", "~")) else str(value)
+        value = _parse_cli(value)
+    elif isinstance(value, bool) and _accepts_str(base) and base is not str:
+        raise RecipeError(f"{source}: key '{key}' got {value!r}: YAML reads unquoted yes/no/on/off as booleans; "
+                          f"quote the value (e.g. '{key}: \"no\"')")
     if isinstance(value, dict) and not (base is dict or typing.get_origin(base) is dict or base is Any
                                         or (typing.get_origin(base) in (typing.Union, types.UnionType)
                                             and dict in typing.get_args(base))):
@@ -208,7 +231,8 @@ def peek_key(argv: list[str], key: str, default: Any = None) -> Any:
     """Reads one key (e.g. `task`) before the dataclasses are known."""
     recipe, overrides = split_argv(argv)
     if key in overrides:
-        return overrides[key]
+        value = overrides[key]
+        return _parse_cli(value) if isinstance(value, CliValue) else value
     if recipe is not None:
         return read_recipe(recipe).get(key, default)
     return default

@@ -88,3 +88,16 @@ def test_duplicate_field_names_refused():
 
     with pytest.raises(TypeError, match="window_size"):
         parse_args([], (B, C))
+
+
+def test_yaml_booleans_in_string_fields(tmp_path):
+    from hf_vtrain.trainers.base import VTrainingArguments
+
+    # on the command line the text is kept for string-typed fields: `--eval_strategy no` is "no", not False
+    (args, _) = parse_args(["--output_dir", "o", "--eval_strategy", "no", "--save_strategy", "epoch"],
+                           (VTrainingArguments,))
+    assert args.eval_strategy == "no" and args.save_strategy == "epoch"
+    # in a file, unquoted `no` is a YAML boolean: a clear error that says to quote it
+    path = write(tmp_path, "output_dir: o\neval_strategy: no\n")
+    with pytest.raises(RecipeError, match="quote the value"):
+        parse_args([path], (VTrainingArguments,))

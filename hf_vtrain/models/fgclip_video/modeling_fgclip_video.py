@@ -103,6 +103,26 @@ def stretch_text_position_embeddings(weight: torch.Tensor, keep: int, factor: in
     return torch.cat([w[:keep], middle.reshape(-1, dim), tail], dim=0).to(weight.dtype)
 
 
+class _CappedLogScale(torch.autograd.Function):
+    """min(t, cap) whose gradient stays open whenever descent would lower t.
+
+    A plain clamp has zero gradient at the cap, and OpenAI CLIP checkpoints ship t = 4.6052 > log(100): their
+    temperature could then never move again. Here a capped t can still decrease but is never pushed further up (the
+    effect of open_clip's in-place clamp after each step, without touching the parameter in `forward`).
+    """
+
+    @staticmethod
+    def forward(ctx, log_scale: torch.Tensor, cap: float) -> torch.Tensor:
+        ctx.save_for_backward(log_scale)
+        ctx.cap = cap
+        return log_scale.clamp(max=cap)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (log_scale,) = ctx.saved_tensors
+        return grad * ((log_scale < ctx.cap) | (grad > 0)).to(grad.dtype), None
+
+
 class FGCLIPVideoTextEmbeddings(CLIPTextEmbeddings):
     """CLIP's token and 77-position embeddings (same parameter names, so CLIP checkpoints load unchanged) plus FG-CLIP's
     long-caption position table `long_position_embedding`.
@@ -304,7 +324,7 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
     # Encoders
 
     def _logit_scale(self, parameter: nn.Parameter) -> torch.Tensor:
-        return parameter.clamp(max=math.log(self.config.max_logit_scale)).exp()
+        return _CappedLogScale.apply(parameter, math.log(self.config.max_logit_scale)).exp()
 
     def _normalize(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """uint8 frames in [0, 255] (or floats in [0, 1]) -> CLIP-normalised floats in the vision tower's dtype."""
@@ -584,7 +604,9 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
         )
         return {key: encoded[key].to(self.device) for key in ("input_ids", "attention_mask")}
 
-    def get_prompt_embeddings(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def get_prompt_embeddings(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(C, D) L2-normalised prompt embeddings, on the long-caption path: the one the global loss aligns with video
         embeddings."""
         return F.normalize(self.get_text_features(input_ids, attention_mask, long_caption=True), dim=-1)
@@ -605,8 +627,8 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
         window, so a long video may be split at window multiples with identical results); its cosine similarity to
         each prompt embedding, times the learned global logit scale, is soft-maxed over the prompts, and
         score = 1 - p(prompt `normal_prompt_index`). Give `prompt_input_ids`/`prompt_attention_mask` (from
-        `encode_prompts`) or precomputed `prompt_embeds` (C, D) from `get_prompt_embeddings`. Gradients are not switched off here:
-        call it under `torch.no_grad()` for evaluation.
+        `encode_prompts`) or precomputed `prompt_embeds` (C, D) from `get_prompt_embeddings`. Gradients are not
+        switched off here: call it under `torch.no_grad()` for evaluation.
         """
         pixel_mask = self._default_mask(pixel_values, pixel_mask)
         if prompt_embeds is None:

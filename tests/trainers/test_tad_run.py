@@ -1,0 +1,187 @@
+"""Whole AdaTAD runs through run.py on a tiny synthetic THUMOS-format corpus: outputs, freezing, exact resume, errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from transformers import TrainerCallback
+
+from hf_vtrain import run as run_module
+from hf_vtrain.data.thumos14 import CorpusError
+from hf_vtrain.parser import RecipeError
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO = os.path.join(REPO, "recipes", "adatad_thumos14_demo.yaml")
+
+
+def tiny_argv(root, output_dir, **overrides):
+    """The demo recipe shrunk: 4 + 2 videos of 8-10 s at 10 fps, 32 px, 32-frame windows, 2-block 32-d VideoMAE."""
+    keys = {
+        "output_dir": str(output_dir),
+        "data_root": str(root / "corpus"),
+        "synthetic_num_train_videos": 4, "synthetic_num_test_videos": 2, "synthetic_height": 32,
+        "synthetic_width": 64, "synthetic_fps": 10, "synthetic_min_duration": 8, "synthetic_max_duration": 10,
+        "sample_stride": 2, "window_size": 32, "eval_window_stride": 16, "resize_short_side": 36, "crop_size": 32,
+        "eval_resize": 32, "flip_prob": 0.5,
+        "backbone_name_or_path": str(root / "backbone"),
+        "backbone_config_overrides": "{hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, "
+                                     "intermediate_size: 64, patch_size: 16, tubelet_size: 2, num_frames: 4, "
+                                     "image_size: 32}",
+        "model_config_overrides": "{chunk_size: 4, adapter_dim: 8, detector_dim: 32, num_attention_heads: 2, "
+                                  "num_pyramid_levels: 3, regression_ranges: [[0, 8], [8, 12], [12, 10000]], "
+                                  "pre_nms_topk: 100, max_segments: 100, dropout: 0.1}",
+        "num_train_epochs": 2, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
+        "logging_steps": 1, "eval_start_epoch": 1, "eval_every_epochs": 1, "save_every_epochs": 1,
+        "dataloader_num_workers": 0, "report_to": "none", "plot_eval_videos": 1,
+    }
+    keys.update(overrides)
+    argv = [DEMO]
+    for key, value in keys.items():
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("tad_run")
+
+
+def test_whole_run_writes_everything(root):
+    out = root / "run"
+    prepared = run_module.prepare(tiny_argv(root, out))
+    model = prepared.trainer.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith("videomae.") for n in frozen)
+    assert all(not n.startswith("videomae.") for n, p in model.named_parameters() if p.requires_grad)
+    results = run_module.execute(prepared)
+
+    # every trainable tensor changed, every frozen one did not
+    for name, param in model.named_parameters():
+        changed = not torch.equal(before[name], param.detach())
+        assert changed == (name not in frozen), name
+
+    for key in ("eval_mAP@0.3", "eval_mAP@0.7", "eval_average_mAP", "train_loss"):
+        assert key in results
+    for name in ("predictions.json", "training_curves.png", "eval_map_table.txt", "recipe_resolved.yaml",
+                 "run_info.json", "README.md", "model.safetensors", "ema/model.safetensors", "train.log"):
+        assert (out / name).is_file(), name
+    assert len(list((out / "timelines").glob("*.png"))) == 1
+    predictions = json.loads((out / "predictions.json").read_text())
+    assert set(predictions["results"]) == {"video_test_0000001", "video_test_0000002"}
+    entry = predictions["results"]["video_test_0000001"][0]
+    assert set(entry) == {"segment", "label", "score"}
+    resolved = yaml.safe_load((out / "recipe_resolved.yaml").read_text())
+    assert resolved["task"] == "tad" and resolved["window_size"] == 32
+    info = json.loads((out / "run_info.json").read_text())
+    assert info["hf_vtrain_version"] and "git_commit" in info
+    # the log holds the named loss parts and per-group learning rates
+    state = json.loads((out / "trainer_state.json").read_text())
+    logged = [e for e in state["log_history"] if "cls_loss" in e]
+    assert logged and all("reg_loss" in e and "lr/adapters" in e for e in logged)
+    card = (out / "README.md").read_text()
+    assert "eval_average_mAP" in card and "hf_vtrain/run.py" in card
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def _state(trainer):
+    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+
+
+def test_resume_equals_uninterrupted(root):
+    """Weights (incl. VideoMAE q/v biases), EMA, optimizer and scheduler of a resumed run equal an uninterrupted one."""
+    common = dict(num_train_epochs=3, save_every_epochs=0, save_strategy="steps", save_steps=3,
+                  eval_every_epochs=0, eval_strategy="no", ema_decay=0.9, flip_prob=0.5)
+    full = run_module.prepare(tiny_argv(root, root / "full", **common))
+    full.trainer.train()
+
+    part = run_module.prepare(tiny_argv(root, root / "part", **common))
+    part.trainer.add_callback(StopAt(3))
+    part.trainer.train()
+    assert part.trainer.state.global_step == 3 and (root / "part" / "checkpoint-3").is_dir()
+
+    resumed = run_module.prepare(tiny_argv(root, root / "part", **common))
+    assert resumed.resume == str(root / "part" / "checkpoint-3")  # found by last-checkpoint detection
+    # the fresh model's attention biases differ from the checkpoint's before resuming: the load must restore them
+    resumed.trainer.train(resume_from_checkpoint=resumed.resume)
+    assert resumed.trainer.state.global_step == full.trainer.state.global_step
+
+    a, b = _state(full.trainer), _state(resumed.trainer)
+    assert any("query.bias" in k for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    for key in full.trainer.ema.shadow:
+        assert torch.equal(full.trainer.ema.shadow[key], resumed.trainer.ema.shadow[key]), key
+    sa, sb = full.trainer.optimizer.state_dict(), resumed.trainer.optimizer.state_dict()
+    assert sa["state"].keys() == sb["state"].keys()
+    for k in sa["state"]:
+        for name, value in sa["state"][k].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb["state"][k][name])), (k, name)
+    assert full.trainer.lr_scheduler.state_dict() == resumed.trainer.lr_scheduler.state_dict()
+
+
+def test_stock_resume_would_lose_attention_biases(root):
+    """The upstream bug this toolkit works around: a raw load_state_dict of a VideoMAE file misses q/v biases."""
+    from safetensors.torch import load_file
+    from transformers import VideoMAEModel
+
+    ckpt = root / "backbone"
+    if not ckpt.exists():
+        pytest.skip("needs the backbone written by the whole-run test")
+    model = VideoMAEModel.from_pretrained(ckpt)
+    result = model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
+    assert any("q_bias" in k for k in result.unexpected_keys)
+
+
+def test_bad_corpus_stops_before_training(root, tmp_path):
+    import shutil
+
+    src = root / "corpus"
+    if not src.exists():
+        run_module.prepare(tiny_argv(root, tmp_path / "warm"))
+    bad = tmp_path / "corpus"
+    shutil.copytree(src, bad)
+    video = sorted((bad / "raw_data" / "video").glob("*.mp4"))[0]
+    video.unlink()
+    anno = bad / "annotations" / "thumos_14_anno.json"
+    data = json.loads(anno.read_text())
+    vid = sorted(data["database"])[-1]
+    data["database"][vid]["annotations"].append({"label": "NotAClass", "segment": [1.0, 2.0]})
+    anno.write_text(json.dumps(data))
+    argv = tiny_argv(root, tmp_path / "out", data_root=str(bad), synthetic="false")
+    with pytest.raises(CorpusError) as err:
+        run_module.prepare(argv)
+    message = str(err.value)
+    assert video.stem in message and "NotAClass" in message and vid in message
+    assert not (tmp_path / "out" / "checkpoint-1").exists()
+
+
+def test_cli_errors_are_one_clear_line(root, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("task: tad\nlearning_rat: 0.1\n")
+    proc = subprocess.run([sys.executable, os.path.join(REPO, "hf_vtrain", "run.py"), str(bad)],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 2
+    assert "unknown key 'learning_rat'; did you mean 'learning_rate'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(RecipeError, match="expects an integer"):
+        run_module.main(tiny_argv(root, tmp_path / "o", window_size="big"))
+
+
+def test_validate_data_only(root, tmp_path):
+    argv = tiny_argv(root, tmp_path / "v") + ["--validate_data_only", "true"]
+    result = run_module.main(argv)
+    assert result == {"ok": True}
+    assert not (tmp_path / "v").exists()  # nothing trained, nothing written
