@@ -25,7 +25,7 @@ def _series(log_history: list[dict], x_key: str, predicate) -> dict[str, tuple[l
 
 def plot_training_curves(log_history: list[dict], path: str, title: str = "") -> str:
     """One PNG with three panels: loss and its parts per step, lr per group per step, eval metrics per epoch."""
-    losses = _series(log_history, "step", lambda k: k == "loss" or (k.endswith("_loss") and not k.startswith("eval")))
+    losses = _series(log_history, "step", lambda k: k == "loss" or (k.endswith("_loss") and not k.startswith(("eval", "train_"))))
     lrs = _series(log_history, "step", lambda k: k.startswith("lr/") or k == "learning_rate")
     if any(k.startswith("lr/") for k in lrs):
         lrs.pop("learning_rate", None)
@@ -64,33 +64,36 @@ def plot_training_curves(log_history: list[dict], path: str, title: str = "") ->
 
 
 def plot_detection_timeline(video_id: str, duration: float, ground_truth: list[dict], predictions: list[dict],
-                            class_names: list[str], path: str, min_score: float = 0.1, max_predictions: int = 50) -> str:
-    """Ground-truth and predicted segments per class on one time axis (predictions shaded by score)."""
-    classes = sorted({g["label"] for g in ground_truth} | {p["label"] for p in predictions
-                                                          if p["score"] >= min_score})
-    classes = [c for c in class_names if c in classes] or class_names[:1]
-    preds = sorted((p for p in predictions if p["score"] >= min_score), key=lambda p: -p["score"])[:max_predictions]
-    fig, ax = plt.subplots(figsize=(12, 0.9 * len(classes) + 1.5))
+                            class_names: list[str], path: str, min_score: float = 0.1, max_per_class: int = 5) -> str:
+    """Per class: the ground-truth segments on one row, then the top predictions one per row (shade = score)."""
+    preds = [p for p in predictions if p["score"] >= min_score]
+    present = {g["label"] for g in ground_truth} | {p["label"] for p in preds}
+    classes = [c for c in class_names if c in present] or class_names[:1]
+    rows = []  # (label text, class name, list of (start, end, score or None))
+    for name in classes:
+        rows.append((f"{name}: ground truth", name, [(*g["segment"], None) for g in ground_truth if g["label"] == name]))
+        top = sorted((p for p in preds if p["label"] == name), key=lambda p: -p["score"])[:max_per_class]
+        for rank, p in enumerate(top, 1):
+            rows.append((f"pred #{rank}", name, [(*p["segment"], p["score"])]))
     cmap = plt.get_cmap("tab10")
-    for row, name in enumerate(classes):
+    fig, ax = plt.subplots(figsize=(12, 0.32 * len(rows) + 1.4))
+    for i, (_, name, spans) in enumerate(rows):
+        y = len(rows) - 1 - i
         colour = cmap(class_names.index(name) % 10)
-        y = row * 2
-        for gt in ground_truth:
-            if gt["label"] == name:
-                s, e = gt["segment"]
-                ax.broken_barh([(s, e - s)], (y + 1.0, 0.8), facecolors=colour, edgecolors="black")
-        for p in preds:
-            if p["label"] == name:
-                s, e = p["segment"]
-                ax.broken_barh([(s, e - s)], (y + 0.1, 0.8), facecolors=colour, alpha=min(1.0, 0.15 + p["score"]),
-                               edgecolors="none")
-                ax.text(s, y + 0.5, f"{p['score']:.2f}", fontsize=6, va="center")
-    ax.set_yticks([row * 2 + 1.0 for row in range(len(classes))])
-    ax.set_yticklabels([f"{c}\n(top: GT, bottom: pred)" for c in classes], fontsize=7)
+        for start, end, score in spans:
+            if score is None:
+                ax.broken_barh([(start, end - start)], (y + 0.1, 0.8), facecolors=colour, edgecolors="black")
+            else:
+                ax.broken_barh([(start, end - start)], (y + 0.2, 0.6), facecolors=colour,
+                               alpha=0.25 + 0.75 * min(score, 1.0), edgecolors="none")
+                ax.text(end, y + 0.5, f" {score:.2f}", fontsize=7, va="center")
+    ax.set_yticks([len(rows) - 1 - i + 0.5 for i in range(len(rows))])
+    ax.set_yticklabels([r[0] for r in rows], fontsize=7)
     ax.set_xlim(0, duration)
-    ax.set_ylim(0, 2 * len(classes))
+    ax.set_ylim(0, len(rows))
     ax.set_xlabel("time (s)")
-    ax.set_title(f"{video_id}: ground truth vs predictions (score >= {min_score}, top {max_predictions})")
+    ax.set_title(f"{video_id}: ground truth (outlined) and top-{max_per_class} predictions per class "
+                 f"(score >= {min_score}, shade = score)", fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
