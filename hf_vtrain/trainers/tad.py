@@ -51,8 +51,12 @@ class TADModelArguments:
 def _write_random_backbone(path: str, overrides: dict) -> None:
     from transformers import VideoMAEConfig, VideoMAEModel
 
-    tmp = path.rstrip("/") + ".tmp"
-    VideoMAEModel(VideoMAEConfig(**overrides)).save_pretrained(tmp)
+    tmp = path.rstrip("/") + f".tmp{os.getpid()}"
+    # Its own seed, so the global RNG (and so the adapters' and detector's init) is the same whether or not this
+    # run had to write the backbone.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        VideoMAEModel(VideoMAEConfig(**overrides)).save_pretrained(tmp)
     os.replace(tmp, path)
 
 
@@ -115,9 +119,12 @@ class TADTrainer(VTrainer):
         per_video = defaultdict(list)
         for dets, (video_index, window_start) in zip(detections, meta):
             per_video[int(video_index)].append((dets, int(window_start)))
-        expected = len(self.corpus.eval_dataset)
-        if len(detections) != expected:
-            raise RuntimeError(f"evaluation saw {len(detections)} windows, the eval set has {expected}")
+        # Every window exactly once, whatever the number of processes (gather_for_metrics drops the padding).
+        seen = sorted(map(tuple, meta.tolist()))
+        expected = sorted(zip(self.corpus.eval_dataset["video_index"], self.corpus.eval_dataset["window_start"]))
+        if seen != expected:
+            raise RuntimeError(f"evaluation gathered {len(seen)} windows ({len(set(seen))} distinct); the eval set has "
+                               f"{len(expected)}: windows were dropped or counted twice")
         config = self.model.config
         merged = {}
         for index, video in enumerate(self.corpus.videos):
@@ -178,9 +185,11 @@ class TADTaskRun:
 
 
 def setup_tad(model_args: TADModelArguments, data_args: TADDataArguments, training_args: VTrainingArguments):
-    corpus = load_thumos14(data_args, seed=training_args.seed)
-    logger.info("corpus: %s", corpus.report.format())
-    model = build_model(model_args, data_args, corpus)
+    # The main process writes what is missing (synthetic corpus, demo backbone) before the others read it.
+    with training_args.main_process_first(desc="corpus and model"):
+        corpus = load_thumos14(data_args, seed=training_args.seed)
+        logger.info("corpus: %s", corpus.report.format())
+        model = build_model(model_args, data_args, corpus)
     return TADTaskRun(
         model=model,
         train_dataset=corpus.train_dataset,

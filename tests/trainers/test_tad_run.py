@@ -18,6 +18,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 DEMO = os.path.join(REPO, "recipes", "adatad_thumos14_demo.yaml")
 
 
+TINY_MODEL = ("{chunk_size: 4, adapter_dim: 8, detector_dim: 32, num_attention_heads: 2, num_pyramid_levels: 3, "
+              "regression_ranges: [[0, 8], [8, 12], [12, 10000]], pre_nms_topk: 100, max_segments: 100, dropout: 0.1}")
+
+
 def tiny_argv(root, output_dir, **overrides):
     """The demo recipe shrunk: 4 + 2 videos of 8-10 s at 10 fps, 32 px, 32-frame windows, 2-block 32-d VideoMAE."""
     keys = {
@@ -31,9 +35,7 @@ def tiny_argv(root, output_dir, **overrides):
         "backbone_config_overrides": "{hidden_size: 32, num_hidden_layers: 2, num_attention_heads: 2, "
                                      "intermediate_size: 64, patch_size: 16, tubelet_size: 2, num_frames: 4, "
                                      "image_size: 32}",
-        "model_config_overrides": "{chunk_size: 4, adapter_dim: 8, detector_dim: 32, num_attention_heads: 2, "
-                                  "num_pyramid_levels: 3, regression_ranges: [[0, 8], [8, 12], [12, 10000]], "
-                                  "pre_nms_topk: 100, max_segments: 100, dropout: 0.1}",
+        "model_config_overrides": TINY_MODEL,
         "num_train_epochs": 2, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
         "logging_steps": 1, "eval_start_epoch": 1, "eval_every_epochs": 1, "save_every_epochs": 1,
         "dataloader_num_workers": 0, "report_to": "none", "plot_eval_videos": 1,

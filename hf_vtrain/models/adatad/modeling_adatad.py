@@ -681,7 +681,16 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
             points, segment_labels, class_labels, self.config.num_labels, self.config.center_sample_radius
         )
         positive = (cls_targets.sum(-1) > 0) & point_mask
-        num_positive = positive.sum().float().clamp(min=1.0)
+        num_positive = positive.sum().float()
+        world = 1
+        if self.training and torch.distributed.is_available() and torch.distributed.is_initialized():
+            world = torch.distributed.get_world_size()
+        if world > 1:
+            # Normalise by the positives of the GLOBAL batch and undo DDP's gradient averaging below, so the update
+            # equals one process holding the whole batch: results do not change with the number of GPUs.
+            num_positive = num_positive.detach().clone()
+            torch.distributed.all_reduce(num_positive)
+        num_positive = num_positive.clamp(min=1.0)
         if self.training:
             # EMA of the positive count (OpenTAD/ActionFormer), updated only in training; a buffer, so it resumes.
             momentum = self.config.loss_normalizer_momentum
@@ -698,7 +707,7 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
             reduction="sum",
         ) / normalizer
         reg_loss = diou_loss_1d(segment_offsets[positive], reg_targets[positive], reduction="sum") / normalizer
-        return cls_loss, reg_loss
+        return cls_loss * world, reg_loss * world
 
 
 __all__ = [
