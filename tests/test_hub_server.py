@@ -337,6 +337,7 @@ def test_trainer_background_push_failures_are_silent(hub_server, trainer_runs, t
     assert [line.split(" ", 1)[1] for line in _git_log(clone)] == ["initial commit"]
 
 
+@pytest.mark.slow  # reproduces a timing race (hub_always_push overwriting files mid-upload): not deterministic
 def test_trainer_always_push_race_is_caught_by_lfs_verification(hub_server, trainer_runs, tmp_path):
     # the bytes sent for the step-2 model no longer hash to the oid announced: the server refuses them (400) and
     # that background push fails silently; the later pushes and the final one succeed
