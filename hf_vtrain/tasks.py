@@ -26,9 +26,19 @@ def _tad() -> TaskSpec:
                     VTrainingArguments, TADTrainer, setup_tad, validate_thumos14)
 
 
+def _vad() -> TaskSpec:
+    from .data.ucf_crime import VADDataArguments, validate_ucf_crime
+    from .trainers.base import VTrainingArguments
+    from .trainers.vad import VADModelArguments, VADTrainer, setup_vad
+
+    return TaskSpec("video anomaly detection (FG-CLIP video, UCF-Crime format)", VADModelArguments, VADDataArguments,
+                    VTrainingArguments, VADTrainer, setup_vad, validate_ucf_crime)
+
+
 # Literal table; each entry is built on first use so that `--help` of one task does not import every model.
 TASKS: dict[str, Callable[[], TaskSpec]] = {
     "tad": _tad,
+    "vad": _vad,
 }
 
 
