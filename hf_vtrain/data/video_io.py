@@ -1,0 +1,764 @@
+"""Video decoding (decord), frame sampling and clip augmentation shared by every corpus loader; the
+transforms draw their parameters once per clip from a `torch.Generator` and apply them to every frame."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file is missing or cannot be decoded; the message names the file."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    path: str
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps if self.fps > 0 else 0.0
+
+
+def _open(path: str, num_threads: int = 1):
+    if not os.path.isfile(path):
+        raise VideoDecodeError(f"{path}: video file not found")
+    import decord
+
+    try:
+        return decord.VideoReader(path, num_threads=num_threads)
+    except Exception as err:  # decord raises its own DECORDError or RuntimeError
+        raise VideoDecodeError(f"{path}: cannot be decoded ({type(err).__name__}: {err})") from err
+
+
+def probe_video(path: str) -> VideoInfo:
+    """Frame count, fps and size of a video, as the decoder sees them."""
+    reader = _open(path)
+    height, width = reader[0].shape[:2] if len(reader) else (0, 0)
+    return VideoInfo(path, len(reader), float(reader.get_avg_fps()), int(height), int(width))
+
+
+def _to_numpy(batch) -> np.ndarray:
+    # DLPack hands over decord's buffer without a copy; `asnumpy` copies the whole batch into fresh
+    # pages, which cost up to half the decode time of a 320x180 window.
+    try:
+        return torch.utils.dlpack.from_dlpack(batch.to_dlpack()).numpy()
+    except Exception:
+        return batch.asnumpy()
+
+
+class VideoReader:
+    """Random access to frames of one file through decord.
+
+    `get_frames` sorts the indices before `get_batch` (decord is 10-15x slower on unsorted indices,
+    FIELD_NOTES) and returns the frames in the order asked for, repeats included.
+    """
+
+    def __init__(self, path: str, num_threads: int = 1):
+        self.path = path
+        self._reader = _open(path, num_threads)
+        self.num_frames = len(self._reader)
+        self.fps = float(self._reader.get_avg_fps())
+
+    def get_frames(self, indices) -> np.ndarray:
+        """uint8 array (T, H, W, 3) for the given frame indices."""
+        indices = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if indices.size == 0:
+            raise ValueError(f"{self.path}: no frame indices requested")
+        if indices.min() < 0 or indices.max() >= self.num_frames:
+            raise VideoDecodeError(
+                f"{self.path}: frame index out of range [0, {self.num_frames}) "
+                f"(asked {int(indices.min())}..{int(indices.max())})"
+            )
+        increasing = bool(np.all(indices[1:] > indices[:-1]))
+        if increasing:  # the common case: skip the reordering copy
+            unique, inverse = indices, None
+        else:
+            unique, inverse = np.unique(indices, return_inverse=True)  # sorted, deduplicated
+        try:
+            frames = _to_numpy(self._reader.get_batch(unique.tolist()))
+        except Exception as err:
+            raise VideoDecodeError(f"{self.path}: decoding frames failed ({type(err).__name__}: {err})") from err
+        return frames if inverse is None else frames[inverse]
+
+
+def sample_indices(start: int, num: int, stride: int, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
+    """Frames start, start + stride, ... (`num` of them) and a mask that is False past the video's end.
+
+    Padded positions repeat the last frame so that every window has the same length (fixed shapes across
+    the model boundary); the mask tells the model and the loss to ignore them.
+    """
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if stride < 1 or num < 0 or start < 0:
+        raise ValueError(f"need start >= 0, num >= 0, stride >= 1; got start={start} num={num} stride={stride}")
+    indices = start + stride * np.arange(num, dtype=np.int64)
+    mask = indices < num_frames
+    return np.minimum(indices, num_frames - 1), mask
+
+
+def clip_generator(seed: int, epoch: int, index: int) -> torch.Generator:
+    """A generator for one training sample, so that a resumed run draws the same augmentations."""
+    # SeedSequence mixes the three numbers; seed + epoch + index collide, (seed, epoch, index) do not.
+    state = np.random.SeedSequence([int(seed), int(epoch), int(index)]).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(state))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Clip transforms. Internally a clip is a (T, H, W, 3) uint8 tensor; a transform is a crop box in
+# source pixels, an output size, a flip flag and a list of per-pixel ops, all drawn before any pixel is
+# touched. `_run` then does the crop and resize in ONE interpolate per chunk of frames and the colour
+# ops in float32 on the 160x160 result, chunk by chunk so that the float working set stays in cache.
+# ----------------------------------------------------------------------------------------------------
+
+_GRAY = (0.2989, 0.587, 0.114)  # torchvision's rgb_to_grayscale weights
+_RGB_TO_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.59590059, -0.27455667, -0.32134392], [0.2115, -0.52273617, 0.31119955]],
+    dtype=torch.float64,
+)
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
+_CHUNK_FLOATS = 1 << 19  # 2 MiB of float32 per chunk buffer
+
+
+def _as_clip(clip) -> torch.Tensor:
+    """(T, H, W, 3) uint8 tensor view of a numpy/torch clip given as (T, H, W, 3) or (T, 3, H, W)."""
+    if isinstance(clip, np.ndarray):
+        with warnings.catch_warnings():  # a read-only array is fine: transforms never write to their input
+            warnings.simplefilter("ignore", UserWarning)
+            clip = torch.from_numpy(clip)
+    if not isinstance(clip, torch.Tensor):
+        raise TypeError(f"clip must be a numpy array or torch tensor, got {type(clip).__name__}")
+    if clip.dtype != torch.uint8:
+        raise TypeError(f"clip must be uint8 (frames stay uint8; the model normalises), got {clip.dtype}")
+    if clip.dim() != 4:
+        raise ValueError(f"clip must be (T, H, W, 3) or (T, 3, H, W), got shape {tuple(clip.shape)}")
+    if clip.shape[-1] == 3:
+        thwc = clip
+    elif clip.shape[1] == 3:
+        thwc = clip.permute(0, 2, 3, 1)
+    else:
+        raise ValueError(f"clip must be (T, H, W, 3) or (T, 3, H, W), got shape {tuple(clip.shape)}")
+    if thwc.shape[0] == 0:
+        raise ValueError("clip has no frames")
+    return thwc
+
+
+def _pair(size) -> tuple[int, int]:
+    if isinstance(size, int):
+        return size, size
+    height, width = size
+    return int(height), int(width)
+
+
+def _short_side_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    # mmcv.rescale_size rounding, as mmaction's Resize(scale=(-1, size)) does.
+    scale = size / min(height, width)
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
+def _scale_box(box, height: int, width: int, from_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """A box (x0, y0, x1, y1) drawn on a frame resized to `from_hw`, in pixels of the height x width source."""
+    sy, sx = height / from_hw[0], width / from_hw[1]
+    x0, y0, x1, y1 = box
+    x0, x1 = min(max(round(x0 * sx), 0), width - 1), min(max(round(x1 * sx), 1), width)
+    y0, y1 = min(max(round(y0 * sy), 0), height - 1), min(max(round(y1 * sy), 1), height)
+    return x0, y0, max(x1, x0 + 1), max(y1, y0 + 1)
+
+
+def _rand_uniform(low: float, high: float, generator, size: int = 1) -> torch.Tensor:
+    return torch.rand(size, generator=generator) * (high - low) + low
+
+
+def _draw_resized_crop_box(height, width, scale, ratio, generator, max_attempts: int = 10):
+    """mmaction's RandomResizedCrop.get_crop_bbox: 10 tries at (area, log-uniform aspect), else centre square."""
+    if not 0 < scale[0] <= scale[1] <= 1 or not 0 < ratio[0] <= ratio[1]:
+        raise ValueError(f"bad crop scale {scale} or ratio {ratio}")
+    area = height * width
+    aspect = torch.exp(_rand_uniform(math.log(ratio[0]), math.log(ratio[1]), generator, max_attempts))
+    target = _rand_uniform(scale[0], scale[1], generator, max_attempts) * area
+    crop_w = torch.round(torch.sqrt(target * aspect)).long().tolist()
+    crop_h = torch.round(torch.sqrt(target / aspect)).long().tolist()
+    for cw, ch in zip(crop_w, crop_h):
+        if 0 < cw <= width and 0 < ch <= height:
+            x0 = int(torch.randint(0, width - cw + 1, (1,), generator=generator))
+            y0 = int(torch.randint(0, height - ch + 1, (1,), generator=generator))
+            return x0, y0, x0 + cw, y0 + ch
+    side = min(height, width)
+    x0, y0 = (width - side) // 2, (height - side) // 2
+    return x0, y0, x0 + side, y0 + side
+
+
+def _center_box(height, width, crop_hw) -> tuple[int, int, int, int]:
+    ch, cw = crop_hw
+    if ch > height or cw > width:
+        raise ValueError(f"centre crop {ch}x{cw} is larger than the {height}x{width} frame")
+    x0, y0 = (width - cw) // 2, (height - ch) // 2  # mmaction's CenterCrop offsets
+    return x0, y0, x0 + cw, y0 + ch
+
+
+def _draw_flip(p: float, generator) -> bool:
+    return bool(torch.rand(1, generator=generator) < p)
+
+
+# --- geometric ops (nearest neighbour, fill 0, as torchvision's RandAugment) -------------------------
+
+
+def _inverse_affine(height, width, angle=0.0, translate=(0.0, 0.0), shear=(0.0, 0.0), center=None):
+    """torchvision's F.affine/F.rotate inverse matrix (output -> input) in pixel coordinates centred on the image.
+
+    `center` is in pixels from the top-left corner (None: the image centre), as torchvision takes it.
+    """
+    cx, cy = (0.0, 0.0) if center is None else (center[0] - width * 0.5, center[1] - height * 0.5)
+    tx, ty = translate
+    rot, sx, sy = math.radians(-angle), math.radians(shear[0]), math.radians(shear[1])
+    a = math.cos(rot - sy) / math.cos(sy)
+    b = -math.cos(rot - sy) * math.tan(sx) / math.cos(sy) - math.sin(rot)
+    c = math.sin(rot - sy) / math.cos(sy)
+    d = -math.sin(rot - sy) * math.tan(sx) / math.cos(sy) + math.cos(rot)
+    m = [d, -b, 0.0, -c, a, 0.0]
+    m[2] += m[0] * (-cx - tx) + m[1] * (-cy - ty) + cx
+    m[5] += m[3] * (-cx - tx) + m[4] * (-cy - ty) + cy
+    return m
+
+
+def _warp_op(height, width, matrix):
+    """A nearest-neighbour warp for `matrix` (from `_inverse_affine`), specialised where it is a shift.
+
+    A shear or translation along x moves each row by a whole number of pixels (round(j + s) = j + round(s)),
+    so it is a few band copies ("shift", dim, [(start, end, shift)]) instead of a per-pixel gather; rotations
+    gather ("gather", index, invalid) through the index map F.grid_sample(mode="nearest") would use.
+    """
+    a, b, c, d, e, f = matrix
+    if a == 1.0 and d == 0.0 and e == 1.0 and f == 0.0:  # x' = x + b*y + c: shift rows
+        v = torch.arange(height, dtype=torch.float32) + 0.5 - height * 0.5
+        return ("shift", 2, _bands(torch.round(b * v + c).long().tolist()))
+    if a == 1.0 and b == 0.0 and c == 0.0 and e == 1.0:  # y' = d*x + y + f: shift columns
+        u = torch.arange(width, dtype=torch.float32) + 0.5 - width * 0.5
+        return ("shift", 3, _bands(torch.round(d * u + f).long().tolist()))
+    # The same map in affine_grid's normalised coordinates (align_corners=False).
+    theta = torch.tensor(
+        [[a, b * height / width, c / (width * 0.5)], [d * width / height, e, f / (height * 0.5)]], dtype=torch.float32
+    )
+    grid = F.affine_grid(theta[None], [1, 1, height, width], align_corners=False)[0]
+    gx = ((grid[..., 0] + 1) * width - 1) * 0.5  # grid_sample's unnormalisation
+    gy = ((grid[..., 1] + 1) * height - 1) * 0.5
+    ix, iy = torch.round(gx).long(), torch.round(gy).long()  # nearbyint, as grid_sample
+    valid = (ix >= 0) & (ix < width) & (iy >= 0) & (iy < height)
+    index = (iy.clamp(0, height - 1) * width + ix.clamp(0, width - 1)).reshape(-1)
+    return ("gather", index, torch.nonzero(~valid.reshape(-1)).reshape(-1))
+
+
+def _bands(shifts: list[int]) -> list[tuple[int, int, int]]:
+    bands, start = [], 0
+    for i in range(1, len(shifts) + 1):
+        if i == len(shifts) or shifts[i] != shifts[start]:
+            bands.append((start, i, shifts[start]))
+            start = i
+    return bands
+
+
+def _shift_copy(src: np.ndarray, dst: np.ndarray, dim: int, bands) -> None:
+    """dst[:, :, i, j] = src[:, :, i, j + s] for the rows i of each band (dim=2), zero outside; dim=3: columns.
+
+    numpy views, so that `src` may be a transposed or flipped view (the fused uint8 path) and slicing is cheap.
+    """
+    if dim == 3:
+        src, dst = src.swapaxes(2, 3), dst.swapaxes(2, 3)
+    length = src.shape[3]
+    for start, end, s in bands:
+        d, sv = dst[:, :, start:end], src[:, :, start:end]
+        if abs(s) >= length:
+            d[...] = 0
+        elif s >= 0:
+            np.copyto(d[..., : length - s], sv[..., s:])
+            d[..., length - s :] = 0
+        else:
+            np.copyto(d[..., -s:], sv[..., : length + s])
+            d[..., :-s] = 0
+
+
+def _apply_warp(x: torch.Tensor, warp, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Nearest-neighbour warp of a contiguous (n, C, H, W) tensor (uint8 or float32), fill 0."""
+    if warp[0] == "shift":
+        out = torch.empty_like(x) if out is None else out
+        _shift_copy(x.numpy(), out.numpy(), warp[1], warp[2])
+        return out
+    _, index, invalid = warp
+    n, channels, height, width = x.shape
+    flat = x.reshape(n * channels, height * width)
+    if x.dtype == torch.uint8:  # numpy's take is 4x torch's index_select on bytes, torch's wins on floats
+        flat = torch.from_numpy(np.take(flat.numpy(), index.numpy(), axis=1))
+    else:
+        flat = flat.index_select(1, index)
+    if invalid.numel():
+        flat.index_fill_(1, invalid, 0)
+    return flat.view(n, channels, height, width)
+
+
+# --- per-pixel ops ------------------------------------------------------------------------------------
+# Drawn ops are tuples: ("brightness" | "saturation" | "contrast" | "hue", factor), ("warp", warp),
+# ("posterize", bits), ("solarize", threshold), ("sharpness", factor), ("autocontrast",), ("equalize",).
+# `_compile` folds each run of consecutive affine colour ops into one step before any pixel is touched.
+
+
+def _hue_matrix(hue: float) -> list[list[float]]:
+    # Rotation of the chroma plane of YIQ; the sign makes +1/3 turn send red towards green, as HSV does.
+    theta = -2.0 * math.pi * hue
+    rot = torch.tensor(
+        [[1.0, 0.0, 0.0], [0.0, math.cos(theta), -math.sin(theta)], [0.0, math.sin(theta), math.cos(theta)]],
+        dtype=torch.float64,
+    )
+    return (_YIQ_TO_RGB @ rot @ _RGB_TO_YIQ).tolist()
+
+
+def _mm3(a, b):
+    return [[sum(a[i][k] * b[k][j] for k in range(3)) for j in range(3)] for i in range(3)]
+
+
+def _mv3(a, v):
+    return [sum(a[i][k] * v[k] for k in range(3)) for i in range(3)]
+
+
+_EYE3 = [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+_ZERO3 = [[0.0] * 3 for _ in range(3)]
+
+
+def _compile(ops: Sequence) -> list:
+    """Fold runs of affine colour ops into ("affine", M, P^T, q): y = M x + P mean(x) + q per frame.
+
+    Brightness, saturation and hue are linear in RGB and contrast adds (1 - c) * the frame's mean grey, which
+    is linear in the frame's channel means, so any run of them is one 3x3 map plus a per-frame offset: one
+    pass over the pixels and one clamp, as mmaction's ColorJitter clamps once; torchvision clamps after every
+    op, which differs only where an intermediate value leaves [0, 255]. The last step also adds 0.5 so that
+    the final truncating cast to uint8 rounds.
+    """
+    runs, affine = [], None
+    for op in ops:
+        name = op[0]
+        if name in ("brightness", "saturation", "hue", "contrast"):
+            m, p, q = affine or (_EYE3, _ZERO3, [0.0, 0.0, 0.0])
+            f = op[1]
+            if name == "contrast":
+                gray = [sum(_GRAY[i] * (m[i][j] + p[i][j]) for i in range(3)) for j in range(3)]
+                gray_q = sum(_GRAY[i] * q[i] for i in range(3))
+                m = [[f * v for v in row] for row in m]
+                p = [[f * p[i][j] + (1.0 - f) * gray[j] for j in range(3)] for i in range(3)]
+                q = [f * v + (1.0 - f) * gray_q for v in q]
+            else:
+                if name == "brightness":
+                    a = [[f * v for v in row] for row in _EYE3]
+                elif name == "saturation":  # blend with torchvision's grey
+                    a = [[f * (i == j) + (1.0 - f) * _GRAY[j] for j in range(3)] for i in range(3)]
+                else:
+                    a = _hue_matrix(f)
+                m, p, q = _mm3(a, m), _mm3(a, p), _mv3(a, q)
+            affine = (m, p, q)
+            continue
+        if affine is not None:
+            runs.append(("affine", *affine))
+            affine = None
+        runs.append(op)
+    if affine is not None:
+        runs.append(("affine", *affine))
+    steps = []
+    for k, run in enumerate(runs):
+        if run[0] != "affine":
+            steps.append(run)
+            continue
+        _, m, p, q = run
+        rounding = 0.5 if k == len(runs) - 1 else 0.0
+        has_p = any(v != 0.0 for row in p for v in row)
+        steps.append(
+            (
+                "affine",
+                np.array(m, dtype=np.float32),
+                torch.tensor(p, dtype=torch.float32).T if has_p else None,
+                torch.tensor([v + rounding for v in q], dtype=torch.float32),
+            )
+        )
+    return steps
+
+
+def _apply_affine(x: torch.Tensor, out: torch.Tensor, step) -> torch.Tensor:
+    """out = clamp(M x + P mean(x) + q) on float32 (n, 3, H, W)."""
+    _, m, p_t, q = step
+    n = x.shape[0]
+    offset = q.view(1, 3, 1, 1) if p_t is None else torch.addmm(q, x.mean(dim=(2, 3)), p_t).view(n, 3, 1, 1)
+    # numpy's matmul (OpenBLAS sgemm, 3x3 @ 3xHW per frame) reads each pixel once: 4x faster than
+    # nine scalar multiply-adds over the colour planes.
+    np.matmul(m, x.numpy().reshape(n, 3, -1), out=out.numpy().reshape(n, 3, -1))
+    return out.add_(offset).clamp_(0.0, 255.0)
+
+
+# The float ops below write into preallocated chunk buffers: torch's CPU allocator does not cache, and a
+# fresh 2 MiB temporary per op costs more in page faults than the arithmetic it holds.
+
+
+def _equalize(x: torch.Tensor, scratch: torch.Tensor) -> torch.Tensor:
+    """torchvision's equalize (a histogram LUT per frame and channel) on float32 (n, 3, H, W) in [0, 255], in place."""
+    n, channels, height, width = x.shape
+    rows = n * channels
+    values = scratch.view(torch.int32)[:n].view(rows, height * width)
+    values.copy_(x.view(rows, -1))  # truncation, as the uint8 image would hold
+    values += (torch.arange(rows, dtype=torch.int32) * 256)[:, None]
+    hist = torch.bincount(values.view(-1), minlength=rows * 256).view(rows, 256)
+    last = 255 - (hist > 0).flip(1).to(torch.uint8).argmax(1)  # highest occupied bin
+    step = (height * width - hist.gather(1, last[:, None])[:, 0]) // 255
+    safe = step.clamp(min=1)[:, None]
+    lut = (torch.cumsum(hist, 1) + torch.div(safe, 2, rounding_mode="floor")).div(safe, rounding_mode="floor")
+    lut = F.pad(lut, [1, 0])[:, :-1].clamp(0, 255)
+    lut = torch.where((step == 0)[:, None], torch.arange(256)[None], lut).to(torch.float32)
+    torch.index_select(lut.view(-1), 0, values.view(-1), out=x.view(-1))
+    return x
+
+
+def _sharpness(x: torch.Tensor, factor: float, scratch: torch.Tensor, scratch2: torch.Tensor) -> torch.Tensor:
+    """torchvision's adjust_sharpness, in place: blend with a 3x3 smoothing (centre 5, rest 1) of the interior."""
+    n, channels, height, width = x.shape
+    if height <= 2 or width <= 2:
+        return x
+    # A 3x3 box sum by shifted adds: far cheaper than conv2d here.
+    rows = scratch.view(-1)[: n * channels * height * (width - 2)].view(n, channels, height, width - 2)
+    torch.add(x[..., :, :-2], x[..., :, 1:-1], out=rows).add_(x[..., :, 2:])
+    box = scratch2.view(-1)[: n * channels * (height - 2) * (width - 2)].view(n, channels, height - 2, width - 2)
+    torch.add(rows[..., :-2, :], rows[..., 1:-1, :], out=box).add_(rows[..., 2:, :])
+    # f * x + (1 - f) * (box + 4 x) / 13 on the interior; the border keeps its pixels.
+    x[..., 1:-1, 1:-1].mul_(factor + 4.0 * (1.0 - factor) / 13.0).add_(box, alpha=(1.0 - factor) / 13.0)
+    return x.clamp_(0.0, 255.0)
+
+
+def _solarize(x: torch.Tensor, threshold: float, scratch: torch.Tensor) -> torch.Tensor:
+    """x >= t ? 255 - x : x, in place, as x (1 - 2s) + 255 s with s a 0/1 step: CPU float compares are slow."""
+    step = torch.add(torch.tensor(1.0 - threshold * 1e4), x, alpha=1e4, out=scratch).clamp_(0.0, 1.0)
+    return x.addcmul_(step, x, value=-2.0).add_(step, alpha=255.0)  # step is 0 below t - 1e-4
+
+
+def _autocontrast(x: torch.Tensor) -> torch.Tensor:
+    n = x.shape[0]
+    low, high = x.view(n, 3, -1).amin(-1), x.view(n, 3, -1).amax(-1)  # aminmax(dim=) is 20x slower here
+    flat = high <= low  # a constant channel stays as it is, as torchvision's
+    scale = torch.where(flat, torch.ones_like(low), 255.0 / (high - low).clamp(min=1e-6))
+    low = torch.where(flat, torch.zeros_like(low), low)
+    return x.sub_(low.view(n, 3, 1, 1)).mul_(scale.view(n, 3, 1, 1)).clamp_(0.0, 255.0)
+
+
+def _posterize(x: torch.Tensor, bits: int) -> torch.Tensor:
+    step = float(2 ** (8 - bits))
+    return x.mul_(1.0 / step).floor_().mul_(step)
+
+
+def _run(clip: torch.Tensor, box, out_hw, flip: bool = False, ops: Sequence = ()) -> torch.Tensor:
+    """Crop `box` (x0, y0, x1, y1) of every frame, resize to `out_hw`, flip, apply `ops`: uint8 (T, 3, h, w).
+
+    Resizing, flipping and the warps that come before any colour op run on uint8, ~2 MiB of frames at a time;
+    the colour ops then run in float32 on a few frames at a time, so that their many passes hit the cache.
+    """
+    num = clip.shape[0]
+    x0, y0, x1, y1 = box
+    out_h, out_w = out_hw
+    src = clip.permute(0, 3, 1, 2)[:, :, y0:y1, x0:x1]  # channels-last view: the fast uint8 interpolate path
+    resize = (y1 - y0, x1 - x0) != (out_h, out_w)
+    antialias = (y1 - y0) > out_h or (x1 - x0) > out_w  # only matters (and only costs) when shrinking
+    steps = _compile(ops)
+    lead = 0
+    while lead < len(steps) and steps[lead][0] == "warp":
+        lead += 1
+    out = torch.empty((num, 3, out_h, out_w), dtype=torch.uint8)
+    out_np = out.numpy()
+    frame = 3 * out_h * out_w
+    float_chunk = max(1, _CHUNK_FLOATS // frame)
+    chunk = float_chunk * max(1, 4 * _CHUNK_FLOATS // (frame * float_chunk))
+    if lead < len(steps):
+        buffers = [torch.empty((float_chunk, 3, out_h, out_w), dtype=torch.float32) for _ in range(3)]
+    for i in range(0, num, chunk):
+        x = src[i : i + chunk]
+        if resize:
+            x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=antialias)
+        # To planar (T, 3, h, w) with numpy: its negative strides make the flip free, and a leading shift
+        # warp rides on the same copy.
+        hwc = x.permute(0, 2, 3, 1).numpy()
+        planar_src = (hwc[:, :, ::-1] if flip else hwc).transpose(0, 3, 1, 2)
+        dst = out_np[i : i + chunk]
+        first = 0
+        if lead and steps[0][1][0] == "shift":
+            _shift_copy(planar_src, dst, steps[0][1][1], steps[0][1][2])
+            first = 1
+        else:
+            np.copyto(dst, planar_src)
+        for step in steps[first:lead]:
+            planar = out[i : i + chunk]
+            if step[1][0] == "shift":
+                _apply_warp(planar.clone(), step[1], out=planar)
+            else:
+                planar.copy_(_apply_warp(planar, step[1]))
+        for j in range(i, min(i + chunk, num), float_chunk) if lead < len(steps) else ():
+            _float_steps(out[j : j + float_chunk], steps[lead:], buffers)
+    return out
+
+
+def _float_steps(planar: torch.Tensor, steps, buffers) -> None:
+    """Run `steps` in float32 on a uint8 (n, 3, h, w) chunk, in place."""
+    n = planar.shape[0]
+    xf, spare, scratch = (b[:n] for b in buffers)
+    xf.copy_(planar)
+    for k, step in enumerate(steps):
+        name = step[0]
+        if name == "affine":
+            xf, spare = _apply_affine(xf, spare, step), xf
+            continue
+        if name == "warp":
+            if step[1][0] == "shift":
+                xf, spare = _apply_warp(xf, step[1], out=spare), xf
+            else:
+                _, index, invalid = step[1]
+                flat = torch.index_select(xf.view(3 * n, -1), 1, index, out=spare.view(3 * n, -1))
+                flat.index_fill_(1, invalid, 0.0)
+                xf, spare = spare, xf
+        elif name == "posterize":
+            _posterize(xf, step[1])
+        elif name == "solarize":
+            _solarize(xf, step[1], scratch)
+        elif name == "autocontrast":
+            _autocontrast(xf)
+        elif name == "equalize":
+            _equalize(xf, scratch)
+        elif name == "sharpness":
+            _sharpness(xf, step[1], spare, scratch)
+        else:
+            raise ValueError(f"unknown op {name!r}")
+        if k == len(steps) - 1:
+            xf.add_(0.5).clamp_(0.0, 255.0)  # round on the uint8 cast
+    np.copyto(planar.numpy(), xf.numpy(), casting="unsafe")  # a truncating cast, 5x faster than torch's
+
+
+# --- random parameter draws (one per clip) ------------------------------------------------------------
+
+
+def _jitter_range(value, name: str, hue: bool = False):
+    """torchvision's ColorJitter ranges: v -> [max(0, 1 - v), 1 + v] ([-v, v] for hue) or a (low, high) pair."""
+    if value is None:
+        return None
+    if isinstance(value, (int, float)):
+        if value < 0 or (hue and value > 0.5):
+            raise ValueError(f"{name} must be in [0, {0.5 if hue else 'inf'}], got {value}")
+        if value == 0:
+            return None  # torchvision draws nothing for a disabled op
+        return (-float(value), float(value)) if hue else (max(0.0, 1.0 - value), 1.0 + value)
+    low, high = map(float, value)
+    if low > high or (hue and not -0.5 <= low <= high <= 0.5) or (not hue and low < 0):
+        raise ValueError(f"bad {name} range {(low, high)}")
+    return low, high
+
+
+def _draw_color_jitter(brightness, contrast, saturation, hue, generator) -> list:
+    ranges = [
+        ("brightness", _jitter_range(brightness, "brightness")),
+        ("contrast", _jitter_range(contrast, "contrast")),
+        ("saturation", _jitter_range(saturation, "saturation")),
+        ("hue", _jitter_range(hue, "hue", hue=True)),
+    ]
+    order = torch.randperm(4, generator=generator).tolist()
+    factors = [None if r is None else float(_rand_uniform(r[0], r[1], generator)) for _, r in ranges]
+    return [(ranges[k][0], factors[k]) for k in order if factors[k] is not None]
+
+
+# torchvision's RandAugment space: (name, magnitudes over num_bins, signed)
+def _rand_augment_space(num_bins: int, height: int, width: int):
+    return [
+        ("Identity", None, False),
+        ("ShearX", torch.linspace(0.0, 0.3, num_bins), True),
+        ("ShearY", torch.linspace(0.0, 0.3, num_bins), True),
+        ("TranslateX", torch.linspace(0.0, 150.0 / 331.0 * width, num_bins), True),
+        ("TranslateY", torch.linspace(0.0, 150.0 / 331.0 * height, num_bins), True),
+        ("Rotate", torch.linspace(0.0, 30.0, num_bins), True),
+        ("Brightness", torch.linspace(0.0, 0.9, num_bins), True),
+        ("Color", torch.linspace(0.0, 0.9, num_bins), True),
+        ("Contrast", torch.linspace(0.0, 0.9, num_bins), True),
+        ("Sharpness", torch.linspace(0.0, 0.9, num_bins), True),
+        ("Posterize", 8 - (torch.arange(num_bins) / ((num_bins - 1) / 4)).round().int(), False),
+        ("Solarize", torch.linspace(255.0, 0.0, num_bins), False),
+        ("AutoContrast", None, False),
+        ("Equalize", None, False),
+    ]
+
+
+def _rand_augment_op(name: str, magnitude: float, height: int, width: int):
+    """The op torchvision's RandAugment._apply_op applies for `name` at a signed `magnitude`."""
+    if name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
+        if name.startswith("Shear"):  # about the top-left corner, as torchvision does (center=[0, 0])
+            angle = math.degrees(math.atan(magnitude))
+            shear = (angle, 0.0) if name == "ShearX" else (0.0, angle)
+            matrix = _inverse_affine(height, width, shear=shear, center=(0, 0))
+        elif name.startswith("Translate"):
+            shift = int(magnitude)
+            matrix = _inverse_affine(height, width, translate=(shift, 0) if name == "TranslateX" else (0, shift))
+        else:
+            matrix = _inverse_affine(height, width, angle=magnitude)
+        return ("warp", _warp_op(height, width, matrix))
+    return {
+        "Identity": None,
+        "Brightness": ("brightness", 1.0 + magnitude),
+        "Color": ("saturation", 1.0 + magnitude),
+        "Contrast": ("contrast", 1.0 + magnitude),
+        "Sharpness": ("sharpness", 1.0 + magnitude),
+        "Posterize": ("posterize", int(magnitude)),
+        "Solarize": ("solarize", float(magnitude)),
+        "AutoContrast": ("autocontrast",),
+        "Equalize": ("equalize",),
+    }[name]
+
+
+def _draw_rand_augment(num_ops, magnitude, num_bins, height, width, generator) -> list:
+    if not 0 <= magnitude < num_bins:
+        raise ValueError(f"magnitude must be in [0, {num_bins}), got {magnitude}")
+    space = _rand_augment_space(num_bins, height, width)
+    ops = []
+    for _ in range(num_ops):
+        name, magnitudes, signed = space[int(torch.randint(len(space), (1,), generator=generator))]
+        value = float(magnitudes[magnitude]) if magnitudes is not None else 0.0
+        if signed and int(torch.randint(2, (1,), generator=generator)):
+            value = -value
+        op = _rand_augment_op(name, value, height, width)
+        if op is not None:
+            ops.append(op)
+    return ops
+
+
+# --- public transforms ----------------------------------------------------------------------------------
+
+
+def resize_short_side(clip, size: int) -> torch.Tensor:
+    """Bilinear resize so that the short side is `size` (antialiased when shrinking): uint8 (T, 3, h, w)."""
+    x = _as_clip(clip)
+    height, width = x.shape[1:3]
+    return _run(x, (0, 0, width, height), _short_side_shape(height, width, size))
+
+
+def center_crop(clip, size) -> torch.Tensor:
+    """Centre crop of `size` (int or (h, w)) with mmaction's offsets ((H - h) // 2, (W - w) // 2)."""
+    x = _as_clip(clip)
+    crop_hw = _pair(size)
+    return _run(x, _center_box(x.shape[1], x.shape[2], crop_hw), crop_hw)
+
+
+def random_resized_crop(
+    clip, size, scale=(0.08, 1.0), ratio=(3 / 4, 4 / 3), generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """mmaction's RandomResizedCrop (area fraction `scale`, aspect `ratio`) then a resize to `size`."""
+    x = _as_clip(clip)
+    box = _draw_resized_crop_box(x.shape[1], x.shape[2], scale, ratio, generator)
+    return _run(x, box, _pair(size))
+
+
+def horizontal_flip(clip, p: float = 0.5, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Mirror every frame left-right with probability `p` (one draw per clip)."""
+    x = _as_clip(clip)
+    return _run(x, (0, 0, x.shape[2], x.shape[1]), x.shape[1:3], flip=_draw_flip(p, generator))
+
+
+def color_jitter(
+    clip, brightness=0.5, contrast=0.5, saturation=0.5, hue=0.1, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """torchvision's ColorJitter, with one random op order and one set of factors per clip.
+
+    Factors are drawn from [1 - v, 1 + v] (hue from [-v, v], in turns) or from a (low, high) pair; defaults are
+    mmaction's ColorJitter, which the AdaTAD recipe uses. Two differences from torchvision, both for speed:
+    the four ops are composed into one affine colour map and clamped once (as mmaction does), and hue is a
+    rotation of the YIQ chroma plane (the linear approximation NVIDIA DALI's `hsv` and tf-addons'
+    `adjust_hsv_in_yiq` use) instead of a shift of the HSV hue.
+    """
+    x = _as_clip(clip)
+    ops = _draw_color_jitter(brightness, contrast, saturation, hue, generator)
+    return _run(x, (0, 0, x.shape[2], x.shape[1]), x.shape[1:3], ops=ops)
+
+
+def rand_augment(
+    clip, num_ops: int = 2, magnitude: int = 9, generator: torch.Generator | None = None, num_magnitude_bins: int = 31
+) -> torch.Tensor:
+    """torchvision's RandAugment (same 14 ops and magnitude bins), one op draw per clip.
+
+    Geometric ops use nearest neighbour with fill 0 (torchvision's defaults); Brightness, Color and Contrast
+    are composed with any following colour op before clamping (see `color_jitter`).
+    """
+    x = _as_clip(clip)
+    height, width = x.shape[1:3]
+    ops = _draw_rand_augment(num_ops, magnitude, num_magnitude_bins, height, width, generator)
+    return _run(x, (0, 0, width, height), (height, width), ops=ops)
+
+
+class TrainClipTransform:
+    """AdaTAD's THUMOS training augmentation: resize short side -> random resized crop -> flip -> RandAugment
+    -> colour jitter, one draw per clip: `(clip, generator) -> uint8 (T, 3, crop, crop)`.
+
+    Defaults: the recipe's sizes, mmaction's RandomResizedCrop ranges and ColorJitter factors
+    (brightness, contrast, saturation, hue), RandAugment (num_ops, magnitude) = (2, 9); None leaves a step
+    out. The short-side resize and the crop are fused: the box is drawn on the resized frame's shape (as
+    mmaction does), mapped back to source pixels, and the source frames are interpolated once, straight to
+    `crop` x `crop`.
+    """
+
+    def __init__(
+        self,
+        resize: int = 182,
+        crop: int = 160,
+        crop_scale=(0.08, 1.0),
+        crop_ratio=(3 / 4, 4 / 3),
+        flip_prob: float = 0.5,
+        rand_augment: tuple[int, int] | None = (2, 9),
+        color_jitter: tuple | None = (0.5, 0.5, 0.5, 0.1),
+    ):
+        self.resize, self.crop = resize, crop
+        self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
+        self.flip_prob = flip_prob
+        self.rand_augment = rand_augment
+        self.color_jitter = color_jitter
+
+    def __call__(self, clip, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = _as_clip(clip)
+        height, width = x.shape[1:3]
+        resized = _short_side_shape(height, width, self.resize)
+        box = _draw_resized_crop_box(*resized, self.crop_scale, self.crop_ratio, generator)
+        box = _scale_box(box, height, width, resized)
+        flip = _draw_flip(self.flip_prob, generator)
+        ops = []
+        if self.rand_augment is not None:
+            num_ops, magnitude = self.rand_augment
+            ops += _draw_rand_augment(num_ops, magnitude, 31, self.crop, self.crop, generator)
+        if self.color_jitter is not None:
+            ops += _draw_color_jitter(*self.color_jitter, generator)
+        return _run(x, box, (self.crop, self.crop), flip=flip, ops=ops)
+
+    def __repr__(self) -> str:
+        return (
+            f"TrainClipTransform(resize={self.resize}, crop={self.crop}, crop_scale={self.crop_scale}, "
+            f"crop_ratio={self.crop_ratio}, flip_prob={self.flip_prob}, rand_augment={self.rand_augment}, "
+            f"color_jitter={self.color_jitter})"
+        )
+
+
+class EvalClipTransform:
+    """AdaTAD's test transform: resize short side to `resize`, centre crop `crop`; fused into one resize."""
+
+    def __init__(self, resize: int = 160, crop: int = 160):
+        self.resize, self.crop = resize, crop
+
+    def __call__(self, clip, generator: torch.Generator | None = None) -> torch.Tensor:
+        x = _as_clip(clip)
+        height, width = x.shape[1:3]
+        resized = _short_side_shape(height, width, self.resize)
+        box = _scale_box(_center_box(*resized, _pair(self.crop)), height, width, resized)
+        return _run(x, box, _pair(self.crop))
+
+    def __repr__(self) -> str:
+        return f"EvalClipTransform(resize={self.resize}, crop={self.crop})"

@@ -1,0 +1,460 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from hf_vtrain.data import video_io as vio
+from hf_vtrain.data.video_io import (
+    EvalClipTransform,
+    TrainClipTransform,
+    VideoDecodeError,
+    VideoReader,
+    center_crop,
+    clip_generator,
+    color_jitter,
+    horizontal_flip,
+    probe_video,
+    rand_augment,
+    random_resized_crop,
+    resize_short_side,
+    sample_indices,
+)
+
+NUM_FRAMES, FPS, HEIGHT, WIDTH = 20, 10, 48, 64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    # As in a DataLoader worker; on a busy 2-core machine, 2 intra-op threads make each small op wait for a
+    # descheduled worker and the module takes 5x longer.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def gray_level(i: int) -> int:
+    return 20 + 10 * i  # frame i is uniformly this grey: the content check reads the frame index back
+
+
+def write_mp4(path, frames: np.ndarray, fps: int) -> None:
+    import av
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.options = {"crf": "1"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    frames = np.stack([np.full((HEIGHT, WIDTH, 3), gray_level(i), np.uint8) for i in range(NUM_FRAMES)])
+    path = tmp_path_factory.mktemp("video") / "ramp.mp4"
+    write_mp4(path, frames, FPS)
+    return str(path)
+
+
+def frame_levels(frames: np.ndarray) -> list[int]:
+    return [int(round(float(f[8:-8, 8:-8].mean()))) for f in frames]
+
+
+def smooth_clip(num=4, height=180, width=320, seed=0) -> np.ndarray:
+    """Slowly varying colours inside [40, 215]: interpolation differences stay small and nothing clips."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    frames = []
+    for t in range(num):
+        channels = [
+            128 + 40 * np.sin(xx / rng.uniform(15, 30) + t * 0.3 + c) * np.cos(yy / rng.uniform(15, 30) - c)
+            + 30 * np.sin((xx + yy) / 50 + c)
+            for c in range(3)
+        ]
+        frames.append(np.stack(channels, -1))
+    return np.clip(np.stack(frames), 0, 255).round().astype(np.uint8)
+
+
+def noise_clip(num=3, height=40, width=48, seed=0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (num, height, width, 3), dtype=np.uint8)
+
+
+def g(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def planar(clip: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(clip).permute(0, 3, 1, 2)
+
+
+def run_ops(clip: np.ndarray, ops) -> torch.Tensor:
+    """Apply explicit ops (no crop, no resize) through the same executor the transforms use."""
+    x = vio._as_clip(clip)
+    return vio._run(x, (0, 0, x.shape[2], x.shape[1]), tuple(x.shape[1:3]), ops=ops)
+
+
+# --- decoding --------------------------------------------------------------------------------------
+
+
+def test_probe_video(video):
+    info = probe_video(video)
+    assert (info.num_frames, info.height, info.width) == (NUM_FRAMES, HEIGHT, WIDTH)
+    assert info.fps == pytest.approx(FPS)
+    assert info.duration == pytest.approx(NUM_FRAMES / FPS)
+
+
+def test_get_frames_returns_requested_order_with_repeats(video):
+    reader = VideoReader(video)
+    assert reader.num_frames == NUM_FRAMES
+    asked = [5, 1, 5, 19, 0, 0, 7]
+    frames = reader.get_frames(asked)
+    assert frames.shape == (len(asked), HEIGHT, WIDTH, 3) and frames.dtype == np.uint8
+    levels = frame_levels(frames)
+    assert all(abs(level - gray_level(i)) <= 3 for level, i in zip(levels, asked)), levels
+    sorted_frames = reader.get_frames(np.arange(0, NUM_FRAMES, 3))  # the no-reorder path
+    assert all(abs(lv - gray_level(i)) <= 3 for lv, i in zip(frame_levels(sorted_frames), range(0, NUM_FRAMES, 3)))
+
+
+@pytest.mark.parametrize("indices", [[0, NUM_FRAMES], [-1, 2]])
+def test_get_frames_out_of_range_names_the_file(video, indices):
+    with pytest.raises(VideoDecodeError, match="ramp.mp4.*out of range"):
+        VideoReader(video).get_frames(indices)
+
+
+def test_get_frames_rejects_empty_request(video):
+    with pytest.raises(ValueError, match="no frame indices"):
+        VideoReader(video).get_frames([])
+
+
+def test_missing_and_corrupt_files_raise_with_path(tmp_path):
+    missing = tmp_path / "missing.mp4"
+    with pytest.raises(VideoDecodeError, match="missing.mp4"):
+        VideoReader(str(missing))
+    with pytest.raises(VideoDecodeError, match="missing.mp4"):
+        probe_video(str(missing))
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    with pytest.raises(VideoDecodeError, match="corrupt.mp4"):
+        VideoReader(str(corrupt))
+    empty = tmp_path / "empty.mp4"
+    empty.write_bytes(b"")
+    with pytest.raises(VideoDecodeError, match="empty.mp4"):
+        probe_video(str(empty))
+
+
+# --- sampling --------------------------------------------------------------------------------------
+
+
+def test_sample_indices_pads_past_the_end():
+    indices, mask = sample_indices(start=10, num=5, stride=4, num_frames=20)
+    assert indices.dtype == np.int64 and mask.dtype == np.bool_
+    assert indices.tolist() == [10, 14, 18, 19, 19]
+    assert mask.tolist() == [True, True, True, False, False]
+    indices, mask = sample_indices(0, 3, 1, 10)
+    assert indices.tolist() == [0, 1, 2] and mask.all()
+    with pytest.raises(ValueError):
+        sample_indices(0, 3, 0, 10)
+    with pytest.raises(ValueError):
+        sample_indices(0, 3, 1, 0)
+
+
+def test_clip_generator_is_reproducible_and_distinct():
+    draw = lambda gen: torch.rand(4, generator=gen)  # noqa: E731
+    assert torch.equal(draw(clip_generator(1, 2, 3)), draw(clip_generator(1, 2, 3)))
+    assert not torch.equal(draw(clip_generator(1, 2, 3)), draw(clip_generator(1, 2, 4)))
+    assert not torch.equal(draw(clip_generator(1, 2, 3)), draw(clip_generator(1, 3, 2)))
+
+
+# --- transforms: shapes, determinism, one draw per clip ----------------------------------------------
+
+
+def test_train_transform_output_and_input_layouts():
+    clip = smooth_clip(num=3)
+    out = TrainClipTransform()(clip, g(0))
+    assert out.dtype == torch.uint8 and out.shape == (3, 3, 160, 160) and out.is_contiguous()
+    assert torch.equal(TrainClipTransform()(torch.from_numpy(clip), g(0)), out)  # torch input
+    assert torch.equal(TrainClipTransform()(planar(clip).contiguous(), g(0)), out)  # (T, 3, H, W) input
+    with pytest.raises(TypeError):
+        TrainClipTransform()(clip.astype(np.float32), g(0))
+
+
+def test_train_transform_is_deterministic_per_seed():
+    clip = smooth_clip(num=2)
+    transform = TrainClipTransform()
+    assert torch.equal(transform(clip, g(3)), transform(clip, g(3)))
+    assert not torch.equal(transform(clip, g(3)), transform(clip, g(4)))
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_train_transform_applies_the_same_draw_to_every_frame(seed):
+    # Frames transformed together equal frames transformed alone with the same generator state: the draw
+    # (box, flip, RandAugment ops, jitter factors and order) is per clip. 14 frames span several chunks.
+    clip = np.concatenate([smooth_clip(num=7, seed=seed), noise_clip(num=7, height=180, width=320, seed=seed)])
+    transform = TrainClipTransform()
+    together = transform(clip, g(seed))
+    for t in (0, 6, 7, 13):
+        assert torch.equal(together[t], transform(clip[t : t + 1], g(seed))[0]), t
+    same = np.repeat(clip[:1], 8, axis=0)
+    out = transform(same, g(seed))
+    assert all(torch.equal(out[t], out[0]) for t in range(8))
+
+
+def test_moving_marker_keeps_consistent_geometry():
+    num, step = 5, 6
+    clip = np.zeros((num, 180, 320, 3), np.uint8)
+    for t in range(num):
+        clip[t, 70:110, 120 + step * t : 160 + step * t] = 255
+    checked = 0
+    for seed in range(20):
+        out = TrainClipTransform(rand_augment=None, color_jitter=None)(clip, g(seed)).float()[:, 0]
+        mass = out.sum(dim=(1, 2))
+        if mass.min() < 0.95 * mass.max() or mass.min() < 255 * 50:  # the crop cut the marker off
+            continue
+        ys, xs = torch.meshgrid(torch.arange(160.0), torch.arange(160.0), indexing="ij")
+        cx = (out * xs).sum(dim=(1, 2)) / mass
+        cy = (out * ys).sum(dim=(1, 2)) / mass
+        dx = cx[1:] - cx[:-1]
+        assert (dx - dx.mean()).abs().max() < 0.5 and dx.abs().min() > 1.0  # same displacement every frame
+        assert (cy - cy.mean()).abs().max() < 0.5
+        checked += 1
+    assert checked >= 5
+
+
+def test_eval_transform_is_not_random_and_matches_resize_then_centre_crop():
+    clip = smooth_clip(num=2)
+    out = EvalClipTransform()(clip)
+    assert out.shape == (2, 3, 160, 160) and out.dtype == torch.uint8
+    assert torch.equal(out, EvalClipTransform()(clip, g(5)))
+    naive = center_crop(resize_short_side(clip, 160), 160)
+    assert (out.float() - naive.float()).abs().max() <= 2
+
+
+# --- transforms: hand-checked geometry -----------------------------------------------------------------
+
+
+def test_horizontal_flip_really_flips():
+    clip = noise_clip(num=2, height=6, width=9)
+    clip[0, 2, 0] = (255, 0, 0)
+    out = horizontal_flip(clip, p=1.0, generator=g(0))
+    assert out.shape == (2, 3, 6, 9)
+    assert out[0, :, 2, 8].tolist() == [255, 0, 0]
+    assert torch.equal(out, planar(clip).flip(-1))
+    assert torch.equal(horizontal_flip(clip, p=0.0, generator=g(0)), planar(clip))
+
+
+def test_center_crop_picks_the_centre():
+    values = np.arange(10 * 12, dtype=np.uint8).reshape(10, 12)
+    clip = np.stack([values, values + 1, values + 2], -1)[None]
+    out = center_crop(clip, (4, 6))
+    assert out.shape == (1, 3, 4, 6)
+    assert out[0, 0].numpy().tolist() == values[3:7, 3:9].tolist()
+    assert out[0, 2].numpy().tolist() == (values[3:7, 3:9] + 2).tolist()
+    assert center_crop(clip, 5)[0, 0].numpy().tolist() == values[2:7, 3:8].tolist()
+    with pytest.raises(ValueError):
+        center_crop(clip, 11)
+
+
+def test_resize_short_side_shapes_and_constant_frames():
+    assert resize_short_side(smooth_clip(num=1), 160).shape == (1, 3, 160, 284)
+    portrait = np.full((2, 320, 180, 3), 77, np.uint8)
+    out = resize_short_side(portrait, 160)
+    assert out.shape == (2, 3, 284, 160) and bool((out == 77).all())
+    assert resize_short_side(smooth_clip(num=1, height=100, width=150), 182).shape == (1, 3, 182, 273)
+
+
+def test_fused_random_resized_crop_equals_resize_crop_resize():
+    clip = smooth_clip(num=2)
+    for seed in range(10):
+        fused = TrainClipTransform(rand_augment=None, color_jitter=None, flip_prob=0.0)(clip, g(seed))
+        naive = random_resized_crop(resize_short_side(clip, 182), 160, generator=g(seed))
+        diff = (fused.float() - naive.float()).abs()
+        assert diff.mean() < 0.8 and diff.max() <= 6, (seed, diff.mean(), diff.max())  # another box: mean > 10
+
+
+def test_random_resized_crop_box_follows_mmaction():
+    sides = []
+    for seed in range(200):
+        x0, y0, x1, y1 = vio._draw_resized_crop_box(182, 324, (0.08, 1.0), (3 / 4, 4 / 3), g(seed))
+        assert 0 <= x0 < x1 <= 324 and 0 <= y0 < y1 <= 182
+        area = (x1 - x0) * (y1 - y0) / (182 * 324)
+        aspect = (x1 - x0) / (y1 - y0)
+        fallback = (x1 - x0, y1 - y0) == (182, 182)
+        assert fallback or (0.07 < area <= 1.0 and 3 / 4 - 0.05 < aspect < 4 / 3 + 0.05)
+        sides.append(x1 - x0)
+    assert min(sides) < 80 and max(sides) > 220  # the full area range is used (aspect caps width at 242)
+
+
+def test_train_transform_equals_the_chain_of_public_functions():
+    clip = smooth_clip(num=2)
+    diffs = []
+    for seed in range(12):
+        fused = TrainClipTransform()(clip, g(seed))
+        gen = g(seed)
+        x = random_resized_crop(resize_short_side(clip, 182), 160, generator=gen)
+        x = horizontal_flip(x, 0.5, generator=gen)
+        x = rand_augment(x, 2, 9, generator=gen)
+        x = color_jitter(x, 0.5, 0.5, 0.5, 0.1, generator=gen)
+        diffs.append(float((fused.float() - x.float()).abs().mean()))
+    # Equal up to interpolation and the rounding between steps; posterize, solarize and equalize
+    # turn small differences into an occasional jump, so judge the typical draw.
+    assert np.median(diffs) < 1.0 and max(diffs) < 3.0, diffs
+
+
+# --- transforms: ops against hand-written references ---------------------------------------------------
+
+
+def test_posterize_and_solarize_exact():
+    clip = noise_clip()
+    assert torch.equal(run_ops(clip, [("posterize", 4)]), planar(clip) & 0xF0)
+    x = planar(clip)
+    assert torch.equal(run_ops(clip, [("solarize", 128.0)]), torch.where(x >= 128, 255 - x, x))
+
+
+def _equalize_reference(channel: np.ndarray) -> np.ndarray:
+    """torchvision's _scale_channel, in numpy."""
+    hist = np.bincount(channel.reshape(-1), minlength=256)
+    nonzero = hist[hist != 0]
+    step = nonzero[:-1].sum() // 255
+    if step == 0:
+        return channel
+    lut = (np.cumsum(hist) + step // 2) // step
+    lut = np.clip(np.concatenate([[0], lut[:-1]]), 0, 255)
+    return lut[channel].astype(np.uint8)
+
+
+def test_equalize_matches_torchvision_algorithm():
+    clip = noise_clip()
+    clip[1] = clip[1] // 4 + 30  # a narrow histogram
+    clip[2, ..., 1] = 99  # a constant channel stays as it is
+    out = run_ops(clip, [("equalize",)]).permute(0, 2, 3, 1).numpy()
+    for t in range(clip.shape[0]):
+        for c in range(3):
+            assert np.array_equal(out[t, ..., c], _equalize_reference(clip[t, ..., c])), (t, c)
+
+
+def test_autocontrast_stretches_each_channel():
+    clip = (noise_clip() // 2 + 40).astype(np.uint8)
+    out = run_ops(clip, [("autocontrast",)]).permute(0, 2, 3, 1).numpy().astype(np.float64)
+    x = clip.astype(np.float64)
+    low, high = x.min(axis=(1, 2), keepdims=True), x.max(axis=(1, 2), keepdims=True)
+    assert np.abs(out - (x - low) * 255 / (high - low)).max() <= 1.0
+
+
+def test_sharpness_matches_torchvision_formula():
+    clip = noise_clip()
+    x = planar(clip).float()
+    kernel = torch.tensor([[1.0, 1, 1], [1, 5, 1], [1, 1, 1]]) / 13
+    blurred = x.clone()
+    blurred[..., 1:-1, 1:-1] = F.conv2d(x.reshape(-1, 1, *x.shape[2:]), kernel[None, None]).view(3, 3, 38, 46)
+    for factor in (0.4, 1.9):
+        expected = (factor * x + (1 - factor) * blurred).clamp(0, 255)
+        assert (run_ops(clip, [("sharpness", factor)]).float() - expected).abs().max() <= 1.0
+
+
+def test_brightness_contrast_saturation_match_torchvision_formulas():
+    clip = noise_clip()
+    x = planar(clip).float()
+    gray = (0.2989 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2])[:, None]
+    cases = {
+        ("brightness", 1.3): x * 1.3,
+        ("contrast", 0.6): 0.6 * x + 0.4 * gray.mean(dim=(1, 2, 3), keepdim=True),
+        ("saturation", 0.3): 0.3 * x + 0.7 * gray,
+    }
+    for op, expected in cases.items():
+        assert (run_ops(clip, [op]).float() - expected.clamp(0, 255)).abs().max() <= 1.0, op
+    # a run of them folds into one map: the same as applying them one after the other without clamping
+    expected = 1.3 * (0.6 * x + 0.4 * gray.mean(dim=(1, 2, 3), keepdim=True))
+    out = run_ops(clip, [("contrast", 0.6), ("brightness", 1.3)]).float()
+    assert (out - expected.clamp(0, 255)).abs().max() <= 1.0
+
+
+def test_hue_rotation_keeps_grey_and_turns_red_towards_green():
+    grey = np.full((1, 4, 4, 3), 120, np.uint8)
+    assert (run_ops(grey, [("hue", 0.3)]).float() - 120).abs().max() <= 1
+    red = np.zeros((1, 4, 4, 3), np.uint8)
+    red[..., 0] = 200
+    out = run_ops(red, [("hue", 1 / 3)])[0, :, 0, 0]
+    assert int(out.argmax()) == 1, out  # green, as a third of a turn in HSV
+    clip = smooth_clip(num=1, height=8, width=8)
+    assert (run_ops(clip, [("hue", 0.5), ("hue", 0.5)]).float() - planar(clip).float()).abs().max() <= 1
+
+
+def _warp(name: str, magnitude: float, size: int):
+    return vio._rand_augment_op(name, magnitude, size, size)
+
+
+def test_translate_moves_content_by_whole_pixels():
+    clip = noise_clip(num=2, height=20, width=20)
+    x = planar(clip)
+    out = run_ops(clip, [_warp("TranslateX", 5.0, 20)])
+    assert torch.equal(out[..., 5:], x[..., :-5]) and bool((out[..., :5] == 0).all())
+    out = run_ops(clip, [_warp("TranslateY", -3.0, 20)])
+    assert torch.equal(out[..., :-3, :], x[..., 3:, :]) and bool((out[..., -3:, :] == 0).all())
+
+
+def test_rotate_90_is_a_quarter_turn_counter_clockwise():
+    clip = noise_clip(num=2, height=16, width=16)
+    op = ("warp", vio._warp_op(16, 16, vio._inverse_affine(16, 16, angle=90.0)))
+    assert torch.equal(run_ops(clip, [op]), torch.rot90(planar(clip), 1, dims=(-2, -1)))
+
+
+@pytest.mark.parametrize(
+    "name,magnitude",
+    [("ShearX", 0.09), ("ShearX", -0.27), ("ShearY", 0.09), ("ShearY", -0.13), ("TranslateX", -21.0),
+     ("TranslateY", 21.0), ("Rotate", 9.0), ("Rotate", -30.0)],
+)
+def test_warps_equal_grid_sample_nearest(name, magnitude):
+    # The band copies and the gather must sample where grid_sample(mode="nearest") does with torchvision's
+    # affine matrix (as torchvision's RandAugment warps, fill 0). Shears whose offsets land exactly on .5
+    # (e.g. 0.2) break ties per column rather than per pixel, so the magnitudes here avoid them.
+    size = 160
+    clip = noise_clip(num=2, height=size, width=size)
+    op = _warp(name, magnitude, size)
+    if name.startswith("Shear"):
+        shear = math.degrees(math.atan(magnitude))
+        matrix = vio._inverse_affine(size, size, shear=(shear, 0.0) if name == "ShearX" else (0.0, shear), center=(0, 0))
+    elif name.startswith("Translate"):
+        matrix = vio._inverse_affine(size, size, translate=(int(magnitude), 0) if name == "TranslateX" else (0, int(magnitude)))
+    else:
+        matrix = vio._inverse_affine(size, size, angle=magnitude)
+    a, b, c, d, e, f = matrix
+    theta = torch.tensor([[a, b, c / (size * 0.5)], [d, e, f / (size * 0.5)]], dtype=torch.float32)
+    grid = F.affine_grid(theta[None].expand(2, 2, 3), [2, 3, size, size], align_corners=False)
+    expected = F.grid_sample(planar(clip).float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    out = run_ops(clip, [op])
+    assert (out != expected.to(torch.uint8)).float().mean() < 2e-3
+    # the same warp in the float stage (after a colour op) samples the same pixels
+    after = run_ops(clip, [("brightness", 1.0), op])
+    assert (after != out).float().mean() < 2e-3
+
+
+def test_rand_augment_and_color_jitter_draw_once_per_clip():
+    clip = np.repeat(smooth_clip(num=1, height=60, width=60), 5, axis=0)
+    for seed in range(20):
+        for out in (rand_augment(clip, 2, 9, generator=g(seed)), color_jitter(clip, generator=g(seed))):
+            assert out.shape == (5, 3, 60, 60) and out.dtype == torch.uint8
+            assert all(torch.equal(out[t], out[0]) for t in range(5))
+    assert not torch.equal(color_jitter(clip, generator=g(0)), color_jitter(clip, generator=g(1)))
+    assert torch.equal(color_jitter(clip, 0, 0, 0, 0, generator=g(0)), planar(clip))
+
+
+def test_bench_script_runs(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "scripts" / "bench_video_io.py"
+    spec = importlib.util.spec_from_file_location("bench_video_io", script)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = tmp_path / "bench.mp4"
+    bench.write_video(str(path), 36, 64, 10, 1.2, seed=0)
+    argv = ["bench", "--video", str(path), "--frames", "4", "--stride", "2", "--repeats", "2", "--rounds", "1", "--settle", "0"]
+    monkeypatch.setattr("sys.argv", argv)
+    bench.main()
+    printed = capsys.readouterr().out
+    assert "video: 64x36, 12 frames" in printed and "ratio train (b)/(a)" in printed
