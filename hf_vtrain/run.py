@@ -15,6 +15,7 @@ import re
 import shlex
 import subprocess
 import sys
+import time
 
 if __package__ in (None, ""):  # `python hf_vtrain/run.py`: make the package importable, not the folder itself
     _here = os.path.dirname(os.path.abspath(__file__))
@@ -63,6 +64,25 @@ def find_last_checkpoint(output_dir: str) -> str | None:
         elif match:
             logger.warning("skipping incomplete checkpoint %s (no trainer_state.json)", path)
     return max(found)[1] if found else None
+
+
+def download_hub_checkpoint(training_args) -> str:
+    """`--resume_from_checkpoint hub`: the store's `last-checkpoint/` (hub_strategy checkpoint) when the local
+    output folder is gone."""
+    from huggingface_hub import snapshot_download
+
+    repo = training_args.hub_model_id
+    if not repo:
+        raise ValueError("resume_from_checkpoint: hub needs hub_model_id (the repository the run pushed to)")
+    target = os.path.join(training_args.output_dir, "hub-last-checkpoint")
+    snapshot_download(repo_id=repo, allow_patterns=["last-checkpoint/*"], local_dir=target,
+                      token=training_args.hub_token, revision=training_args.hub_revision)
+    path = os.path.join(target, "last-checkpoint")
+    if not os.path.isfile(os.path.join(path, "trainer_state.json")):
+        raise FileNotFoundError(f"{repo}: no complete last-checkpoint/ on the store (was the run pushed with "
+                                f"hub_strategy: checkpoint?)")
+    logger.info("resuming from %s's last-checkpoint (downloaded to %s)", repo, path)
+    return path
 
 
 def _jsonable(value):
@@ -150,6 +170,9 @@ def prepare(argv: list[str]) -> PreparedRun:
         if resume is None:
             raise FileNotFoundError(f"resume_from_checkpoint={training_args.resume_from_checkpoint}: no complete "
                                     f"checkpoint in {output_dir}")
+    elif isinstance(resume, str) and resume.lower() == "hub":
+        with training_args.main_process_first(desc="download last-checkpoint"):
+            resume = download_hub_checkpoint(training_args)
     elif resume is None:
         resume = find_last_checkpoint(output_dir)
         if resume:
@@ -183,7 +206,7 @@ def execute(run: PreparedRun) -> dict:
     title = f"{run.task_name}: {os.path.basename(os.path.abspath(output_dir))}"
     results: dict = {}
     train_result = trainer.train(resume_from_checkpoint=run.resume)
-    trainer.save_model()
+    trainer.save_model(_internal_call=True)  # the push comes at the end, retried and reported (push_final)
     trainer.log_metrics("train", train_result.metrics)
     trainer.save_metrics("train", train_result.metrics)
     trainer.save_state()
@@ -203,8 +226,40 @@ def execute(run: PreparedRun) -> dict:
         logger.info("training curves: %s", curves)
         trainer.create_model_card()
     if run.training_args.push_to_hub:
-        trainer.push_to_hub(commit_message=f"hf_vtrain {run.task_name}: end of training")
+        push_final(trainer, run.task_name)
     return results
+
+
+class PushError(RuntimeError):
+    """The final state of the run never reached the store; local files are intact."""
+
+
+def push_final(trainer, task_name: str, attempts: int = 3, wait: float = 2.0) -> None:
+    """The end-of-run push, retried; background push failures are listed; raises PushError if the store never got
+    the final state (the exit status is then non-zero)."""
+    repo = trainer.hub_model_id or trainer.args.hub_model_id
+    error = None
+    for attempt in range(1, attempts + 1):
+        try:
+            trainer.push_to_hub(commit_message=f"hf_vtrain {task_name}: end of training")
+            error = None
+            break
+        except Exception as err:  # any transport or server error: retried, then reported
+            error = err
+            logger.warning("final push to %s failed (attempt %d/%d): %s: %s", repo, attempt, attempts,
+                           type(err).__name__, err)
+            if attempt < attempts:
+                time.sleep(wait * 2 ** (attempt - 1))
+    failures = trainer.push_failures()
+    if failures:
+        lines = "\n".join(f"  step {f['step']}: {f['error']}" for f in failures)
+        logger.warning("%d background checkpoint push(es) failed during the run:\n%s", len(failures), lines)
+    if error is not None:
+        raise PushError(f"the final push to {repo} failed after {attempts} attempts "
+                        f"({type(error).__name__}: {error}); {len(failures)} background push(es) failed before. "
+                        f"Everything is intact in {trainer.args.output_dir}; push it again with "
+                        f"`hf upload {repo} {trainer.args.output_dir}`.")
+    logger.info("final state pushed to %s", repo)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -223,11 +278,19 @@ def cli() -> None:
     """Errors in the user's input (recipe, corpus, task name) end the run with one message, no traceback."""
     from hf_vtrain.data.thumos14 import CorpusError
 
+    from hf_vtrain.trainers.base import NonFiniteLossError
+
     try:
         result = main()
     except (RecipeError, CorpusError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except NonFiniteLossError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(3)
+    except PushError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(4)
     except KeyError as err:
         if "task" not in str(err):
             raise

@@ -56,6 +56,12 @@ class VTrainingArguments(TrainingArguments):
     eval_every_epochs: int = field(
         default=0, metadata={"help": "Evaluate every K epochs from eval_start_epoch; 0 uses eval_strategy."}
     )
+    max_nonfinite_steps: int = field(
+        default=0,
+        metadata={"help": "A NaN/inf loss stops the run naming the step, loss parts and samples (0). With N > 0, up to "
+                          "N such batches are skipped instead (zero gradient; counted in the logs and the final "
+                          "report); the N+1-th stops the run."},
+    )
     plot_eval_videos: int = field(
         default=3, metadata={"help": "After the final evaluation, draw predictions vs ground truth for this many videos."}
     )
@@ -281,10 +287,19 @@ class _EpochHookCallback(TrainerCallback):
 # Trainer
 
 
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the message names the step, the loss parts and the batch's sample ids."""
+
+
+_SAMPLE_ID_KEYS = ("video_index", "window_start", "sample_index")
+
+
 class VTrainer(Trainer):
     """Base trainer of every task. Subclasses add `compute_loss` parts or evaluation as their task needs."""
 
     def __init__(self, *args, epoch_hooks=(), **kwargs):
+        self.push_log: list[dict] = []  # before super().__init__, which creates the Hub repository
+        self._watched_pushes: set[int] = set()
         super().__init__(*args, **kwargs)
         targs: VTrainingArguments = self.args
         if epoch_hooks and targs.dataloader_persistent_workers and targs.dataloader_num_workers > 0:
@@ -297,6 +312,7 @@ class VTrainer(Trainer):
         self.ema = ModelEMA(self.model, targs.ema_decay) if targs.ema_decay > 0 else None
         self._loss_parts: dict[str, torch.Tensor] = {}
         self._loss_part_count = 0
+        self.nonfinite_steps: list[dict] = []
         self._num_update_steps_per_epoch = None
         self._step_lrs: dict[str, float] = {}
         self.add_callback(EpochScheduleCallback())
@@ -341,17 +357,37 @@ class VTrainer(Trainer):
         outputs = model(**inputs)
         if getattr(outputs, "loss", None) is None:
             raise ValueError(f"{type(self.model).__name__} returned no loss: are the labels in the batch?")
-        if model.training:
-            for key, value in outputs.items():
-                if key.endswith("_loss") and torch.is_tensor(value) and value.ndim == 0:
-                    total = self._loss_parts.get(key)
-                    part = value.detach().float()
-                    self._loss_parts[key] = part if total is None else total + part
-            self._loss_part_count += 1
         loss = outputs.loss
         if self.args.n_gpu > 1:
             loss = loss.mean()
+        if model.training:
+            if not torch.isfinite(loss.detach()).all():
+                loss = self._handle_nonfinite(model, inputs, outputs)
+            else:
+                for key, value in outputs.items():
+                    if key.endswith("_loss") and torch.is_tensor(value) and value.ndim == 0:
+                        total = self._loss_parts.get(key)
+                        part = value.detach().float()
+                        self._loss_parts[key] = part if total is None else total + part
+                self._loss_part_count += 1
         return (loss, outputs) if return_outputs else loss
+
+    def _handle_nonfinite(self, model, inputs, outputs):
+        parts = {k: float(v.detach().float()) for k, v in outputs.items()
+                 if k.endswith("loss") and torch.is_tensor(v) and v.ndim == 0}
+        ids = {k: inputs[k].tolist() for k in _SAMPLE_ID_KEYS if k in inputs and torch.is_tensor(inputs[k])}
+        where = f"step {self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f})"
+        self.nonfinite_steps.append({"step": self.state.global_step + 1, "loss_parts": parts, "samples": ids})
+        if len(self.nonfinite_steps) > self.args.max_nonfinite_steps:
+            raise NonFiniteLossError(
+                f"non-finite loss at {where}: loss parts {parts}, samples {ids}. Checkpoints already written are "
+                f"intact; resume from the last one (e.g. with a lower learning rate), or allow skipping with "
+                f"max_nonfinite_steps (now {self.args.max_nonfinite_steps})."
+            )
+        logger.warning("skipping batch with non-finite loss at %s (%d/%d allowed): parts %s, samples %s", where,
+                       len(self.nonfinite_steps), self.args.max_nonfinite_steps, parts, ids)
+        # A zero that touches every trainable parameter: finite zero gradients, and DDP sees every parameter used.
+        return sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         if "loss" in logs and self._loss_part_count:
@@ -362,6 +398,8 @@ class VTrainer(Trainer):
                 logs[key] = float(mean.mean().item()) if torch.is_tensor(mean) else float(mean)
             self._loss_parts = {}
             self._loss_part_count = 0
+        if "loss" in logs and self.nonfinite_steps:
+            logs["skipped_nonfinite_batches"] = len(self.nonfinite_steps)
         if "loss" in logs:
             for name, lr in self._step_lrs.items():
                 if not name.endswith("/no_decay"):
@@ -406,6 +444,48 @@ class VTrainer(Trainer):
                 num_updates = json.load(handle)["num_updates"]
             self.ema.load_from(reference.state_dict(), num_updates)
 
+
+    # ---- pushes: the Trainer's background checkpoint pushes fail silently (FIELD_NOTES); ours are watched
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """An unreachable store at start does not stop training: the failure is recorded and reported, and every
+        later push tries to create the repository again."""
+        try:
+            super().init_hf_repo(token=token, private=private)
+        except Exception as err:  # transport or server error
+            self.hub_model_id = None
+            reason = f"{type(err).__name__}: {err}"
+            self.push_log.append({"step": self.state.global_step if hasattr(self, "state") else 0, "ok": False,
+                                  "error": f"creating the repository failed: {reason}"})
+            logger.warning("creating the Hub repository %s FAILED (%s); training goes on, pushes will retry",
+                           self.args.hub_model_id, reason)
+            if not self.args.push_to_hub:
+                raise
+
+    def _push_from_checkpoint(self, checkpoint_folder: str) -> None:
+        if self.hub_model_id is None and self.is_world_process_zero():
+            self.init_hf_repo()
+            if self.hub_model_id is None:
+                return
+        super()._push_from_checkpoint(checkpoint_folder)
+        jobs = getattr(self.push_in_progress, "jobs", None) or []
+        step = self.state.global_step
+        for job in jobs:
+            if id(job) not in self._watched_pushes:
+                self._watched_pushes.add(id(job))
+                job.add_done_callback(lambda future, step=step: self._on_push_done(future, step))
+
+    def _on_push_done(self, future, step: int) -> None:
+        error = future.exception()
+        if error is None:
+            self.push_log.append({"step": step, "ok": True})
+            return
+        reason = f"{type(error).__name__}: {error}"
+        self.push_log.append({"step": step, "ok": False, "error": reason})
+        logger.warning("push of the step-%d checkpoint to %s FAILED: %s. Local checkpoints are intact; the next save "
+                       "pushes again and the end of the run retries.", step, self.hub_model_id, reason)
+
+    def push_failures(self) -> list[dict]:
+        return [entry for entry in self.push_log if not entry["ok"]]
 
     # ---- outputs at the end of a run
     def write_final_outputs(self, output_dir: str) -> None:

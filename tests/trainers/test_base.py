@@ -194,3 +194,51 @@ def test_bad_param_groups():
         VTrainingArguments(output_dir="x", param_groups=[{"patterns": ["a"]}])
     with pytest.raises(ValueError, match="bad regex"):
         VTrainingArguments(output_dir="x", param_groups=[{"patterns": ["("], "lr": 1}])
+
+
+class NaNAt(TrainerCallback):
+    """Poisons the model so that the loss of the given optimizer step is NaN."""
+
+    def __init__(self, trainer, steps):
+        self.trainer, self.steps = trainer, set(steps)
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self.trainer.model.poison = (state.global_step + 1) in self.steps
+
+
+class PoisonableToy(ToyModel):
+    poison = False
+
+    def forward(self, x, y=None, **kwargs):
+        out = super().forward(x, y)
+        if self.poison and out.loss is not None:
+            out.loss = out.loss * float("nan")
+            out.fit_loss = out.fit_loss * float("nan")
+        return out
+
+
+def test_nonfinite_loss_stops_with_step_and_parts(tmp_path):
+    from hf_vtrain.trainers.base import NonFiniteLossError
+
+    torch.manual_seed(0)
+    trainer = VTrainer(model=PoisonableToy(ToyConfig()), train_dataset=toy_data(), args=make_args(
+        tmp_path, save_strategy="steps", save_steps=2))
+    trainer.add_callback(NaNAt(trainer, {5}))
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss at step 5 .*fit_loss"):
+        trainer.train()
+    # the last good checkpoint is intact and complete
+    assert (tmp_path / "checkpoint-4" / "trainer_state.json").is_file()
+    assert not (tmp_path / "checkpoint-5").exists()
+
+
+def test_nonfinite_loss_skipped_when_allowed(tmp_path):
+    torch.manual_seed(0)
+    trainer = VTrainer(model=PoisonableToy(ToyConfig()), train_dataset=toy_data(),
+                       args=make_args(tmp_path, max_nonfinite_steps=2))
+    trainer.add_callback(NaNAt(trainer, {3, 7}))
+    trainer.train()
+    assert [s["step"] for s in trainer.nonfinite_steps] == [3, 7]
+    for name, param in trainer.model.named_parameters():
+        assert torch.isfinite(param).all(), name
+    logged = [e for e in trainer.state.log_history if "skipped_nonfinite_batches" in e]
+    assert logged and logged[-1]["skipped_nonfinite_batches"] == 2

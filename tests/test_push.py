@@ -1,0 +1,90 @@
+"""Pushing a run to a Hub-compatible store (the loopback server): stored revisions pass git/git-lfs checks, the
+pushed model loads, failed pushes are reported (never silent), and a run resumes from the store's last-checkpoint."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.hub_fixtures import GIT_LFS_MISSING, run_hub_client, verify_stored_repo
+from tests.trainers.test_tad_run import REPO, tiny_argv
+
+PUSH = dict(push_to_hub="true", hub_strategy="checkpoint", hub_private_repo="true", num_train_epochs=2,
+            save_every_epochs=1, eval_start_epoch=2)
+
+
+def _run(argv, env, timeout=600):
+    return subprocess.run([sys.executable, os.path.join(REPO, "hf_vtrain", "run.py"), *argv], env=env,
+                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def corpus_root(tmp_path_factory):
+    return tmp_path_factory.mktemp("push")
+
+
+def test_push_checkpoints_and_load_back(hub_server, hub_env, corpus_root, tmp_path):
+    out = tmp_path / "run"
+    proc = _run(tiny_argv(corpus_root, out, hub_model_id="team/adatad-tiny", **PUSH), hub_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "FAILED" not in proc.stdout + proc.stderr
+    repo_dir = hub_server.repo_dir("team/adatad-tiny", "model")
+    if shutil.which("git-lfs") is None:
+        pytest.skip(GIT_LFS_MISSING)
+    verify_stored_repo(repo_dir, tmp_path / "clone")
+    files = set(os.listdir(tmp_path / "clone"))
+    assert {"model.safetensors", "config.json", "README.md", "last-checkpoint"} <= files
+    assert (tmp_path / "clone" / "last-checkpoint" / "ema" / "model.safetensors").is_file()
+    # from_pretrained from the store gives the trained weights
+    code = ("from hf_vtrain.models.adatad import AdaTADForActionDetection as M; import torch, sys;"
+            "m = M.from_pretrained('team/adatad-tiny');"
+            f"torch.save(m.state_dict(), {str(tmp_path / 'pulled.pt')!r})")
+    run_hub_client(code, hub_env)
+    pulled = torch.load(tmp_path / "pulled.pt")
+    local = load_file(out / "model.safetensors")
+    from hf_vtrain.models.adatad import AdaTADForActionDetection
+
+    reference = AdaTADForActionDetection.from_pretrained(out).state_dict()
+    assert pulled.keys() == reference.keys() and len(local) > 0
+    for key in reference:
+        assert torch.equal(pulled[key], reference[key]), key
+
+
+def test_failed_background_push_is_reported(hub_server, hub_env, corpus_root, tmp_path):
+    hub_server.inject(fail="commit", status=500, count=1)  # the first checkpoint commit fails
+    proc = _run(tiny_argv(corpus_root, tmp_path / "run", hub_model_id="team/flaky", **PUSH), hub_env)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-3000:]  # the final state reached the store
+    assert "push of the step-2 checkpoint" in log and "FAILED" in log
+    assert "background checkpoint push(es) failed during the run" in log
+
+
+def test_unreachable_store_exits_nonzero_and_keeps_files(hub_server, hub_env, corpus_root, tmp_path):
+    out = tmp_path / "run"
+    hub_server.reachable = False
+    try:
+        proc = _run(tiny_argv(corpus_root, out, hub_model_id="team/down", **PUSH), hub_env, timeout=900)
+    finally:
+        hub_server.reachable = True
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr.splitlines()[-1]
+    assert "error:" in proc.stderr and "team/down" in proc.stderr
+    for name in ("model.safetensors", "checkpoint-4/trainer_state.json", "predictions.json"):
+        assert (out / name).is_file(), name
+
+
+def test_resume_from_store_when_local_folder_is_gone(hub_server, hub_env, corpus_root, tmp_path):
+    out = tmp_path / "run"
+    proc = _run(tiny_argv(corpus_root, out, hub_model_id="team/resumable", **PUSH), hub_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    shutil.rmtree(out)
+    proc = _run(tiny_argv(corpus_root, out, hub_model_id="team/resumable", resume_from_checkpoint="hub",
+                          **{**PUSH, "num_train_epochs": 3}), hub_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert "resuming from team/resumable's last-checkpoint" in log
+    assert "Continuing training from global step 4" in log or "global step 4" in log
