@@ -278,7 +278,7 @@ def cli() -> None:
     """Errors in the user's input (recipe, corpus, task name) end the run with one message, no traceback."""
     from hf_vtrain.data.thumos14 import CorpusError
 
-    from hf_vtrain.trainers.base import NonFiniteLossError
+    from hf_vtrain.trainers.base import CheckpointSaveError, NonFiniteLossError
 
     try:
         result = main()
@@ -291,6 +291,9 @@ def cli() -> None:
     except PushError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(4)
+    except CheckpointSaveError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(5)
     except KeyError as err:
         if "task" not in str(err):
             raise

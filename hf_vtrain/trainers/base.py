@@ -287,6 +287,10 @@ class _EpochHookCallback(TrainerCallback):
 # Trainer
 
 
+class CheckpointSaveError(RuntimeError):
+    """Writing a checkpoint failed (e.g. no space left on device); earlier checkpoints are untouched."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the message names the step, the loss parts and the batch's sample ids."""
 
@@ -412,6 +416,25 @@ class VTrainer(Trainer):
             with self.ema.swapped(self.model):
                 return super().evaluate(*args, **kwargs)
         return super().evaluate(*args, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """A failed write (disk full, I/O error) stops the run with one message; the partial folder is removed so
+        that it neither fills the disk nor looks like a checkpoint (resume detection also requires
+        trainer_state.json, which the Trainer writes last)."""
+        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        existed = os.path.isdir(folder)
+        try:
+            super()._save_checkpoint(model, trial)
+        except OSError as err:
+            if not existed and self.args.should_save:
+                import shutil
+
+                shutil.rmtree(folder, ignore_errors=True)
+            done = sorted(d for d in os.listdir(os.path.dirname(folder)) if d.startswith("checkpoint-"))
+            raise CheckpointSaveError(
+                f"writing {folder} failed: {err}. Earlier checkpoints are intact ({', '.join(done) or 'none'}); "
+                f"free space and restart the same command to resume."
+            ) from err
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)
