@@ -117,8 +117,8 @@ def clip_generator(seed: int, epoch: int, index: int) -> torch.Generator:
 
 # ----------------------------------------------------------------------------------------------------
 # Clip transforms. Internally a clip is a (T, H, W, 3) uint8 tensor; a transform is a crop box in
-# source pixels, an output size, a flip flag and a list of per-pixel ops, all drawn before any pixel is
-# touched. `_run` then does the crop and resize in ONE interpolate per chunk of frames and the colour
+# source pixels, an output size, a flip flag and a list of ops (warps, colour ops), all drawn before any
+# pixel is touched. `_run` then does the crop and resize in ONE interpolate per chunk of frames and the colour
 # ops in float32 on the 160x160 result, chunk by chunk so that the float working set stays in cache.
 # ----------------------------------------------------------------------------------------------------
 
@@ -128,7 +128,7 @@ _RGB_TO_YIQ = torch.tensor(
     dtype=torch.float64,
 )
 _YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)
-_CHUNK_FLOATS = 1 << 19  # 2 MiB of float32 per chunk buffer
+_CHUNK_FLOATS = 1 << 19  # float32 per chunk buffer (2 MiB): the colour passes then run out of L2, not DRAM
 
 
 def _as_clip(clip) -> torch.Tensor:

@@ -416,10 +416,12 @@ def test_warps_equal_grid_sample_nearest(name, magnitude):
     clip = noise_clip(num=2, height=size, width=size)
     op = _warp(name, magnitude, size)
     if name.startswith("Shear"):
-        shear = math.degrees(math.atan(magnitude))
-        matrix = vio._inverse_affine(size, size, shear=(shear, 0.0) if name == "ShearX" else (0.0, shear), center=(0, 0))
+        angle = math.degrees(math.atan(magnitude))
+        shear = (angle, 0.0) if name == "ShearX" else (0.0, angle)
+        matrix = vio._inverse_affine(size, size, shear=shear, center=(0, 0))
     elif name.startswith("Translate"):
-        matrix = vio._inverse_affine(size, size, translate=(int(magnitude), 0) if name == "TranslateX" else (0, int(magnitude)))
+        shift = (int(magnitude), 0) if name == "TranslateX" else (0, int(magnitude))
+        matrix = vio._inverse_affine(size, size, translate=shift)
     else:
         matrix = vio._inverse_affine(size, size, angle=magnitude)
     a, b, c, d, e, f = matrix
@@ -453,7 +455,8 @@ def test_bench_script_runs(tmp_path, monkeypatch, capsys):
     spec.loader.exec_module(bench)
     path = tmp_path / "bench.mp4"
     bench.write_video(str(path), 36, 64, 10, 1.2, seed=0)
-    argv = ["bench", "--video", str(path), "--frames", "4", "--stride", "2", "--repeats", "2", "--rounds", "1", "--settle", "0"]
+    argv = ["bench", "--video", str(path), "--frames", "4", "--stride", "2", "--repeats", "2", "--rounds", "1"]
+    argv += ["--settle", "0"]
     monkeypatch.setattr("sys.argv", argv)
     bench.main()
     printed = capsys.readouterr().out

@@ -1,0 +1,159 @@
+"""Benchmark: training-sample preparation (decode + TrainClipTransform) against raw decord `get_batch`.
+
+    python scripts/bench_video_io.py                      # writes a 30 s 320x180 H.264 video to a temp dir
+    python scripts/bench_video_io.py --video clip.mp4 --frames 192 --stride 4 --repeats 20
+
+Prints frames/s of (a) decord `get_batch` on the sorted indices, (b) `VideoReader.get_frames` +
+`TrainClipTransform` to 160x160, (c) the same with `EvalClipTransform`, and the ratios (b)/(a), (c)/(a),
+by wall clock and by process CPU time (all threads; steadier on a shared machine). Each is a loop over the
+same windows, back to back as a data loader would run them, and the loops alternate for --rounds rounds.
+decord keeps decoding ahead on a background thread for a few tens of ms after each `get_batch`; in a loop,
+that read-ahead overlaps the loop's own next window, so each loop pays for its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+from hf_vtrain.data.video_io import EvalClipTransform, TrainClipTransform, VideoReader, clip_generator, sample_indices
+
+
+def write_video(path: str, height: int, width: int, fps: int, seconds: float, seed: int = 0) -> None:
+    """H.264 (libx264, yuv420p) with a panning texture, fine noise and a moving square: realistic decode work."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    tex_h, tex_w = height * 2, width * 3
+    yy, xx = np.mgrid[0:tex_h, 0:tex_w].astype(np.float32)
+    texture = np.zeros((tex_h, tex_w, 3), np.float32)
+    for c in range(3):
+        for _ in range(6):
+            fx, fy = rng.uniform(0.01, 0.2, 2)
+            texture[..., c] += np.sin(fx * xx + fy * yy + rng.uniform(0, 2 * np.pi))
+    coarse = rng.normal(size=(tex_h // 4 + 1, tex_w // 4 + 1, 3)).astype(np.float32)
+    coarse = np.kron(coarse, np.ones((4, 4, 1), np.float32))[:tex_h, :tex_w]
+    texture = texture / 6 * 60 + 128 + coarse * 20
+    num = int(round(fps * seconds))
+    with av.open(path, "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for i in range(num):
+            ox = int(i * 0.6 * width / 320) % (tex_w - width)
+            oy = int((tex_h - height) / 2 * (1 + 0.8 * np.sin(i / 40)))
+            frame = texture[oy : oy + height, ox : ox + width].copy()
+            frame += rng.normal(0, 6, frame.shape).astype(np.float32)  # sensor noise: costs bits, like real video
+            cy = int(height / 2 + height / 4 * np.sin(i / 15))
+            cx = int(width / 2 + width / 3 * np.cos(i / 20))
+            s = max(4, height // 12)
+            frame[max(cy - s, 0) : cy + s, max(cx - s, 0) : cx + s] = (230, 40, 40)
+            image = av.VideoFrame.from_ndarray(frame.clip(0, 255).astype(np.uint8), format="rgb24")
+            for packet in stream.encode(image):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--video", help="an existing video; default: write a synthetic one")
+    parser.add_argument("--frames", type=int, default=192, help="frames per training window (AdaTAD: 768)")
+    parser.add_argument("--stride", type=int, default=4, help="take every n-th frame (AdaTAD THUMOS: 4)")
+    parser.add_argument("--height", type=int, default=180, help="synthetic video height (THUMOS: 180)")
+    parser.add_argument("--width", type=int, default=320, help="synthetic video width (THUMOS: 320)")
+    parser.add_argument("--fps", type=int, default=30)
+    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--repeats", type=int, default=10, help="windows per timed loop")
+    parser.add_argument("--rounds", type=int, default=3, help="times each loop runs, alternating with the others")
+    parser.add_argument("--threads", type=int, default=1, help="decord decode threads")
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (1 = a DataLoader worker)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--settle", type=float, default=0.1, help="pause (s) around each timed loop")
+    args = parser.parse_args()
+    torch.set_num_threads(args.torch_threads)
+
+    import decord
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = args.video
+        if path is None:
+            path = os.path.join(tmp, f"bench_{args.width}x{args.height}.mp4")
+            t0 = time.perf_counter()
+            write_video(path, args.height, args.width, args.fps, args.seconds, args.seed)
+            print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
+        raw = decord.VideoReader(path, num_threads=args.threads)
+        reader = VideoReader(path, num_threads=args.threads)
+        ours = reader._reader  # only to put it back at frame 0 between sections, as `raw`
+        height, width = raw[0].shape[:2]
+        kbps = os.path.getsize(path) * 8 / 1000 / (len(raw) / raw.get_avg_fps())
+        print(f"video: {width}x{height}, {len(raw)} frames at {raw.get_avg_fps():.2f} fps, {kbps:.0f} kbit/s")
+        print(f"window: {args.frames} frames at stride {args.stride}; decode threads {args.threads}, "
+              f"torch threads {torch.get_num_threads()}; {args.rounds} rounds of {args.repeats} windows per loop")
+
+        train, evaluate = TrainClipTransform(), EvalClipTransform()
+        rng = np.random.default_rng(args.seed)
+        span = args.frames * args.stride
+        windows = []
+        for _ in range(args.repeats):
+            start = int(rng.integers(0, max(1, reader.num_frames - span + 1)))
+            windows.append(sample_indices(start, args.frames, args.stride, reader.num_frames)[0])
+        frames_per_loop = sum(len(indices) for indices in windows)
+        sections = {
+            "raw": (raw, lambda i, indices: raw.get_batch(np.unique(indices).tolist())),  # decord wants sorted
+            "train": (ours, lambda i, indices: train(reader.get_frames(indices), clip_generator(args.seed, 0, i))),
+            "eval": (ours, lambda i, indices: evaluate(reader.get_frames(indices))),
+            "decode": (ours, lambda i, indices: reader.get_frames(indices)),
+        }
+        for _, fn in sections.values():  # warm-up, untimed
+            fn(0, windows[0])
+        wall = {key: [] for key in sections}
+        cpu = {key: [] for key in sections}
+        for _ in range(args.rounds):
+            for key, (decoder, fn) in sections.items():
+                decoder.get_batch([0])  # each loop starts from the same decoder position
+                time.sleep(args.settle)  # and not during the previous loop's read-ahead
+                w0, c0 = time.perf_counter(), time.process_time()
+                for i, indices in enumerate(windows):
+                    out = fn(i, indices)
+                    if key in ("train", "eval"):
+                        assert out.shape == (args.frames, 3, 160, 160) and out.dtype == torch.uint8
+                wall[key].append(time.perf_counter() - w0)
+                time.sleep(args.settle)  # the loop's trailing read-ahead counts in its CPU time
+                cpu[key].append(time.process_time() - c0)
+
+        # The transforms alone, on a decoded clip, by this thread's CPU time: what they cost without
+        # decord's threads and caches in the way.
+        clip = reader.get_frames(windows[0])
+        alone = {}
+        for key, transform in (("train", train), ("eval", evaluate)):
+            c0 = time.thread_time()
+            for i in range(args.repeats):
+                transform(clip, clip_generator(args.seed, 1, i))
+            alone[key] = (time.thread_time() - c0) / (args.repeats * len(windows[0]))
+
+    for name, seconds in (("wall clock", wall), ("process CPU time", cpu)):
+        total = {key: sum(value) for key, value in seconds.items()}
+        frames = frames_per_loop * args.rounds
+        fps = {key: frames / value for key, value in total.items()}
+        print(f"-- frames/s by {name}")
+        print(f"(a) decord get_batch (sorted)               {fps['raw']:8.0f}")
+        transform_us = (total["train"] - total["decode"]) / frames * 1e6
+        print(f"(b) get_frames + TrainClipTransform 160x160 {fps['train']:8.0f}   "
+              f"(get_frames alone {fps['decode']:.0f}; transform {transform_us:.0f} us/frame)")
+        print(f"(c) get_frames + EvalClipTransform 160x160  {fps['eval']:8.0f}")
+        rounds = [f"{a / b:.2f}" for a, b in zip(seconds["raw"], seconds["train"])]
+        print(f"ratio train (b)/(a) = {fps['train'] / fps['raw']:.2f} (rounds: {', '.join(rounds)})   "
+              f"ratio eval (c)/(a) = {fps['eval'] / fps['raw']:.2f}")
+    decode = total["raw"] / frames
+    print(f"-- transforms alone on a decoded clip: train {alone['train'] * 1e6:.0f} us/frame, eval "
+          f"{alone['eval'] * 1e6:.0f} us/frame; with decoding at (a)'s CPU rate that would make the ratios "
+          f"{decode / (decode + alone['train']):.2f} and {decode / (decode + alone['eval']):.2f}")
+
+
+if __name__ == "__main__":
+    main()
