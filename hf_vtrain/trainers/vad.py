@@ -1,0 +1,258 @@
+"""Video anomaly detection: FG-CLIP video fine-tuning on UCF-Crime-format corpora, evaluated by frame AUC.
+
+Training batches come from the loader's train collator (clips, captions, region boxes, hard negatives) and the model
+returns its named contrastive losses. Evaluation uses the eval collator (one fed frame per 16-frame snippet of each
+test video): `prediction_step` scores the snippets against the anomaly prompts (embedded once per evaluation) and
+returns fixed-width padded scores with (video_index, num_snippets, num_fed) as labels, so the Trainer gathers them
+across processes; `compute_metrics` expands them to frames per video and computes the UCF-Crime frame AUC / AP.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.ucf_crime import VADCorpus, VADDataArguments, expand_eval_scores, load_ucf_crime
+from ..metrics.vad import evaluate_frame_auc
+from ..models.fgclip_video import FGCLIPVideoModel
+from .base import VTrainer, VTrainingArguments
+
+logger = logging.getLogger(__name__)
+
+SCORE_PADDING = -1.0  # snippet scores are in [0, 1]; the width beyond a video's fed snippets holds this
+
+
+@dataclass
+class VADModelArguments:
+    model_name_or_path: str | None = field(
+        default=None, metadata={"help": "A saved FGCLIPVideoModel (folder or hub id) to start from."}
+    )
+    clip_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Any Hugging Face CLIP checkpoint (hub id or folder), e.g. openai/clip-vit-base-patch16; "
+                          "every CLIP weight must load (FGCLIPVideoModel.from_clip_pretrained)."},
+    )
+    create_random_clip: bool = field(
+        default=False,
+        metadata={"help": "Demo/tests only: when clip_name_or_path does not exist, first write a tiny RANDOMLY "
+                          "INITIALISED CLIPModel (clip_config_overrides) and the real CLIP tokenizer there, then load "
+                          "it through the same path as a real checkpoint."},
+    )
+    clip_config_overrides: dict = field(
+        default_factory=dict,
+        metadata={"help": "CLIPConfig fields for create_random_clip (text_config, vision_config, projection_dim, "
+                          "...); ignored when loading an existing checkpoint."},
+    )
+    model_config_overrides: dict = field(
+        default_factory=dict,
+        metadata={"help": "FGCLIPVideoConfig fields (temporal module, loss weights, anomaly prompts, ...)."},
+    )
+
+    def __post_init__(self):
+        if not self.model_name_or_path and not self.clip_name_or_path:
+            raise ValueError("set clip_name_or_path (a CLIP checkpoint) or model_name_or_path (an FGCLIPVideoModel)")
+
+
+def _write_random_clip(path: str, overrides: dict) -> None:
+    from transformers import CLIPConfig, CLIPModel
+
+    from ..data.clip_tokenizer import build_clip_tokenizer
+
+    tmp = path.rstrip("/") + f".tmp{os.getpid()}"
+    # Its own seed, so the global RNG (and so the temporal module's init and the data order) is the same whether or
+    # not this run had to write the checkpoint.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        CLIPModel(CLIPConfig(**overrides)).save_pretrained(tmp)
+    build_clip_tokenizer(tmp)
+    os.replace(tmp, path)
+
+
+def _has_tokenizer(path: str | None) -> bool:
+    return bool(path) and os.path.isfile(os.path.join(path, "tokenizer_config.json"))
+
+
+def load_tokenizer(model_args: VADModelArguments, data_args: VADDataArguments):
+    """data_args.tokenizer_name_or_path, else the saved model's folder when it holds one, else the CLIP checkpoint."""
+    from transformers import AutoTokenizer
+
+    if data_args.tokenizer_name_or_path:
+        source = data_args.resolve(data_args.tokenizer_name_or_path)
+    elif _has_tokenizer(model_args.model_name_or_path):
+        source = model_args.model_name_or_path
+    elif model_args.clip_name_or_path:
+        source = model_args.clip_name_or_path
+    else:
+        raise ValueError(f"{model_args.model_name_or_path} holds no tokenizer: set tokenizer_name_or_path")
+    return AutoTokenizer.from_pretrained(source)
+
+
+def build_model(model_args: VADModelArguments, data_args: VADDataArguments) -> FGCLIPVideoModel:
+    overrides = dict(model_args.model_config_overrides)
+    if model_args.model_name_or_path:
+        return FGCLIPVideoModel.from_pretrained(model_args.model_name_or_path, **overrides)
+    if data_args.num_frames > overrides.get("max_frames", 256):
+        overrides["max_frames"] = data_args.num_frames  # temporal positions for every training frame
+    return FGCLIPVideoModel.from_clip_pretrained(model_args.clip_name_or_path, **overrides)
+
+
+def interleave_anomalous_and_normal(videos: list[dict], annotations: dict) -> list[dict]:
+    """Test videos in the order anomalous, normal, anomalous, ... (each kind in test-list order), for plots."""
+    anomalous = [v for v in videos if annotations.get(v["key"])]
+    normal = [v for v in videos if not annotations.get(v["key"])]
+    out = []
+    for i in range(max(len(anomalous), len(normal))):
+        out += [kind[i] for kind in (anomalous, normal) if i < len(kind)]
+    return out
+
+
+class VADTrainer(VTrainer):
+    """Train collator for training, eval collator for evaluation; snippet scoring and frame AUC."""
+
+    def __init__(self, *args, corpus: VADCorpus, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.corpus = corpus
+        self.eval_collator = corpus.eval_collator
+        self.compute_metrics = self._compute_vad_metrics
+        max_fed = corpus.eval_transform.max_eval_snippets
+        self.score_width = max([1] + [min(v["num_snippets"], max_fed) for v in corpus.test_videos])
+        self._prompt_embeds: torch.Tensor | None = None
+        self.last_scores: dict | None = None
+        self.last_scores_path: str | None = None
+        self.last_metric_result = None
+
+    def get_eval_dataloader(self, eval_dataset=None):
+        train_collator = self.data_collator
+        self.data_collator = self.eval_collator
+        try:
+            return super().get_eval_dataloader(eval_dataset)
+        finally:
+            self.data_collator = train_collator
+
+    def evaluation_loop(self, *args, **kwargs):
+        # Prompt embeddings once per evaluation, with the weights being evaluated (EMA ones are swapped in before).
+        self._prompt_embeds = None
+        try:
+            return super().evaluation_loop(*args, **kwargs)
+        finally:
+            self._prompt_embeds = None
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        if prediction_loss_only:  # no captions at test time: there is no evaluation loss
+            return None, None, None
+        inputs = self._prepare_inputs(inputs)
+        net = self.accelerator.unwrap_model(model)
+        with torch.no_grad(), self.compute_loss_context_manager():
+            if self._prompt_embeds is None:
+                prompts = net.encode_prompts(self.corpus.tokenizer)
+                self._prompt_embeds = net.get_prompt_embeddings(**prompts).float()
+            out = net.score_snippets(inputs["pixel_values"], inputs["pixel_mask"], prompt_embeds=self._prompt_embeds)
+        fed = inputs["pixel_mask"].sum(dim=1)
+        batch, width = out.scores.shape
+        if width > self.score_width:
+            raise RuntimeError(f"a test video fed {width} snippets, more than the {self.score_width} expected")
+        scores = out.scores.new_full((batch, self.score_width), SCORE_PADDING, dtype=torch.float32)
+        scores[:, :width] = torch.where(inputs["pixel_mask"], out.scores.float(), SCORE_PADDING)
+        labels = torch.stack([inputs["video_index"], inputs["num_snippets"], fed], dim=1).long()
+        return None, scores, labels
+
+    def _compute_vad_metrics(self, eval_pred) -> dict[str, float]:
+        scores = np.asarray(eval_pred.predictions, dtype=np.float64)
+        meta = np.asarray(eval_pred.label_ids).astype(np.int64).reshape(-1, 3)
+        videos = self.corpus.test_videos
+        # Every test video exactly once, whatever the number of processes (gather_for_metrics drops the padding).
+        counts = Counter(meta[:, 0].tolist())
+        missing = [videos[i]["key"] for i in range(len(videos)) if counts[i] == 0]
+        repeated = [videos[i]["key"] if 0 <= i < len(videos) else i for i, c in counts.items() if c > 1]
+        unknown = [i for i in counts if not 0 <= i < len(videos)]
+        if missing or repeated or unknown:
+            raise RuntimeError(
+                f"evaluation gathered {len(meta)} test videos for {len(videos)} in the test list: missing "
+                f"{missing[:10]}, seen more than once {repeated[:10]}, unknown indices {unknown[:10]}"
+            )
+        per_video = {}
+        for row, (index, num_snippets, fed) in zip(scores, meta):
+            video = videos[index]
+            if num_snippets != video["num_snippets"]:
+                raise RuntimeError(f"{video['key']}: {num_snippets} snippets scored, the corpus has "
+                                   f"{video['num_snippets']}")
+            per_video[video["key"]] = expand_eval_scores(row[:fed], num_snippets).tolist()
+        ordered = {v["key"]: per_video[v["key"]] for v in videos}
+        num_frames = {v["key"]: int(v["num_frames"]) for v in videos}
+        payload = {"scores": ordered, "num_frames": num_frames}
+        path = os.path.join(self.args.output_dir, f"scores_step{self.state.global_step}.json")
+        if self.args.should_save:
+            os.makedirs(self.args.output_dir, exist_ok=True)
+            with open(path + ".tmp", "w") as handle:
+                json.dump(payload, handle)
+            os.replace(path + ".tmp", path)
+        result = evaluate_frame_auc(self.corpus.annotations, list(ordered), ordered, num_frames=num_frames)
+        logger.info("frame AUC at step %d:\n%s", self.state.global_step, result.table())
+        self.last_scores, self.last_scores_path, self.last_metric_result = payload, path, result
+        return result.as_dict()
+
+    def write_final_outputs(self, output_dir: str) -> None:
+        """anomaly_scores.json (readable by `python -m hf_vtrain.metrics.vad`), the metric table, and score-over-time
+        plots for the first `plot_eval_videos` test videos (anomalous and normal alternately)."""
+        from ..plotting_vad import plot_anomaly_scores
+
+        if self.last_scores is None:
+            return
+        with open(os.path.join(output_dir, "anomaly_scores.json"), "w") as handle:
+            json.dump(self.last_scores, handle)
+        table = self.last_metric_result.table()
+        with open(os.path.join(output_dir, "eval_auc_table.txt"), "w") as handle:
+            handle.write(table + "\n")
+        print(f"\nframe-level metrics (UCF-Crime protocol):\n{table}\n")
+        chosen = interleave_anomalous_and_normal(self.corpus.test_videos, self.corpus.annotations)
+        for video in chosen[: self.args.plot_eval_videos]:
+            key = video["key"]
+            plot_anomaly_scores(
+                key, self.last_scores["scores"][key], int(video["num_frames"]), self.corpus.annotations.get(key, []),
+                os.path.join(output_dir, "score_plots", f"{key}.png"), class_name=video["class_name"],
+                fps=video.get("fps"),
+            )
+
+
+@dataclass
+class VADTaskRun:
+    model: Any
+    train_dataset: Any
+    eval_dataset: Any
+    data_collator: Any
+    trainer_kwargs: dict
+    epoch_hooks: list
+    corpus: VADCorpus
+
+
+def setup_vad(model_args: VADModelArguments, data_args: VADDataArguments, training_args: VTrainingArguments):
+    # The main process writes what is missing (synthetic corpus, demo CLIP) before the others read it.
+    with training_args.main_process_first(desc="corpus and model"):
+        path = model_args.clip_name_or_path
+        if not model_args.model_name_or_path and model_args.create_random_clip and not os.path.exists(path):
+            logger.warning("writing a RANDOMLY INITIALISED CLIP and the CLIP tokenizer to %s (create_random_clip)",
+                           path)
+            _write_random_clip(path, model_args.clip_config_overrides)
+        tokenizer = load_tokenizer(model_args, data_args)
+        corpus = load_ucf_crime(data_args, tokenizer, seed=training_args.seed)
+        logger.info("corpus: %s", corpus.report.format())
+        model = build_model(model_args, data_args)
+    return VADTaskRun(
+        model=model,
+        train_dataset=corpus.train_dataset,
+        eval_dataset=corpus.eval_dataset,
+        data_collator=corpus.train_collator,
+        trainer_kwargs={"corpus": corpus, "processing_class": tokenizer},
+        epoch_hooks=[corpus.set_epoch],
+        corpus=corpus,
+    )
+
+
+__all__ = ["VADModelArguments", "VADTaskRun", "VADTrainer", "build_model", "setup_vad"]

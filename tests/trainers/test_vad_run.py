@@ -1,0 +1,238 @@
+"""Whole FG-CLIP video (vad) runs through run.py on a tiny synthetic UCF-Crime corpus and a tiny random CLIP: outputs,
+learning rates per tower, freezing, exact resume, checkpoint rotation by step, the leakage check, the debug launcher."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from transformers import TrainerCallback
+
+from hf_vtrain import run as run_module
+from hf_vtrain.data.thumos14 import CorpusError
+from hf_vtrain.trainers.vad import _write_random_clip
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO = os.path.join(REPO, "recipes", "fgclip_ucf_demo.yaml")
+FULL = os.path.join(REPO, "recipes", "fgclip_ucf.yaml")
+
+TINY_CLIP = {"projection_dim": 16,
+             "text_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                             "num_attention_heads": 2},
+             "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                               "num_attention_heads": 2, "image_size": 32, "patch_size": 8}}
+TINY_MODEL = "{temporal_num_heads: 2, max_frames: 8, score_window_frames: 8}"
+CORPUS = {"synthetic_num_train_normal": 2, "synthetic_num_train_anomalous": 2, "synthetic_num_test_normal": 2,
+          "synthetic_num_test_anomalous": 2, "synthetic_height": 32, "synthetic_width": 64, "synthetic_fps": 10,
+          "synthetic_min_duration": 4, "synthetic_max_duration": 6, "synthetic_num_region_negatives": 2}
+
+
+def tiny_argv(root, output_dir, **overrides):
+    """The demo recipe shrunk: 4 + 4 videos of 4-6 s at 10 fps, 32 px, 4-frame clips, 2-layer 32-d CLIP."""
+    keys = {
+        "output_dir": str(output_dir),
+        "data_root": str(root / "corpus"),
+        **CORPUS,
+        "num_frames": 4, "image_size": 32,
+        "clip_name_or_path": str(root / "clip"),
+        "clip_config_overrides": json.dumps(TINY_CLIP),
+        "model_config_overrides": TINY_MODEL,
+        "num_train_epochs": 2, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
+        "warmup_epochs": 0, "logging_steps": 1, "eval_strategy": "epoch", "eval_start_epoch": 1,
+        "eval_every_epochs": 1, "save_strategy": "no", "dataloader_num_workers": 0, "report_to": "none",
+        "plot_eval_videos": 3,
+    }
+    keys.update(overrides)
+    argv = [DEMO]
+    for key, value in keys.items():
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+def recipe_groups(path):
+    with open(path) as handle:
+        recipe = yaml.safe_load(handle)
+    return recipe["param_groups"], recipe["learning_rate"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("vad_run")
+
+
+def test_whole_run_writes_everything(root):
+    out = root / "run"
+    groups, _ = recipe_groups(DEMO)
+    frozen_group = {"name": "frozen", "patterns": [r"^clip\.vision_model\.embeddings\.patch_embedding"], "lr": 0}
+    prepared = run_module.prepare(tiny_argv(root, out, param_groups=json.dumps([frozen_group, *groups])))
+    assert (root / "clip" / "tokenizer.json").is_file()  # create_random_clip wrote a checkpoint and the tokenizer
+    model = prepared.trainer.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert frozen == {"clip.vision_model.embeddings.patch_embedding.weight"}
+    results = run_module.execute(prepared)
+
+    # every trainable tensor changed, every frozen one did not
+    unchanged = [n for n, p in model.named_parameters() if n not in frozen and torch.equal(before[n], p.detach())]
+    assert not unchanged
+    for name in frozen:
+        assert torch.equal(before[name], dict(model.named_parameters())[name].detach())
+
+    for key in ("eval_auc", "eval_ap", "eval_auc_anomalous_only", "train_loss"):
+        assert key in results and np.isfinite(results[key]), key
+    assert 0.0 <= results["eval_auc"] <= 100.0
+    for name in ("anomaly_scores.json", "eval_auc_table.txt", "training_curves.png", "recipe_resolved.yaml",
+                 "run_info.json", "README.md", "model.safetensors", "tokenizer.json", "train.log"):
+        assert (out / name).is_file(), name
+    assert len(list(out.glob("scores_step*.json"))) == 2  # one per evaluation during training
+    scores = json.loads((out / "anomaly_scores.json").read_text())
+    corpus = prepared.task.corpus
+    assert list(scores["scores"]) == [v["key"] for v in corpus.test_videos]  # test-list order
+    for video in corpus.test_videos:
+        snippet_scores = scores["scores"][video["key"]]
+        assert len(snippet_scores) == video["num_frames"] // 16
+        assert all(0.0 <= s <= 1.0 for s in snippet_scores)
+        assert scores["num_frames"][video["key"]] == video["num_frames"]
+    # the scores file is the metric CLI's input and gives the logged numbers again
+    from hf_vtrain.metrics.vad import evaluate_frame_auc
+
+    again = evaluate_frame_auc(corpus.annotations, list(scores["scores"]), str(out / "anomaly_scores.json"))
+    assert again.as_dict()["auc"] == pytest.approx(results["eval_auc"])
+    plots = sorted(p.stem for p in (out / "score_plots").glob("*.png"))
+    assert len(plots) == 3
+    kinds = {bool(corpus.annotations[key]) for key in plots}
+    assert kinds == {True, False}  # anomalous and normal videos
+    state = json.loads((out / "trainer_state.json").read_text())
+    logged = [e for e in state["log_history"] if "global_loss" in e]
+    assert logged and all("region_loss" in e and "hard_negative_loss" in e and "lr/text" in e for e in logged)
+    assert sum("eval_auc" in e for e in state["log_history"]) == 2  # epochs 1 and 2
+    card = (out / "README.md").read_text()
+    assert "eval_auc" in card and "hf_vtrain/run.py" in card
+
+    # the saved run loads back as a model (with its tokenizer) and scores the same
+    reloaded = run_module.prepare(tiny_argv(root, root / "reloaded", model_name_or_path=str(out),
+                                            clip_name_or_path="unused"))
+    metrics = reloaded.trainer.evaluate()
+    assert metrics["eval_auc"] == pytest.approx(results["eval_auc"], abs=1e-6)
+
+
+def test_optimizer_groups_carry_the_full_recipes_tower_lrs(root):
+    """The full recipe's param_groups on the tiny model: every text tensor at 5e-6, every vision tensor at 1e-5."""
+    groups, lr = recipe_groups(FULL)
+    prepared = run_module.prepare(tiny_argv(root, root / "groups", param_groups=json.dumps(groups),
+                                            learning_rate=lr))
+    trainer = prepared.trainer
+    optimizer = trainer.create_optimizer()
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    seen = set()
+    for group in optimizer.param_groups:
+        base = group["name"].split("/")[0]
+        expected = {"text": 5.0e-6, "vision": 1.0e-5, "default": 1.0e-5}[base]
+        assert group["lr"] == expected, group["name"]
+        for param in group["params"]:
+            name = names[id(param)]
+            seen.add(name)
+            is_text = name.startswith(("clip.text_model.", "clip.text_projection", "long_text_projection"))
+            is_vision = name.startswith(("clip.vision_model.", "clip.visual_projection"))
+            assert base == ("text" if is_text else "vision" if is_vision else "default"), name
+    assert seen == set(names.values())  # nothing left out
+    assert {g["name"].split("/")[0] for g in optimizer.param_groups} == {"text", "vision", "default"}
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def _checkpoints(path):
+    return sorted(int(p.name.split("-")[1]) for p in path.glob("checkpoint-*"))
+
+
+def test_resume_equals_uninterrupted_and_rotation_keeps_newest_steps(root):
+    """Stopped at step 6 (mid-epoch) and resumed from its checkpoint, a run ends identical to an uninterrupted one
+    (weights, optimizer, scheduler). With save_total_limit 3 the newest three by step are kept: 6, 9, 12 (name order
+    would keep 3, 6, 9)."""
+    common = dict(max_steps=12, num_train_epochs=100, save_strategy="steps", save_steps=3, save_total_limit=3,
+                  eval_strategy="no", eval_every_epochs=0, lr_scheduler_type="cosine", warmup_epochs=0.5,
+                  flip_prob=0.5, per_device_train_batch_size=1)
+    full = run_module.prepare(tiny_argv(root, root / "full", **common))
+    assert len(full.trainer.get_train_dataloader()) not in (1, 2, 3, 6)  # step 6 falls inside an epoch
+    full.trainer.train()
+    assert _checkpoints(root / "full") == [6, 9, 12]
+
+    part = run_module.prepare(tiny_argv(root, root / "part", **common))
+    part.trainer.add_callback(StopAt(6))
+    part.trainer.train()
+    assert part.trainer.state.global_step == 6 and _checkpoints(root / "part") == [3, 6]
+
+    resumed = run_module.prepare(tiny_argv(root, root / "part", **common))
+    assert resumed.resume == str(root / "part" / "checkpoint-6")  # found by last-checkpoint detection
+    resumed.trainer.train(resume_from_checkpoint=resumed.resume)
+    assert resumed.trainer.state.global_step == full.trainer.state.global_step == 12
+    assert _checkpoints(root / "part") == [6, 9, 12]
+
+    a = full.trainer.model.state_dict()
+    b = resumed.trainer.model.state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    sa, sb = full.trainer.optimizer.state_dict(), resumed.trainer.optimizer.state_dict()
+    assert sa["state"].keys() == sb["state"].keys() and sa["state"]
+    for k in sa["state"]:
+        for name, value in sa["state"][k].items():
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb["state"][k][name])), (k, name)
+    assert [g["lr"] for g in sa["param_groups"]] == [g["lr"] for g in sb["param_groups"]]
+    assert full.trainer.lr_scheduler.state_dict() == resumed.trainer.lr_scheduler.state_dict()
+
+
+def test_leakage_check_names_the_test_video(root, tmp_path):
+    src = root / "corpus"
+    if not (src / "synthetic_params.json").exists():
+        run_module.prepare(tiny_argv(root, tmp_path / "warm"))
+    bad = tmp_path / "corpus"
+    shutil.copytree(src, bad)
+    test_video = (bad / "Anomaly_Test.txt").read_text().split()[0]
+    records = json.loads((bad / "ucf_fgclip_train.json").read_text())
+    records.append({**records[0], "video": test_video, "timestamps": None})
+    (bad / "ucf_fgclip_train.json").write_text(json.dumps(records))
+    argv = tiny_argv(root, tmp_path / "out", data_root=str(bad), synthetic="false")
+    with pytest.raises(CorpusError) as err:
+        run_module.prepare(argv)
+    message = str(err.value)
+    assert test_video in message and "test list" in message and f"entry {len(records) - 1}" in message
+    assert not (tmp_path / "out" / "model.safetensors").exists()
+
+
+def test_debug_launcher_runs_end_to_end_on_the_synthetic_corpus(root, tmp_path):
+    """`bash scripts/train_ucf_debug.sh` (accelerate launch, one process) pointed at the synthetic corpus and a tiny
+    CLIP by overrides: trains with activation checkpointing, rotates checkpoints, evaluates and writes the plots."""
+    clip = tmp_path / "clip"
+    _write_random_clip(str(clip), TINY_CLIP)
+    out = tmp_path / "debug"
+    overrides = {"data_root": str(root / "corpus"), "synthetic": "true", **CORPUS, "clip_name_or_path": str(clip),
+                 "image_size": 32, "use_cpu": "true", "bf16": "false", "output_dir": str(out), "report_to": "none",
+                 "dataloader_num_workers": 0, "save_steps": 1, "model_config_overrides": TINY_MODEL.replace(
+                     "max_frames: 8", "max_frames: 64")}
+    argv = [a for key, value in overrides.items() for a in (f"--{key}", str(value))]
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "train_ucf_debug.sh"), *argv], capture_output=True,
+                          text=True, cwd=tmp_path, env=env, timeout=600)
+    log = proc.stdout + proc.stderr
+    assert proc.returncode == 0, log[-4000:]
+    assert log.count("***** Running training *****") == 1  # one process
+    resolved = yaml.safe_load((out / "recipe_resolved.yaml").read_text())
+    assert resolved["num_frames"] == 64 and resolved["gradient_accumulation_steps"] == 4
+    assert resolved["activation_checkpointing"] is True and resolved["max_train_videos"] == 10
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert len(_checkpoints(out)) == min(3, state["global_step"]) and max(_checkpoints(out)) == state["global_step"]
+    assert (out / "anomaly_scores.json").is_file() and len(list((out / "score_plots").glob("*.png"))) == 4
+    assert "eval_auc" in json.loads((out / "eval_results.json").read_text())
