@@ -213,7 +213,11 @@ def execute(run: PreparedRun) -> dict:
     results.update(train_result.metrics)
 
     if run.task.eval_dataset is not None:
-        metrics = trainer.evaluate()
+        last = getattr(trainer, "last_eval", None)
+        if last is not None and last[0] == trainer.state.global_step:
+            metrics = last[1]  # the schedule already evaluated these final weights in this process
+        else:
+            metrics = trainer.evaluate()
         trainer.log_metrics("eval", metrics)
         trainer.save_metrics("eval", metrics)
         results.update(metrics)

@@ -414,8 +414,12 @@ class VTrainer(Trainer):
     def evaluate(self, *args, **kwargs):
         if self.ema is not None and self.args.eval_with_ema:
             with self.ema.swapped(self.model):
-                return super().evaluate(*args, **kwargs)
-        return super().evaluate(*args, **kwargs)
+                metrics = super().evaluate(*args, **kwargs)
+        else:
+            metrics = super().evaluate(*args, **kwargs)
+        # run.execute reuses an evaluation of the final weights instead of running it twice
+        self.last_eval = (self.state.global_step, metrics)
+        return metrics
 
     def _save_checkpoint(self, model, trial) -> None:
         """A failed write (disk full, I/O error) stops the run with one message; the partial folder is removed so
