@@ -2,7 +2,14 @@
 write OpenTAD's prediction format. Pure functions, never called inside `forward` (STYLE principle 6).
 
 Semantics follow OpenTAD (`SingleStageDetector.post_processing`, `batched_nms`, `softnms_1d_cpu`, `seg_voting`).
+The raw per-window detections of an evaluation can be saved and post-processed again without the model
+(`RawDetections`: scripts/tune_postprocess.py, scripts/ensemble_detections.py).
 """
+
+import json
+import os
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import torch
@@ -194,3 +201,196 @@ def to_opentad_results(video_detections: dict, id2label: dict) -> dict:
             for (start, end), score, label in zip(merged["segments"], merged["scores"], merged["labels"])
         ]
     return {"results": results}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Raw per-window detections: saved by evaluation, re-post-processed without the model (tuning, ensembles)
+
+POSTPROCESS_KEYS = ("score_threshold", "pre_nms_topk", "nms_sigma", "max_segments", "class_agnostic", "voting_threshold")
+
+
+@dataclass
+class RawDetections:
+    """Decoded evaluation windows before merging and NMS, with everything needed to finish the post-processing.
+
+    detections (N, K, 4) float32 [start, end, score, class] in window frame units (padding rows: score -1, class -1),
+    sorted by score within a window; meta (N, 2) int64 [video_index, window_start] in the order the evaluation saw
+    them; videos[video_index] = {video_id, fps, sample_stride, duration}; postprocess = the settings used
+    (`POSTPROCESS_KEYS`); ground_truth = the evaluated OpenTAD ground truth (or None).
+    """
+
+    detections: np.ndarray
+    meta: np.ndarray
+    videos: list
+    class_names: list
+    postprocess: dict
+    ground_truth: dict | None = None
+    step: int | None = None
+
+
+def postprocess_settings(config) -> dict:
+    return {key: getattr(config, key) for key in POSTPROCESS_KEYS}
+
+
+def save_raw_detections(path: str, raw: RawDetections) -> str:
+    """One compressed .npz (numpy arrays plus JSON strings); written to a temporary name, then renamed."""
+    tmp = f"{path}.tmp-{os.getpid()}.npz"
+    np.savez_compressed(
+        tmp,
+        detections=np.asarray(raw.detections, dtype=np.float32),
+        meta=np.asarray(raw.meta, dtype=np.int64),
+        video_id=np.asarray([v["video_id"] for v in raw.videos], dtype=str),
+        fps=np.asarray([v["fps"] for v in raw.videos], dtype=np.float64),
+        sample_stride=np.asarray([v["sample_stride"] for v in raw.videos], dtype=np.int64),
+        duration=np.asarray([v["duration"] for v in raw.videos], dtype=np.float64),
+        class_names=np.asarray(raw.class_names, dtype=str),
+        postprocess=np.asarray(json.dumps(raw.postprocess)),
+        ground_truth=np.asarray(json.dumps(raw.ground_truth) if raw.ground_truth is not None else ""),
+        step=np.asarray(-1 if raw.step is None else raw.step, dtype=np.int64),
+    )
+    os.replace(tmp, path)
+    return path
+
+
+def load_raw_detections(path: str) -> RawDetections:
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"detections", "meta", "video_id", "fps", "sample_stride", "duration", "class_names",
+                   "postprocess"} - set(data.files)
+        if missing:
+            raise ValueError(f"{path}: not a raw detections file (lacks {sorted(missing)})")
+        videos = [
+            {"video_id": str(vid), "fps": float(fps), "sample_stride": int(stride), "duration": float(duration)}
+            for vid, fps, stride, duration in zip(data["video_id"], data["fps"], data["sample_stride"],
+                                                  data["duration"])
+        ]
+        gt_text = str(data["ground_truth"]) if "ground_truth" in data.files else ""
+        step = int(data["step"]) if "step" in data.files else -1
+        return RawDetections(
+            detections=data["detections"],
+            meta=data["meta"].astype(np.int64),
+            videos=videos,
+            class_names=[str(name) for name in data["class_names"]],
+            postprocess=json.loads(str(data["postprocess"])),
+            ground_truth=json.loads(gt_text) if gt_text else None,
+            step=None if step < 0 else step,
+        )
+
+
+def merge_raw_detections(raw: RawDetections, settings: dict | None = None) -> dict[str, dict]:
+    """Per-video merge + soft-NMS of raw windows, as evaluation does it (windows in saved order), with `settings`
+    overriding the recorded post-processing. `pre_nms_topk` can only shrink (the first k rows of a window are what
+    decoding with k keeps) and `score_threshold` only rise. Returns {video_id: merged detections}."""
+    settings = {**raw.postprocess, **(settings or {})}
+    unknown = set(settings) - set(POSTPROCESS_KEYS)
+    if unknown:
+        raise ValueError(f"unknown post-processing settings {sorted(unknown)}; known: {POSTPROCESS_KEYS}")
+    detections = np.asarray(raw.detections)
+    top_k = int(settings["pre_nms_topk"])
+    if top_k > raw.postprocess["pre_nms_topk"]:
+        raise ValueError(f"pre_nms_topk {top_k} exceeds the {raw.postprocess['pre_nms_topk']} rows per window that "
+                         f"were saved")
+    if float(settings["score_threshold"]) < float(raw.postprocess["score_threshold"]):
+        raise ValueError(f"score_threshold {settings['score_threshold']} is below the saved "
+                         f"{raw.postprocess['score_threshold']}: lower-scoring pairs were not saved")
+    detections = detections[:, :top_k]
+    if float(settings["score_threshold"]) > float(raw.postprocess["score_threshold"]):
+        detections = detections.copy()
+        low = detections[..., 2] <= float(settings["score_threshold"])
+        detections[low] = np.asarray([0.0, 0.0, -1.0, -1.0], dtype=detections.dtype)
+    per_video: dict[int, list] = {}
+    for dets, (video_index, window_start) in zip(detections, np.asarray(raw.meta)):
+        per_video.setdefault(int(video_index), []).append((dets, int(window_start)))
+    config = SimpleNamespace(**settings)
+    return {
+        video["video_id"]: merge_video_detections(
+            per_video.get(index, []), video["fps"], video["sample_stride"], video["duration"], config
+        )
+        for index, video in enumerate(raw.videos)
+    }
+
+
+def raw_results(raw: RawDetections, settings: dict | None = None) -> dict:
+    """OpenTAD predictions of raw windows under `settings` (see `merge_raw_detections`)."""
+    return to_opentad_results(merge_raw_detections(raw, settings), dict(enumerate(raw.class_names)))
+
+
+def raw_ground_truth(raw: RawDetections, path: str | None = None) -> dict:
+    """The ground truth to score raw detections against: the file at `path` restricted to the raw file's videos,
+    else the one the evaluation saved in the file."""
+    if path is None:
+        if raw.ground_truth is None:
+            raise ValueError("the raw detections file holds no ground truth; pass one")
+        return raw.ground_truth
+    with open(path, encoding="utf-8") as handle:
+        data = json.load(handle)
+    database = data.get("database", data) if isinstance(data, dict) else None
+    if not isinstance(database, dict):
+        raise ValueError(f"{path}: not an OpenTAD ground truth ({{'database': {{video_id: ...}}}})")
+    wanted = [v["video_id"] for v in raw.videos]
+    absent = [vid for vid in wanted if vid not in database]
+    if absent:
+        raise ValueError(f"{path}: {len(absent)} evaluated videos are not in the ground truth, e.g. {absent[:3]}")
+    return {"database": {vid: database[vid] for vid in wanted}}
+
+
+def fuse_raw_detections(raws: list[RawDetections], weights: list[float] | None = None) -> RawDetections:
+    """Score-level fusion of several checkpoints' raw windows before merging and NMS.
+
+    Rule: weights are normalised to sum 1; each window's candidates from all checkpoints are pooled with scores
+    multiplied by their checkpoint's weight, and identical candidates (same window, start, end and class) become one
+    whose score is the sum, i.e. the weighted mean of the checkpoints' scores for it, a checkpoint that does not
+    propose it counting 0. Pooled candidates are sorted by fused score (stable: first checkpoint first) and then go
+    through the normal merge and soft-NMS. An ensemble of a checkpoint with itself is that checkpoint exactly.
+    """
+    if not raws:
+        raise ValueError("nothing to fuse")
+    weights = [1.0] * len(raws) if weights is None else [float(w) for w in weights]
+    if len(weights) != len(raws) or any(w < 0 for w in weights) or sum(weights) <= 0:
+        raise ValueError(f"need one non-negative weight per input ({len(raws)}), not all zero; got {weights}")
+    weights = [w / sum(weights) for w in weights]
+    first = raws[0]
+    table = [(v["video_id"], v["fps"], v["sample_stride"], v["duration"]) for v in first.videos]
+    for i, raw in enumerate(raws[1:], 2):
+        other = [(v["video_id"], v["fps"], v["sample_stride"], v["duration"]) for v in raw.videos]
+        if other != table:
+            raise ValueError(f"input {i} was evaluated on other videos (or fps/stride/duration) than input 1")
+        if raw.class_names != first.class_names:
+            raise ValueError(f"input {i} has classes {raw.class_names}, input 1 {first.class_names}")
+    windows: dict[tuple, list] = {}
+    for raw, weight in zip(raws, weights):
+        for dets, key in zip(np.asarray(raw.detections), map(tuple, np.asarray(raw.meta).tolist())):
+            valid = dets[(dets[:, 3] >= 0) & (dets[:, 2] >= 0)]
+            # Identity of a candidate: start, end, class (float32 bits) and its rank among equal ones of the same
+            # checkpoint, so that two points of one checkpoint decoding to the same segment stay two candidates.
+            ident = np.zeros((len(valid), 4), dtype=np.float32)
+            ident[:, :3] = valid[:, [0, 1, 3]]
+            _, group = np.unique(ident[:, :3].view(np.dtype((np.void, 12))).ravel(), return_inverse=True)
+            group = group.ravel()
+            rank = np.zeros(len(valid), dtype=np.int64)
+            for g in np.flatnonzero(np.bincount(group) > 1) if len(valid) else ():
+                members = np.flatnonzero(group == g)
+                rank[members] = np.arange(len(members))
+            ident[:, 3] = rank
+            rows = valid.astype(np.float64)
+            rows[:, 2] *= weight
+            windows.setdefault(key, []).append((ident, rows))
+    fused_windows = []
+    for parts in windows.values():
+        ident = np.concatenate([p[0] for p in parts])
+        rows = np.concatenate([p[1] for p in parts])
+        _, first_index, inverse = np.unique(np.ascontiguousarray(ident).view(np.dtype((np.void, 16))).ravel(),
+                                            return_index=True, return_inverse=True)
+        scores = np.bincount(inverse.ravel(), weights=rows[:, 2], minlength=len(first_index))
+        order = np.argsort(first_index, kind="stable")  # first occurrence order
+        fused = rows[first_index[order]].copy()
+        fused[:, 2] = scores[order]
+        fused = fused[np.argsort(-fused[:, 2], kind="stable")]
+        fused_windows.append(fused.astype(np.float32))
+    width = max([len(w) for w in fused_windows] + [1])
+    detections = np.tile(np.asarray([0.0, 0.0, -1.0, -1.0], dtype=np.float32), (len(fused_windows), width, 1))
+    for i, fused in enumerate(fused_windows):
+        detections[i, : len(fused)] = fused
+    postprocess = {**first.postprocess, "pre_nms_topk": width}
+    return RawDetections(detections=detections, meta=np.asarray(list(windows), dtype=np.int64).reshape(-1, 2),
+                         videos=list(first.videos), class_names=list(first.class_names), postprocess=postprocess,
+                         ground_truth=first.ground_truth, step=None)

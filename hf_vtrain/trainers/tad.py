@@ -2,15 +2,19 @@
 
 Evaluation decodes each sliding window to a fixed-size detection tensor in `prediction_step` (so the Trainer can
 gather them across processes, each window exactly once), then merges windows per video, runs soft-NMS and computes
-OpenTAD's mAP in `compute_metrics`.
+OpenTAD's mAP in `compute_metrics`. The decoded windows are saved too (`raw_detections_step{N}.npz`), so
+post-processing can be re-tuned and checkpoints ensembled without running the model again (scripts/).
+LoRA on the backbone (peft) comes from the `lora_*` recipe keys; a LoRA run ends with a peft adapter folder and a
+merged plain model next to the full weights (`hf_vtrain.lora`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections import defaultdict
+import shutil
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +24,14 @@ import torch
 from ..data.thumos14 import TADCorpus, TADDataArguments, collate_tad, load_thumos14
 from ..metrics.tad import evaluate_detections
 from ..models.adatad import AdaTADConfig, AdaTADForActionDetection
-from ..postprocess import decode_window_detections, merge_video_detections, to_opentad_results
+from ..postprocess import (
+    RawDetections,
+    decode_window_detections,
+    merge_raw_detections,
+    postprocess_settings,
+    save_raw_detections,
+    to_opentad_results,
+)
 from .base import VTrainer, VTrainingArguments
 
 logger = logging.getLogger(__name__)
@@ -44,8 +55,47 @@ class TADModelArguments:
         default_factory=dict, metadata={"help": "VideoMAEConfig fields to override (e.g. drop_path_rate)."}
     )
     model_config_overrides: dict = field(
-        default_factory=dict, metadata={"help": "AdaTADConfig fields (detector sizes, post-processing, ...)."}
+        default_factory=dict,
+        metadata={"help": "AdaTADConfig fields (detector sizes, post-processing, use_adapters, drop_path_rate: "
+                          "stochastic depth of the ViT blocks, ...)."},
     )
+    lora_r: int = field(
+        default=0,
+        metadata={"help": "LoRA rank on the VideoMAE blocks (peft); 0 = no LoRA. Recorded in the model config. "
+                          "Freezing stays with param_groups: put a group on 'lora_' BEFORE the frozen backbone group."},
+    )
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA alpha: the update is (alpha / r) * B @ A."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA branch input."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["query", "value"],
+        metadata={"help": "VideoMAE block Linear layers to adapt: query, key, value, attention.output.dense, "
+                          "intermediate.dense, output.dense, or all-linear."},
+    )
+    mixup_alpha: float = field(
+        default=0.0, metadata={"help": "Refused for temporal action detection (must stay 0); see the error message."}
+    )
+    cutmix_alpha: float = field(
+        default=0.0, metadata={"help": "Refused for temporal action detection (must stay 0); see the error message."}
+    )
+
+    def __post_init__(self):
+        for key in ("mixup_alpha", "cutmix_alpha"):
+            if getattr(self, key) != 0:
+                raise ValueError(
+                    f"{key}: {getattr(self, key)} is refused for temporal action detection. Mixing two videos' frames "
+                    f"(Mixup: blended frames; CutMix: pasted regions or spans) makes the segment targets ambiguous for "
+                    f"a detector: a mixed frame is neither video's action and has no start/end, and a detector's "
+                    f"per-point class and boundary targets have no mixed equivalent the way a classifier's soft label "
+                    f"does. Use RandAugment (rand_augment_num_ops/rand_augment_magnitude), colour jitter, flips and "
+                    f"drop_path_rate (model_config_overrides) instead; set {key}: 0."
+                )
+        if self.lora_r < 0 or self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_r must be >= 0, lora_alpha > 0 and lora_dropout in [0, 1); got {self.lora_r}, "
+                             f"{self.lora_alpha}, {self.lora_dropout}")
+        if self.lora_r > 0:
+            from ..lora import expand_target_modules
+
+            expand_target_modules(self.lora_target_modules)
 
 
 def _write_random_backbone(path: str, overrides: dict) -> None:
@@ -72,6 +122,14 @@ def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corp
         "label2id": {v: k for k, v in id2label.items()},
         **model_args.model_config_overrides,
     }
+    misplaced = sorted(k for k in model_args.model_config_overrides if k.startswith("lora_"))
+    if misplaced:
+        raise ValueError(f"model_config_overrides sets {misplaced}: LoRA has its own recipe keys (lora_r, lora_alpha, "
+                         f"lora_dropout, lora_target_modules)")
+    lora = {}
+    if model_args.lora_r > 0:
+        lora = {"lora_r": model_args.lora_r, "lora_alpha": model_args.lora_alpha,
+                "lora_dropout": model_args.lora_dropout, "lora_target_modules": list(model_args.lora_target_modules)}
     if model_args.model_name_or_path:
         model = AdaTADForActionDetection.from_pretrained(model_args.model_name_or_path)
         if model.config.id2label != id2label:
@@ -79,6 +137,13 @@ def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corp
                 f"{model_args.model_name_or_path}: model classes {list(model.config.id2label.values())} differ from "
                 f"the corpus class map {corpus.class_names}"
             )
+        if lora and model.config.lora_r == 0:
+            model.enable_lora(model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout,
+                              model_args.lora_target_modules)
+        elif lora and any(getattr(model.config, k) != v for k, v in lora.items()):
+            saved = {k: getattr(model.config, k) for k in lora}
+            raise ValueError(f"{model_args.model_name_or_path} already has LoRA {saved}; the recipe asks for {lora}")
+        _log_lora(model)
         return model
     if not model_args.backbone_name_or_path:
         raise ValueError("set backbone_name_or_path (a VideoMAE checkpoint) or model_name_or_path (an AdaTAD model)")
@@ -86,19 +151,40 @@ def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corp
     if model_args.create_random_backbone and not os.path.exists(path):
         logger.warning("writing a RANDOMLY INITIALISED VideoMAE to %s (create_random_backbone)", path)
         _write_random_backbone(path, backbone_overrides)
-    return AdaTADForActionDetection.from_videomae_pretrained(
-        path, backbone_config_overrides=backbone_overrides, **config_overrides
+    model = AdaTADForActionDetection.from_videomae_pretrained(
+        path, backbone_config_overrides=backbone_overrides, **config_overrides, **lora
+    )
+    _log_lora(model)
+    return model
+
+
+def _log_lora(model) -> None:
+    from ..lora import lora_formula, lora_parameter_count
+
+    config = model.config
+    if config.lora_r <= 0:
+        return
+    formula = lora_formula(config.backbone_config, config.lora_target_modules, config.lora_r)
+    counted = lora_parameter_count(model)
+    layers = formula["num_layers"] * len(formula["per_layer"])
+    logger.info(
+        "LoRA r=%d alpha=%g dropout=%g on %d Linear layers (%s per block, %d blocks): %s parameters; formula "
+        "r*(in+out) summed: %s%s", config.lora_r, config.lora_alpha, config.lora_dropout, layers,
+        ", ".join(formula["per_layer"]), formula["num_layers"], f"{counted:,}", f"{formula['total']:,}",
+        "" if counted == formula["total"] else "  (MISMATCH)",
     )
 
 
 class TADTrainer(VTrainer):
     """Adds window decoding in `prediction_step` and video-level mAP in `compute_metrics`."""
 
-    def __init__(self, *args, corpus: TADCorpus, **kwargs):
+    def __init__(self, *args, corpus: TADCorpus, lora_base_model: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.corpus = corpus
+        self.lora_base_model = lora_base_model
         self.compute_metrics = self._compute_tad_metrics
         self.last_predictions_path: str | None = None
+        self.last_raw_detections_path: str | None = None
         self.last_raw_detections: Any = None
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -116,9 +202,6 @@ class TADTrainer(VTrainer):
     def _compute_tad_metrics(self, eval_pred) -> dict[str, float]:
         detections = np.asarray(eval_pred.predictions)
         meta = np.asarray(eval_pred.label_ids).astype(np.int64)
-        per_video = defaultdict(list)
-        for dets, (video_index, window_start) in zip(detections, meta):
-            per_video[int(video_index)].append((dets, int(window_start)))
         # Every window exactly once, whatever the number of processes (gather_for_metrics drops the padding).
         seen = sorted(map(tuple, meta.tolist()))
         expected = sorted(zip(self.corpus.eval_dataset["video_index"], self.corpus.eval_dataset["window_start"]))
@@ -126,21 +209,30 @@ class TADTrainer(VTrainer):
             raise RuntimeError(f"evaluation gathered {len(seen)} windows ({len(set(seen))} distinct); the eval set has "
                                f"{len(expected)}: windows were dropped or counted twice")
         config = self.model.config
-        merged = {}
-        for index, video in enumerate(self.corpus.videos):
-            windows = per_video.get(index, [])
-            merged[video["video_id"]] = merge_video_detections(
-                windows, video["fps"], video["sample_stride"], video["duration"], config
-            )
+        # Post-processing runs on the raw windows exactly as scripts/tune_postprocess.py re-runs it from the file.
+        raw = RawDetections(
+            detections=detections.astype(np.float32),
+            meta=meta,
+            videos=[{k: video[k] for k in ("video_id", "fps", "sample_stride", "duration")}
+                    for video in self.corpus.videos],
+            class_names=list(self.corpus.class_names),
+            postprocess=postprocess_settings(config),
+            ground_truth=self.corpus.ground_truth,
+            step=self.state.global_step,
+        )
+        merged = merge_raw_detections(raw)
         results = to_opentad_results(merged, config.id2label)
         os.makedirs(self.args.output_dir, exist_ok=True)
         path = os.path.join(self.args.output_dir, f"predictions_step{self.state.global_step}.json")
+        raw_path = os.path.join(self.args.output_dir, f"raw_detections_step{self.state.global_step}.npz")
         if self.args.should_save:
             with open(path + ".tmp", "w") as handle:
                 json.dump(results, handle)
             os.replace(path + ".tmp", path)
+            save_raw_detections(raw_path, raw)
         self.last_predictions_path = path
-        self.last_raw_detections = (detections, meta)
+        self.last_raw_detections_path = raw_path
+        self.last_raw_detections = raw
         # corpus.ground_truth holds exactly the evaluation subset (ignored labels removed)
         result = evaluate_detections(self.corpus.ground_truth, results, subset=None,
                                      class_names=self.corpus.class_names)
@@ -148,8 +240,25 @@ class TADTrainer(VTrainer):
         self.last_metric_result = result
         return result.as_dict()
 
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        """The final save (to output_dir, not a checkpoint) of a LoRA model also writes the peft adapter folder and
+        the merged plain model, from the weights the evaluation uses (EMA when eval_with_ema)."""
+        super().save_model(output_dir, _internal_call)
+        target = output_dir or self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        final = os.path.abspath(target) == os.path.abspath(self.args.output_dir)
+        if not (final and self.args.should_save and getattr(model.config, "lora_r", 0) > 0):
+            return
+        from ..lora import export_lora
+
+        use_ema = self.ema is not None and self.args.eval_with_ema
+        with (self.ema.swapped(model) if use_ema else contextlib.nullcontext()):
+            paths = export_lora(model, target, self.lora_base_model)
+        logger.info("LoRA exports (%s weights): %s", "EMA" if use_ema else "raw", paths)
+
     def write_final_outputs(self, output_dir: str) -> None:
-        """predictions.json (OpenTAD format), the mAP table, and timelines for the first videos."""
+        """predictions.json (OpenTAD format), raw_detections.npz + ground_truth.json (for scripts/tune_postprocess.py
+        and scripts/ensemble_detections.py), the mAP table, and timelines for the first videos."""
         from ..plotting import plot_detection_timeline
 
         if self.last_predictions_path is None or not os.path.isfile(self.last_predictions_path):
@@ -159,6 +268,10 @@ class TADTrainer(VTrainer):
             results = json.load(handle)
         with open(final, "w") as handle:
             json.dump(results, handle)
+        if self.last_raw_detections_path and os.path.isfile(self.last_raw_detections_path):
+            shutil.copyfile(self.last_raw_detections_path, os.path.join(output_dir, "raw_detections.npz"))
+        with open(os.path.join(output_dir, "ground_truth.json"), "w") as handle:
+            json.dump(self.corpus.ground_truth, handle)
         table = self.last_metric_result.table()
         with open(os.path.join(output_dir, "eval_map_table.txt"), "w") as handle:
             handle.write(table + "\n")
@@ -195,7 +308,8 @@ def setup_tad(model_args: TADModelArguments, data_args: TADDataArguments, traini
         train_dataset=corpus.train_dataset,
         eval_dataset=corpus.eval_dataset,
         data_collator=collate_tad,
-        trainer_kwargs={"corpus": corpus},
+        trainer_kwargs={"corpus": corpus,
+                        "lora_base_model": model_args.model_name_or_path or model_args.backbone_name_or_path},
         epoch_hooks=[corpus.set_epoch],
         corpus=corpus,
     )

@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -102,20 +103,32 @@ def _state(trainer):
     return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
 
 
-def test_resume_equals_uninterrupted(root):
-    """Weights (incl. VideoMAE q/v biases), EMA, optimizer and scheduler of a resumed run equal an uninterrupted one."""
+# LoRA (all six Linear layers of each tiny VideoMAE block) trained by the recipe: its group before the frozen backbone.
+LORA_GROUPS = ("[{name: lora, patterns: ['lora_'], lr: 1.0e-2}, {name: backbone, patterns: ['^videomae\\.'], lr: 0}, "
+               "{name: adapters, patterns: ['^adapters\\.'], lr: 1.0e-2}]")
+LORA = dict(lora_r=4, lora_alpha=8, lora_dropout=0.1, lora_target_modules="[all-linear]", param_groups=LORA_GROUPS)
+
+
+@pytest.mark.parametrize("extra", [{}, LORA], ids=["plain", "lora"])
+def test_resume_equals_uninterrupted(root, extra):
+    """Weights (incl. VideoMAE q/v biases and LoRA), EMA, optimizer and scheduler of a resumed run equal an
+    uninterrupted one."""
+    tag = "lora" if extra else "plain"
     common = dict(num_train_epochs=3, save_every_epochs=0, save_strategy="steps", save_steps=3,
-                  eval_every_epochs=0, eval_strategy="no", ema_decay=0.9, flip_prob=0.5)
-    full = run_module.prepare(tiny_argv(root, root / "full", **common))
+                  eval_every_epochs=0, eval_strategy="no", ema_decay=0.9, flip_prob=0.5, **extra)
+    full = run_module.prepare(tiny_argv(root, root / f"full_{tag}", **common))
     full.trainer.train()
 
-    part = run_module.prepare(tiny_argv(root, root / "part", **common))
+    part = run_module.prepare(tiny_argv(root, root / f"part_{tag}", **common))
     part.trainer.add_callback(StopAt(3))
     part.trainer.train()
-    assert part.trainer.state.global_step == 3 and (root / "part" / "checkpoint-3").is_dir()
+    assert part.trainer.state.global_step == 3 and (root / f"part_{tag}" / "checkpoint-3").is_dir()
 
-    resumed = run_module.prepare(tiny_argv(root, root / "part", **common))
-    assert resumed.resume == str(root / "part" / "checkpoint-3")  # found by last-checkpoint detection
+    resumed = run_module.prepare(tiny_argv(root, root / f"part_{tag}", **common))
+    assert resumed.resume == str(root / f"part_{tag}" / "checkpoint-3")  # found by last-checkpoint detection
+    if extra:
+        assert any(".lora_B." in k for k in _state(resumed.trainer))
+        assert any(".lora_" in k for k in resumed.trainer.ema.shadow)
     # the fresh model's attention biases differ from the checkpoint's before resuming: the load must restore them
     resumed.trainer.train(resume_from_checkpoint=resumed.resume)
     assert resumed.trainer.state.global_step == full.trainer.state.global_step
@@ -187,3 +200,100 @@ def test_validate_data_only(root, tmp_path):
     result = run_module.main(argv)
     assert result == {"ok": True}
     assert not (tmp_path / "v").exists()  # nothing trained, nothing written
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# LoRA run: what is trained, the exports, and post-processing from the saved raw detections
+
+
+@pytest.fixture(scope="module")
+def lora_run(root):
+    out = root / "lora_run"
+    prepared = run_module.prepare(tiny_argv(
+        root, out, num_train_epochs=6, learning_rate=1e-2, eval_start_epoch=6, save_every_epochs=0,
+        save_strategy="no", ema_decay=0.9, **LORA))
+    model = prepared.trainer.model
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    results = run_module.execute(prepared)
+    return SimpleNamespace(out=out, prepared=prepared, before=before, results=results)
+
+
+def test_lora_run_trains_lora_and_detector_only(lora_run):
+    from hf_vtrain.lora import lora_formula
+
+    model = lora_run.prepared.trainer.model
+    for name, param in model.named_parameters():
+        backbone_base = name.startswith("videomae.") and ".lora_" not in name
+        assert param.requires_grad == (not backbone_base), name
+        assert torch.equal(lora_run.before[name], param.detach()) == backbone_base, name
+    groups = {e["name"]: e for e in lora_run.prepared.trainer.group_table}
+    counted = sum(p.numel() for _, p in groups["lora"]["params"] if p.requires_grad)
+    # tiny VideoMAE: hidden 32, MLP 64, 2 blocks, r 4, all six Linear: 2 x 4 x (4 x 64 + 2 x 96) = 3,584
+    assert counted == lora_formula(model.config.backbone_config, ["all-linear"], 4)["total"] == 3584
+    log = (lora_run.out / "train.log").read_text()
+    assert "3,584 parameters; formula r*(in+out) summed: 3,584" in log and "trainable        3,584" in log
+    assert yaml.safe_load((lora_run.out / "config.json").read_text())["lora_r"] == 4
+
+
+def _eval_batch(prepared):
+    from hf_vtrain.data.thumos14 import collate_tad
+
+    dataset = prepared.task.eval_dataset
+    batch = collate_tad([dataset[i] for i in range(min(3, len(dataset)))])
+    return {k: batch[k] for k in ("pixel_values", "pixel_mask")}
+
+
+def test_lora_exports_match_the_evaluated_model(lora_run):
+    """merged_model/ (merge_and_unload) and lora_adapter/ (peft) reproduce the EMA LoRA model the run evaluated."""
+    from hf_vtrain.lora import load_lora_adapter
+    from hf_vtrain.models.adatad import AdaTADForActionDetection
+
+    out = lora_run.out
+    assert {"adapter_model.safetensors", "adapter_config.json"} <= {p.name for p in (out / "lora_adapter").iterdir()}
+    adapter_config = json.loads((out / "lora_adapter" / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 4 and adapter_config["lora_alpha"] == 8 and adapter_config["peft_type"] == "LORA"
+    evaluated = AdaTADForActionDetection.from_pretrained(out / "ema").eval()  # LoRA, EMA weights
+    merged = AdaTADForActionDetection.from_pretrained(out / "merged_model").eval()
+    assert merged.config.lora_r == 0
+    reloaded = load_lora_adapter(str(out / "lora_adapter"))
+    batch = _eval_batch(lora_run.prepared)
+    with torch.no_grad():
+        expected = evaluated(**batch).class_logits
+        merged_diff = (merged(**batch).class_logits - expected).abs().max().item()
+        adapter_diff = (reloaded(**batch).class_logits - expected).abs().max().item()
+    assert merged_diff < 1e-5 and adapter_diff < 1e-5
+    # LoRA really moved the backbone: the merged VideoMAE weights differ from the frozen ones
+    lora_sd, merged_sd = evaluated.state_dict(), merged.state_dict()
+    key = "videomae.encoder.layer.0.attention.attention.query.weight"
+    assert not torch.equal(merged_sd[key], lora_sd[key.replace(".weight", ".base_layer.weight")])
+
+
+def test_retuning_and_self_ensemble_reproduce_the_evaluation_exactly(lora_run, capsys):
+    import importlib.util
+
+    def script(name):
+        spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "scripts", f"{name}.py"))
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    out, results = lora_run.out, lora_run.results
+    raw = out / "raw_detections.npz"
+    assert raw.is_file() and list(out.glob("raw_detections_step*.npz"))
+    assert results["eval_average_mAP"] > 0  # a non-trivial number to reproduce
+    metric_keys = [k for k in results if k.startswith("eval_mAP@") or k == "eval_average_mAP"]
+    for ground_truth in (None, str(out / "ground_truth.json")):
+        row = script("tune_postprocess").tune(str(raw), ground_truth, [{}])[0]
+        for key in metric_keys:
+            assert row[key.removeprefix("eval_")] == results[key], (ground_truth, key)
+    ensemble = script("ensemble_detections").main([str(raw), str(raw), "--out", str(out / "self_ensemble.json")])
+    for key in metric_keys:
+        assert ensemble[key.removeprefix("eval_")] == results[key], key
+    assert json.loads((out / "self_ensemble.json").read_text()) == json.loads((out / "predictions.json").read_text())
+
+
+def test_drop_path_rate_reachable_from_recipe(root):
+    overrides = TINY_MODEL[:-1] + ", drop_path_rate: 0.3}"
+    prepared = run_module.prepare(tiny_argv(root, root / "drop_path", model_config_overrides=overrides))
+    model = prepared.trainer.model
+    assert model.config.drop_path_rate == 0.3 and model.drop_path_rates == [0.0, 0.3]

@@ -42,7 +42,18 @@ class AdaTADConfig(PreTrainedConfig):
             bicubically to the crop grid, as OpenTAD does (`None` keeps transformers' table for the crop size).
         use_adapters, adapter_dim, adapter_kernel_size: AdaTAD temporal adapter after every encoder block.
         drop_path_rate (`float`, 0.1): stochastic depth of the ViT blocks (linear 0 -> rate over the depth).
-        freeze_backbone (`bool`, True): set `requires_grad=False` on the VideoMAE weights (adapters stay trainable).
+        freeze_backbone (`bool`, True): set `requires_grad=False` on the VideoMAE weights (adapters and LoRA weights
+            stay trainable). A training recipe's `param_groups` decide in the end (lr 0 freezes).
+        lora_r (`int`, 0): LoRA rank on the VideoMAE Linear layers named by `lora_target_modules` (0: no LoRA).
+            Injected through peft (`inject_adapter_in_model`) when the model is built, so `from_pretrained` rebuilds
+            the same parameter names (`...query.base_layer.weight`, `...query.lora_A.default.weight`).
+        lora_alpha (`float`, 16): LoRA scaling numerator; the update is `(lora_alpha / lora_r) * B @ A`.
+        lora_dropout (`float`, 0.0): dropout on the LoRA branch input.
+        lora_target_modules (`list[str]`, ["query", "value"]): Linear layers of every VideoMAE block, named relative
+            to the block with peft's suffix rule: `query`, `key`, `value`, `attention.output.dense`,
+            `intermediate.dense`, `output.dense` (`output.dense` also matches `attention.output.dense`), or
+            `all-linear` for all six. Only `videomae.encoder.layer.*` is matched (the detector has its own `query`
+            convolutions, which LoRA never touches).
 
     Detector (ActionFormer as configured in OpenTAD):
         detector_dim, num_embed_convs, num_stem_blocks, num_pyramid_levels, num_attention_heads, regression_ranges
@@ -71,6 +82,10 @@ class AdaTADConfig(PreTrainedConfig):
     adapter_kernel_size: int = 3
     drop_path_rate: float | int = 0.1
     freeze_backbone: bool = True
+    lora_r: int = 0
+    lora_alpha: float | int = 16
+    lora_dropout: float | int = 0.0
+    lora_target_modules: list | tuple = ("query", "value")
 
     detector_dim: int = 512
     num_embed_convs: int = 2
@@ -108,6 +123,7 @@ class AdaTADConfig(PreTrainedConfig):
         self.regression_ranges = [[float(lo), float(hi)] for lo, hi in self.regression_ranges]
         self.image_mean = [float(v) for v in self.image_mean]
         self.image_std = [float(v) for v in self.image_std]
+        self.lora_target_modules = [str(name) for name in self.lora_target_modules]
         super().__post_init__(**kwargs)
 
     @property
@@ -136,6 +152,11 @@ class AdaTADConfig(PreTrainedConfig):
             )
         if self.detector_dim % self.num_attention_heads != 0:
             raise ValueError("detector_dim must be a multiple of num_attention_heads.")
+        if self.lora_r < 0 or self.lora_alpha <= 0 or not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"LoRA needs lora_r >= 0, lora_alpha > 0 and lora_dropout in [0, 1); got r={self.lora_r}, "
+                             f"alpha={self.lora_alpha}, dropout={self.lora_dropout}.")
+        if self.lora_r > 0 and not self.lora_target_modules:
+            raise ValueError("lora_r > 0 needs at least one entry in lora_target_modules.")
         if len(self.image_mean) != backbone.num_channels or len(self.image_std) != backbone.num_channels:
             raise ValueError("image_mean / image_std need one value per channel.")
 

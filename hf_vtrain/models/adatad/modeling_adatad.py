@@ -442,7 +442,9 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
     """VideoMAE (+ adapters) on 16-frame chunks -> spatially pooled temporal features -> ActionFormer detector.
 
     Parameter name prefixes: `videomae.` (ViT), `adapters.` (temporal adapters), `projection.`, `neck.`, `head.`
-    (detector). The running loss normaliser is the buffer `loss_normalizer`.
+    (detector). The running loss normaliser is the buffer `loss_normalizer`. With `config.lora_r > 0` the targeted
+    VideoMAE Linear layers are peft LoRA layers: `<name>.base_layer.weight` (frozen) and `<name>.lora_A.default.weight`,
+    `<name>.lora_B.default.weight` (see `hf_vtrain.lora`).
     """
 
     def __init__(self, config: AdaTADConfig):
@@ -472,19 +474,46 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
             self.videomae.embeddings.position_embeddings = interpolated_position_embeddings(
                 backbone_config, pretrained_size
             )
+        if config.lora_r > 0:
+            self._inject_lora()
         self._freeze_backbone()
         self.post_init()
 
     def _freeze_backbone(self):
         if self.config.freeze_backbone:
-            self.videomae.requires_grad_(False)
+            for name, param in self.videomae.named_parameters():
+                param.requires_grad_(".lora_" in name)
+
+    def _inject_lora(self):
+        from ...lora import inject_lora
+
+        inject_lora(self, self.config)
+
+    def enable_lora(self, r: int, alpha: float, dropout: float = 0.0, target_modules=("query", "value")) -> None:
+        """Adds LoRA to a model built without it (e.g. one loaded with `from_pretrained`); the config records it, so
+        `save_pretrained` / `from_pretrained` round-trip. New LoRA weights start with B = 0: outputs are unchanged."""
+        if self.config.lora_r > 0:
+            raise ValueError(f"this model already has LoRA (r={self.config.lora_r}); build it without LoRA to add one.")
+        self.config.lora_r = int(r)
+        self.config.lora_alpha = alpha
+        self.config.lora_dropout = dropout
+        self.config.lora_target_modules = [str(name) for name in target_modules]
+        self.config.validate_architecture()
+        self._inject_lora()
+        self._freeze_backbone()
 
     @classmethod
     def from_pretrained(cls, *args, **kwargs):
+        want_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        if model.config.lora_r > 0 and any(".lora_" in key for key in info.get("missing_keys", ())):
+            raise ValueError(
+                "the checkpoint holds no LoRA layers but the config asks for them (lora_r > 0): load it without LoRA, "
+                "then call `model.enable_lora(...)` (which keeps the weights and starts LoRA at B = 0)."
+            )
         # transformers 5.23 materialises loaded weights as new Parameters (requires_grad=True): freeze again.
-        loaded = super().from_pretrained(*args, **kwargs)
-        (loaded[0] if isinstance(loaded, tuple) else loaded)._freeze_backbone()
-        return loaded
+        model._freeze_backbone()
+        return (model, info) if want_info else model
 
     # ----------------------------------------------------------------------------------------------------------------
     # Loading
@@ -538,8 +567,24 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
                 f"{mismatched}. Refusing to train on a partly random backbone."
             )
         logger.info("Loaded all %d VideoMAE tensors from %s", len(videomae.state_dict()), videomae_name_or_path)
-        model.videomae.load_state_dict(videomae.state_dict(), strict=True)
+        model.load_videomae_state_dict(videomae.state_dict())
         return model
+
+    def load_videomae_state_dict(self, state_dict: dict) -> None:
+        """Copies a plain `VideoMAEModel` state dict into the backbone. With LoRA, a targeted Linear keeps its weight
+        under `<name>.base_layer.`: plain names are mapped there, and only the LoRA weights may be left out."""
+        target = self.videomae.state_dict()
+        mapped = {}
+        for key, value in state_dict.items():
+            if key not in target:
+                alternative = re.sub(r"\.(weight|bias)$", r".base_layer.\1", key)
+                key = alternative if alternative in target else key
+            mapped[key] = value
+        result = self.videomae.load_state_dict(mapped, strict=False)
+        missing = [key for key in result.missing_keys if ".lora_" not in key]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"VideoMAE weights do not match the backbone: missing {missing}, unexpected "
+                             f"{result.unexpected_keys}")
 
     # ----------------------------------------------------------------------------------------------------------------
     # Backbone
