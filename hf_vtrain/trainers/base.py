@@ -71,6 +71,8 @@ class VTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
+        if _deepspeed_zero_stage(self) == 3:
+            raise ValueError(ZERO3_UNSUPPORTED)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.warmup_epochs < 0 or self.min_lr_ratio < 0 or self.min_lr_ratio > 1:
@@ -311,6 +313,8 @@ class VTrainer(Trainer):
                 "dataloader_persistent_workers cannot be used with epoch-seeded data transforms: the workers would "
                 "keep the first epoch's random windows. Set dataloader_persistent_workers: false."
             )
+        if self.is_deepspeed_enabled:
+            _patch_deepspeed_scalar_broadcast()
         self.group_table = assign_param_groups(self.model, targs)
         logger.info(format_param_report(self.group_table))
         self.ema = ModelEMA(self.model, targs.ema_decay) if targs.ema_decay > 0 else None
@@ -462,10 +466,17 @@ class VTrainer(Trainer):
             super()._load_from_checkpoint(resume_from_checkpoint, model)
         else:
             load_exact(model, resume_from_checkpoint)
-        if self.ema is not None:
-            ema_dir = os.path.join(resume_from_checkpoint, EMA_DIR)
+
+    def _load_optimizer_and_scheduler(self, checkpoint: str | None) -> None:
+        """Every resume path calls this once the weights are in: plain and DDP after `_load_from_checkpoint`,
+        DeepSpeed after the engine's `load_checkpoint` (the Trainer never calls `_load_from_checkpoint` under
+        DeepSpeed: the engine loads the module's raw state dict from global_step*/, so no key is renamed there).
+        The EMA is restored here, so it is restored on every path."""
+        super()._load_optimizer_and_scheduler(checkpoint)
+        if checkpoint is not None and self.ema is not None:
+            ema_dir = os.path.join(checkpoint, EMA_DIR)
             if not os.path.isdir(ema_dir):
-                raise FileNotFoundError(f"{resume_from_checkpoint}: EMA is on but the checkpoint has no {EMA_DIR}/")
+                raise FileNotFoundError(f"{checkpoint}: EMA is on but the checkpoint has no {EMA_DIR}/")
             reference = type(self.model).from_pretrained(ema_dir)
             with open(os.path.join(ema_dir, "ema_state.json")) as handle:
                 num_updates = json.load(handle)["num_updates"]
@@ -566,6 +577,47 @@ class VTrainer(Trainer):
         ]
         with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines))
+
+
+ZERO3_UNSUPPORTED = (
+    "DeepSpeed ZeRO-3 is not supported by hf_vtrain: it partitions every parameter across processes, and (1) the EMA "
+    "and its evaluation swap need whole tensors, (2) DeepSpeed 0.19.8 cannot broadcast 0-dim parameters when it "
+    "partitions or gathers them (AdaTAD's regression scales, CLIP's logit_scale), (3) under ZeRO-3 transformers builds "
+    "the model inside deepspeed.zero.Init, which AdaTAD's VideoMAE loading and the main-process-first setup do not "
+    "support. Use ZeRO-2 (recipes/deepspeed/zero2.json): it shards optimizer states and gradients."
+)
+
+
+def _deepspeed_zero_stage(args: TrainingArguments) -> int | None:
+    """The ZeRO stage of a `deepspeed` recipe key or of an `accelerate launch` DeepSpeed config; None without one."""
+    if getattr(args, "hf_deepspeed_config", None) is not None:
+        return int(args.hf_deepspeed_config.config.get("zero_optimization", {}).get("stage", 0))
+    plugin = getattr(args, "deepspeed_plugin", None)
+    return int(plugin.zero_stage) if plugin is not None else None
+
+
+def _patch_deepspeed_scalar_broadcast() -> None:
+    """DeepSpeed 0.19.8 broadcasts rank 0's initial weights as `p.data.view(torch.uint8)`, which raises "self.dim()
+    cannot be 0 to view Float as Byte" for 0-dim parameters (AdaTAD's per-level regression scales, CLIP's
+    logit_scale). Those are broadcast as 1-element views of the same storage; the rest is DeepSpeed's own code."""
+    from deepspeed.runtime.engine import DeepSpeedEngine
+
+    original = DeepSpeedEngine._broadcast_model
+    if getattr(original, "_hf_vtrain_scalar_safe", False):
+        return
+
+    def _broadcast_model(engine):
+        scalars = [(p, p.data) for p in engine.module.parameters() if p.dim() == 0]
+        for param, data in scalars:
+            param.data = data.view(1)
+        try:
+            original(engine)
+        finally:
+            for param, data in scalars:
+                param.data = data
+
+    _broadcast_model._hf_vtrain_scalar_safe = True
+    DeepSpeedEngine._broadcast_model = _broadcast_model
 
 
 def load_exact(model: PreTrainedModel, checkpoint_dir: str) -> None:

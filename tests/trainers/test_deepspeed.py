@@ -1,0 +1,290 @@
+"""DeepSpeed on CPU (torchrun, gloo): ZeRO-2 against 1 process and 2-process DDP, checkpoint contents, exact resume
+after a SIGKILL, and ZeRO-3 refused with one clear error.
+
+What the numbers mean (measured on the tiny AdaTAD run below, 8 optimizer steps, lr 5e-3, AdamW):
+- ZeRO-2 with 2 processes gives bit-identical weights, EMA and metrics to 2-process DDP: same fp32 gradient
+  averaging (divide by the world size, sum of 2 values), and here the gradient norm stays under max_grad_norm so
+  DeepSpeed's clipping formula (grad / ((norm + 1e-6) / max_norm), norm summed per partition) is not exercised.
+- 1 process vs 2 processes (DDP or ZeRO-2 alike) differ by up to ~4e-5: the per-sample gradients are summed in a
+  different fp32 order (one batched backward vs two backwards + all-reduce). Adam (eps 1e-8) turns gradients that
+  are pure rounding noise into real steps: the attention key / key-norm biases have an exactly zero gradient
+  (softmax is shift invariant) and get ~1e-11 of noise, and a few near-cancelling elements elsewhere do the same.
+  Excluding the 8 shift-invariant bias tensors the maximum is ~9e-6 (one element in 4096 of an MLP weight; median
+  element difference ~4e-9). So the tolerance against 1 process is 1e-4 (all) / 2e-5 (others), not 1e-6.
+- Evaluation: mAP identical; eval_loss equal when the eval batches hold the same windows (the AdaTAD eval loss is
+  normalised per batch by that batch's positives, so it depends on how windows are grouped into batches).
+"""
+
+import functools
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from tests.trainers.test_tad_run import REPO, TINY_MODEL, tiny_argv
+
+pytestmark = pytest.mark.multiprocess
+
+ZERO2 = os.path.join(REPO, "recipes", "deepspeed", "zero2.json")
+ZERO3 = os.path.join(REPO, "recipes", "deepspeed", "zero3.json")
+# DeepSpeed JIT-compiles its CPU communication op on first use (minutes on 2 cores): cache it under .cache/.
+EXTENSIONS = os.environ.get("TORCH_EXTENSIONS_DIR", os.path.join(REPO, ".cache", "torch_extensions"))
+SHIFT_INVARIANT = re.compile(r"attn\.key(_norm)?\.bias$")  # zero gradient in exact arithmetic
+
+# 8 steps (4 epochs x 2), nonzero mAP at the end, checkpoints at steps 4 and 8, only the final evaluation,
+# eval batches of 3 windows (the same 2 batches for 1 and 2 processes), no dropout / drop path.
+COMMON = dict(num_train_epochs=4, learning_rate=0.005, warmup_epochs=1, ema_decay=0.5, flip_prob=0.0,
+              eval_start_epoch=100, per_device_eval_batch_size=3, save_every_epochs=0,
+              model_config_overrides=TINY_MODEL.replace(
+                  "dropout: 0.1", "dropout: 0.0, drop_path_rate: 0.0, detector_drop_path_rate: 0.0"))
+assert "drop_path_rate: 0.0" in COMMON["model_config_overrides"], "TINY_MODEL changed: dropout is no longer switched off"
+SAVE = dict(save_strategy="steps", save_steps=4)
+NO_SAVE = dict(save_strategy="no")
+
+# run.py plus a callback that SIGKILLs every rank right after checkpoint N is complete on disk (a deterministic
+# hard interruption: no final save, no cleanup; the barrier makes sure no rank dies while another still writes).
+KILL_RUNNER = textwrap.dedent("""
+    import os, signal, sys
+    from transformers import TrainerCallback
+    from hf_vtrain import run
+
+    KILL_AT = int(os.environ["HFV_KILL_AFTER_SAVE"])
+
+    class KillAfterSave(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if state.global_step == KILL_AT:
+                import torch.distributed as dist
+                if dist.is_initialized():
+                    dist.barrier()
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    _prepare = run.prepare
+
+    def prepare(argv):
+        prepared = _prepare(argv)
+        prepared.trainer.add_callback(KillAfterSave())
+        return prepared
+
+    run.prepare = prepare
+    run.cli()
+""")
+
+
+@functools.cache
+def _deepspeed_import_error() -> str | None:
+    proc = subprocess.run([sys.executable, "-c", "import deepspeed"], capture_output=True, text=True, timeout=300)
+    return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["import failed"])[-1]
+
+
+@pytest.fixture(scope="module")
+def require_deepspeed():
+    error = _deepspeed_import_error()
+    if error:
+        pytest.skip(f"deepspeed is not importable ({error}); pip install -e .[deepspeed]")
+
+
+def _env(**extra):
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "TORCH_EXTENSIONS_DIR": EXTENSIONS, **extra}
+
+
+def _torchrun(root, argv, nproc, script=None, expect_ok=True, **env):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           script or os.path.join(REPO, "hf_vtrain", "run.py"), *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=root, env=_env(**env))
+    if expect_ok:
+        assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _weights(folder, name="model.safetensors"):
+    from safetensors.torch import load_file
+
+    return load_file(os.path.join(folder, name))
+
+
+def _diffs(a, b):
+    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
+    return {k: (a[k].double() - b[k].double()).abs().max().item() for k in a}
+
+
+def _eval(folder):
+    metrics = json.loads(open(os.path.join(folder, "eval_results.json")).read())
+    return {k: v for k, v in metrics.items() if k.startswith("eval_") and "runtime" not in k and "per_second" not in k}
+
+
+def _assert_tensors_equal(a, b, where=""):
+    """Nested containers of tensors and plain values: equal, tensors bit for bit."""
+    if torch.is_tensor(a):
+        assert torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in a:
+            _assert_tensors_equal(a[key], b[key], f"{where}/{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_tensors_equal(x, y, f"{where}[{i}]")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, require_deepspeed):
+    """1 process (global batch 2), 2-process DDP and 2-process ZeRO-2 (per-device batch 1), same recipe."""
+    root = tmp_path_factory.mktemp("deepspeed")
+    out = {name: root / name for name in ("one", "ddp", "zero2")}
+    _torchrun(root, tiny_argv(root, out["one"], per_device_train_batch_size=2, **COMMON, **NO_SAVE), 1)
+    _torchrun(root, tiny_argv(root, out["ddp"], per_device_train_batch_size=1, **COMMON, **NO_SAVE), 2)
+    _torchrun(root, tiny_argv(root, out["zero2"], per_device_train_batch_size=1, deepspeed=ZERO2, **COMMON, **SAVE), 2)
+    return root, out
+
+
+def test_zero2_equals_ddp_and_matches_one_process(runs):
+    root, out = runs
+    state = json.loads((out["zero2"] / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    assert all(e["grad_norm"] < 1.0 for e in state["log_history"] if "grad_norm" in e)  # clipping not engaged
+    for name in ("model.safetensors", "ema/model.safetensors"):
+        zero2 = _weights(out["zero2"], name)
+        # DeepSpeed adds no numerical difference of its own to 2-process DDP
+        diffs = _diffs(zero2, _weights(out["ddp"], name))
+        assert max(diffs.values()) == 0.0, (name, {k: v for k, v in diffs.items() if v})
+        # against 1 process: fp32 summation order, amplified by Adam on zero-gradient parameters (module docstring)
+        diffs = _diffs(zero2, _weights(out["one"], name))
+        invariant = {k: v for k, v in diffs.items() if SHIFT_INVARIANT.search(k)}
+        others = {k: v for k, v in diffs.items() if not SHIFT_INVARIANT.search(k)}
+        assert len(invariant) == 8
+        worst = max(diffs, key=diffs.get)
+        assert diffs[worst] < 1e-4, (name, worst, diffs[worst])
+        worst = max(others, key=others.get)
+        assert others[worst] < 2e-5, (name, worst, others[worst])
+        print(f"\n{name}: ZeRO-2 vs 1 process: max {max(diffs.values()):.2e} (shift-invariant biases), "
+              f"{others[worst]:.2e} others ({worst})")
+
+    one, ddp, zero2 = _eval(out["one"]), _eval(out["ddp"]), _eval(out["zero2"])
+    assert zero2 == ddp
+    assert zero2["eval_average_mAP"] > 0  # something was learned, so identical mAP means something
+    assert {k: v for k, v in zero2.items() if "mAP" in k} == {k: v for k, v in one.items() if "mAP" in k}
+    assert zero2["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)
+    p1 = json.loads((out["one"] / "predictions.json").read_text())["results"]
+    p2 = json.loads((out["zero2"] / "predictions.json").read_text())["results"]
+    assert p1.keys() == p2.keys()
+    assert [len(v) for v in p1.values()] == [len(v) for v in p2.values()]
+
+
+
+@pytest.mark.slow
+def test_zero2_with_clipping_engaged_matches_ddp(runs):
+    """max_grad_norm below every gradient norm: DeepSpeed clips with its own formula (norm from per-partition sums
+    of squares, grad / ((norm + 1e-6) / max_norm)) where torch multiplies by max_norm / (norm + 1e-6), so the
+    last bits differ (measured: 2.7e-6 on the shift-invariant biases, 3.9e-7 elsewhere; 9.2e-6 / 3.0e-6 against
+    1 process); mAP identical."""
+    root, out = runs
+    clipped = dict(COMMON, max_grad_norm=0.1)
+    ddp, zero2 = root / "ddp_clipped", root / "zero2_clipped"
+    _torchrun(root, tiny_argv(root, ddp, per_device_train_batch_size=1, **clipped, **NO_SAVE), 2)
+    _torchrun(root, tiny_argv(root, zero2, per_device_train_batch_size=1, deepspeed=ZERO2, **clipped, **NO_SAVE), 2)
+    state = json.loads((zero2 / "trainer_state.json").read_text())
+    assert all(e["grad_norm"] > 0.1 for e in state["log_history"] if "grad_norm" in e)  # clipped at every step
+    diffs = _diffs(_weights(ddp), _weights(zero2))
+    others = {k: v for k, v in diffs.items() if not SHIFT_INVARIANT.search(k)}
+    assert max(diffs.values()) < 1e-5 and max(others.values()) < 1e-6, (max(diffs.values()), max(others.values()))
+    a, b = _eval(ddp), _eval(zero2)
+    assert {k: v for k, v in a.items() if "mAP" in k} == {k: v for k, v in b.items() if "mAP" in k}
+    assert a["eval_loss"] == pytest.approx(b["eval_loss"], rel=1e-5)
+
+def test_zero2_checkpoint_holds_deepspeed_state_and_ema(runs):
+    _, out = runs
+    ckpt = out["zero2"] / "checkpoint-4"
+    shards = ckpt / "global_step4"
+    for name in ("mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                 "zero_pp_rank_1_mp_rank_00_optim_states.pt"):
+        assert (shards / name).is_file(), name
+    assert (ckpt / "latest").read_text().strip() == "global_step4"
+    for name in ("model.safetensors", "ema/model.safetensors", "scheduler.pt", "rng_state_0.pth", "rng_state_1.pth",
+                 "trainer_state.json"):
+        assert (ckpt / name).is_file(), name
+    assert json.loads((ckpt / "ema" / "ema_state.json").read_text())["num_updates"] == 4
+    assert not (ckpt / "optimizer.pt").exists()  # the optimizer state lives in DeepSpeed's shards
+
+    optim = torch.load(shards / "zero_pp_rank_0_mp_rank_00_optim_states.pt", weights_only=False)["optimizer_state_dict"]
+    assert optim["zero_stage"] == 2 and optim["partition_count"] == [2] * len(optim["single_partition_of_fp32_groups"])
+    groups = optim["base_optimizer_state"]["param_groups"]
+    assert [g["name"] for g in groups] == ["adapters", "adapters/no_decay", "default", "default/no_decay"]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0, 0.05, 0.0]
+    # the module state in the DeepSpeed checkpoint is the raw state dict: frozen backbone included, nothing renamed
+    module = torch.load(shards / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+    saved = _weights(ckpt)
+    assert module.keys() == saved.keys()
+    for key in saved:
+        assert torch.equal(module[key], saved[key]), key
+
+
+def test_zero2_resume_after_sigkill_is_exact(runs):
+    root, out = runs
+    part = root / "zero2_killed"
+    argv = tiny_argv(root, part, per_device_train_batch_size=1, deepspeed=ZERO2, **COMMON, **SAVE)
+    runner = root / "kill_runner.py"
+    runner.write_text(KILL_RUNNER)
+    killed = _torchrun(root, argv, 2, script=str(runner), expect_ok=False, HFV_KILL_AFTER_SAVE="4")
+    assert killed.returncode != 0
+    assert (part / "checkpoint-4" / "trainer_state.json").is_file()
+    assert not (part / "checkpoint-8").exists() and not (part / "model.safetensors").exists()
+
+    resumed = _torchrun(root, argv, 2)  # run.py finds checkpoint-4 in output_dir and resumes from it
+    assert "resuming from it" in resumed.stdout + resumed.stderr
+
+    full = out["zero2"]
+    for name in ("model.safetensors", "ema/model.safetensors"):
+        diffs = _diffs(_weights(full, name), _weights(part, name))
+        assert max(diffs.values()) == 0.0, (name, {k: v for k, v in diffs.items() if v})
+    assert _eval(full) == _eval(part)
+    # the DeepSpeed optimizer shards (fp32 master partitions, Adam moments) and the schedule agree too
+    for rank in (0, 1):
+        name = f"checkpoint-8/global_step8/zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
+        a = torch.load(full / name, weights_only=False)["optimizer_state_dict"]
+        b = torch.load(part / name, weights_only=False)["optimizer_state_dict"]
+        _assert_tensors_equal(a["single_partition_of_fp32_groups"], b["single_partition_of_fp32_groups"], name)
+        _assert_tensors_equal(a["base_optimizer_state"], b["base_optimizer_state"], name)
+    _assert_tensors_equal(torch.load(full / "checkpoint-8" / "scheduler.pt"),
+                          torch.load(part / "checkpoint-8" / "scheduler.pt"), "scheduler")
+    losses = [[e["loss"] for e in json.loads((d / "trainer_state.json").read_text())["log_history"] if "loss" in e]
+              for d in (full, part)]
+    assert len(losses[0]) == 8 and losses[0] == losses[1]  # steps 1-4 from checkpoint-4's state, 5-8 resumed
+
+
+def test_zero3_is_refused_with_one_clear_error(tmp_path, require_deepspeed):
+    argv = tiny_argv(tmp_path, tmp_path / "z3", per_device_train_batch_size=1, deepspeed=ZERO3, **COMMON, **NO_SAVE)
+    proc = _torchrun(tmp_path, argv, 2, expect_ok=False)
+    assert proc.returncode != 0
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors and "ZeRO-3 is not supported" in errors[0] and "zero2.json" in errors[0], proc.stderr[-3000:]
+    assert "[rank0]: Traceback" not in proc.stderr and "[rank1]: Traceback" not in proc.stderr
+    assert not (tmp_path / "z3" / "model.safetensors").exists()
+
+
+def test_deepspeed_configs_are_consistent():
+    import yaml
+
+    for path, stage in ((ZERO2, 2), (ZERO3, 3)):
+        config = json.loads(open(path).read())
+        assert config["zero_optimization"]["stage"] == stage
+        # batch sizes, accumulation and clipping come from the recipe through the Trainer ("auto"), never twice
+        for key in ("train_batch_size", "train_micro_batch_size_per_gpu", "gradient_accumulation_steps",
+                    "gradient_clipping"):
+            assert config[key] == "auto", (path, key)
+        assert "optimizer" not in config and "scheduler" not in config  # VTrainer's param groups and schedule
+    z3 = json.loads(open(ZERO3).read())["zero_optimization"]
+    assert z3["stage3_gather_16bit_weights_on_model_save"] is True  # save_model writes real weights
+    configs = os.path.join(REPO, "recipes", "accelerate_configs")
+    for name, json_path in (("deepspeed_zero2.yaml", ZERO2), ("deepspeed_zero3.yaml", ZERO3)):
+        data = yaml.safe_load(open(os.path.join(configs, name)))
+        assert data["distributed_type"] == "DEEPSPEED"
+        assert os.path.join(REPO, data["deepspeed_config"]["deepspeed_config_file"]) == json_path
+    multi = yaml.safe_load(open(os.path.join(configs, "multi_node.yaml")))
+    assert multi["num_machines"] > 1 and multi["num_processes"] % multi["num_machines"] == 0
+    assert {"machine_rank", "main_process_ip", "main_process_port"} <= set(multi)
