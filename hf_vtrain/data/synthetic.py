@@ -45,7 +45,7 @@ PARAMS_FILE = "synthetic_params.json"
 # ----------------------------------------------------------------------------------------------- drawing
 
 
-def _background(rng: np.random.Generator, num_frames: int, height: int, width: int) -> np.ndarray:
+def moving_background(rng: np.random.Generator, num_frames: int, height: int, width: int) -> np.ndarray:
     """Float (T, H, W, 3): drifting stripes plus a scrolling noise texture, low contrast, tinted per video."""
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     angle = rng.uniform(0, np.pi)
@@ -122,7 +122,7 @@ def _place_segments(
     return ranges
 
 
-def _write_mp4(path: str, frames_fn, num_frames: int, height: int, width: int, fps: int, chunk: int = 64) -> None:
+def write_mp4(path: str, frames_fn, num_frames: int, height: int, width: int, fps: int, chunk: int = 64) -> None:
     import av
 
     with av.open(path, "w") as container:
@@ -138,7 +138,7 @@ def _write_mp4(path: str, frames_fn, num_frames: int, height: int, width: int, f
             container.mux(packet)
 
 
-def _check_decodable(path: str, num_frames: int) -> None:
+def check_decodable(path: str, num_frames: int) -> None:
     """The loaders read with decord: make sure it sees every frame (decord 0.6 mis-decodes some widths, e.g. 48)."""
     import decord
 
@@ -153,12 +153,12 @@ def _check_decodable(path: str, num_frames: int) -> None:
         raise RuntimeError(f"{path}: encoded {num_frames} frames but decord sees {count}")
 
 
-def _preflight(directory: Path, height: int, width: int, fps: int) -> None:
+def preflight(directory: Path, height: int, width: int, fps: int) -> None:
     path = str(directory / "preflight.mp4")
     frame = np.zeros((height, width, 3), np.uint8)
-    _write_mp4(path, lambda lo, hi: [frame] * (hi - lo), 3, height, width, fps)
+    write_mp4(path, lambda lo, hi: [frame] * (hi - lo), 3, height, width, fps)
     try:
-        _check_decodable(path, 3)
+        check_decodable(path, 3)
     except RuntimeError as err:
         raise ValueError(f"synthetic frame size {width}x{height} is not usable: {err}") from None
     finally:
@@ -168,7 +168,7 @@ def _preflight(directory: Path, height: int, width: int, fps: int) -> None:
 def _make_video(spec: dict, path: str, height: int, width: int, fps: int) -> None:
     rng = np.random.default_rng(spec["draw_seed"])
     n = spec["num_frames"]
-    background = _background(rng, n, height, width)
+    background = moving_background(rng, n, height, width)
     actions = [a for a in spec["actions"] if a["class_id"] is not None]
 
     def frames(lo: int, hi: int):
@@ -184,8 +184,8 @@ def _make_video(spec: dict, path: str, height: int, width: int, fps: int) -> Non
             seg[mask] = (1 - _ALPHA) * seg[mask] + _ALPHA * colour
         return np.clip(out, 0, 255).astype(np.uint8)
 
-    _write_mp4(path, frames, n, height, width, fps)
-    _check_decodable(path, n)  # `frame` in the annotation must be the decoded count
+    write_mp4(path, frames, n, height, width, fps)
+    check_decodable(path, n)  # `frame` in the annotation must be the decoded count
 
 
 # ----------------------------------------------------------------------------------------------- THUMOS-14
@@ -309,7 +309,7 @@ def make_synthetic_thumos14(
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         _write_thumos(tmp, params, num_workers)
-        _move_into_place(tmp, root, params)
+        move_into_place(tmp, root, params)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -332,7 +332,7 @@ def _write_thumos(out: Path, params: dict, num_workers: int | None) -> None:
     video_dir.mkdir(parents=True)
     plan = _plan_thumos(params)
     fps, height, width = params["fps"], params["height"], params["width"]
-    _preflight(out, height, width, fps)
+    preflight(out, height, width, fps)
     workers = num_workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # numpy and x264 release the GIL
         list(pool.map(lambda v: _make_video(v, str(video_dir / f"{v['video_id']}.mp4"), height, width, fps), plan))
@@ -360,7 +360,7 @@ def _write_thumos(out: Path, params: dict, num_workers: int | None) -> None:
         json.dump(params, f, indent=1, sort_keys=True)
 
 
-def _read_params(root: Path) -> dict | None:
+def read_params(root: Path) -> dict | None:
     try:
         with open(root / PARAMS_FILE) as f:
             return json.load(f)
@@ -368,7 +368,7 @@ def _read_params(root: Path) -> dict | None:
         return None
 
 
-def _move_into_place(tmp: Path, root: Path, params: dict) -> None:
+def move_into_place(tmp: Path, root: Path, params: dict) -> None:
     old = None
     if root.exists():
         old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
@@ -380,7 +380,7 @@ def _move_into_place(tmp: Path, root: Path, params: dict) -> None:
         os.rename(tmp, root)
     except OSError:
         # Another process finished the same corpus first: keep theirs if it is the one we wanted.
-        if _read_params(root) != params:
+        if read_params(root) != params:
             raise
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
@@ -391,7 +391,7 @@ def ensure_synthetic_thumos14(root: str | os.PathLike, **params) -> dict[str, st
     num_workers = params.pop("num_workers", None)
     wanted = _thumos_params(**{**_default_thumos_kwargs(), **params})
     root = Path(root).absolute()
-    if _read_params(root) == wanted:
+    if read_params(root) == wanted:
         return _thumos_paths(root)
     return make_synthetic_thumos14(root, num_workers=num_workers, **params)
 

@@ -18,15 +18,15 @@ from typing import Sequence
 
 import numpy as np
 
-# Shared with the THUMOS-14 generator. They are private there: the lead is asked to make them public.
+# Shared with the THUMOS-14 generator.
 from .synthetic import (
     PARAMS_FILE,
-    _background,
-    _check_decodable,
-    _move_into_place,
-    _preflight,
-    _read_params,
-    _write_mp4,
+    moving_background,
+    check_decodable,
+    move_into_place,
+    preflight,
+    read_params,
+    write_mp4,
 )
 
 # Bump when the generated content changes, so `ensure_synthetic_ucf_crime` regenerates stale corpora.
@@ -197,7 +197,7 @@ def _interp_path(keyframes: list[list[float]], frame: int) -> tuple[float, float
 def _make_video(spec: dict, path: str, height: int, width: int, fps: int) -> None:
     rng = np.random.default_rng(spec["draw_seed"])
     n = spec["num_frames"]
-    background = _background(rng, n, height, width)
+    background = moving_background(rng, n, height, width)
     yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
     people = spec["people"]
     jitters = [rng.uniform(-1, 1, size=(max(e["end"] - e["start"], 1), 2)) for e in spec["events"]]
@@ -226,8 +226,8 @@ def _make_video(spec: dict, path: str, height: int, width: int, fps: int) -> Non
                     img[mask] = (1 - _ALPHA) * img[mask] + _ALPHA * rgb
         return np.clip(out, 0, 255).astype(np.uint8)
 
-    _write_mp4(path, frames, n, height, width, fps)
-    _check_decodable(path, n)  # the loader's frame counts must be the decoded ones
+    write_mp4(path, frames, n, height, width, fps)
+    check_decodable(path, n)  # the loader's frame counts must be the decoded ones
 
 
 # ----------------------------------------------------------------------------------------------- planning
@@ -484,7 +484,7 @@ def make_synthetic_ucf_crime(
     tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
     try:
         _write(tmp, params, num_workers)
-        _move_into_place(tmp, root, params)
+        move_into_place(tmp, root, params)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -511,7 +511,7 @@ def _write(out: Path, params: dict, num_workers: int | None) -> None:
     fps, height, width = params["fps"], params["height"], params["width"]
     for folder in sorted({v["folder"] for v in plan}):
         (out / VIDEO_DIR / folder).mkdir(parents=True)
-    _preflight(out, height, width, fps)
+    preflight(out, height, width, fps)
     records, translations = _records(plan, params)  # before drawing: it uses the videos' planning generators
     workers = num_workers or min(4, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:  # numpy and x264 release the GIL
@@ -551,7 +551,7 @@ def ensure_synthetic_ucf_crime(root: str | os.PathLike, **params) -> dict[str, s
     num_workers = params.pop("num_workers", None)
     wanted = _params(**{**_default_kwargs(), **params})
     root = Path(root).absolute()
-    if _read_params(root) == wanted:
+    if read_params(root) == wanted:
         return _paths(root, wanted)
     return make_synthetic_ucf_crime(root, num_workers=num_workers, **params)
 

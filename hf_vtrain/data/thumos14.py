@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from .video_io import VideoDecodeError, VideoReader, clip_generator, sample_indices
+from .video_io import ReaderCache, VideoDecodeError, VideoReader, clip_generator, sample_indices
 
 
 # ----------------------------------------------------------------------------------------------- arguments
@@ -531,30 +531,6 @@ def window_frame_indices(window_start: int, num_valid: int, window_size: int, sa
     return indices, mask
 
 
-class _ReaderCache:
-    """One open decord reader per process: consecutive windows of a video reuse it.
-
-    Readers are kept per pid. A forked DataLoader worker opens its own and must never destroy one inherited from
-    its parent: decord's destructor joins decoder threads that do not exist in the child and hangs for ever.
-    """
-
-    def __init__(self, threads: int):
-        self.threads = threads
-        self._readers: dict[int, tuple[str, VideoReader]] = {}
-
-    def get(self, path: str) -> VideoReader:
-        pid = os.getpid()
-        entry = self._readers.get(pid)
-        if entry is None or entry[0] != path:
-            self._readers.pop(pid, None)  # opened by this process: safe to close
-            entry = (path, VideoReader(path, num_threads=self.threads))
-            self._readers[pid] = entry
-        return entry[1]
-
-    def __getstate__(self):  # readers are not picklable (spawned workers, deepcopy): start empty
-        return {"threads": self.threads, "_readers": {}}
-
-
 def _to_tensor_clip(clip: np.ndarray, generator=None) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).contiguous()
 
@@ -565,7 +541,7 @@ class _WindowTransformBase:
         self.sample_stride = int(sample_stride)
         self.trunc_thresh = float(trunc_thresh)
         self.clip_transform = clip_transform or _to_tensor_clip
-        self._readers = _ReaderCache(decode_threads)
+        self._readers = ReaderCache(decode_threads)
 
     def _sample(self, row: dict, start: int, num_valid: int, segments, labels, generator) -> dict:
         indices, mask = window_frame_indices(start, num_valid, self.window_size, self.sample_stride, row["num_frames"])

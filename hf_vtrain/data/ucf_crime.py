@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from ..metrics.vad import SNIPPET_FRAMES, read_temporal_annotation, read_test_list, video_key
-from .thumos14 import CorpusError, _ReaderCache, set_dataset_epoch  # _ReaderCache: private there, see report
-from .video_io import VideoDecodeError, VideoReader, center_crop, clip_generator, resize_short_side
+from .thumos14 import CorpusError, set_dataset_epoch
+from .video_io import ReaderCache, VideoDecodeError, VideoReader, center_crop, clip_generator, resize_short_side
 
 logger = logging.getLogger(__name__)
 
@@ -745,7 +745,7 @@ class VADTrainTransform:
         self.flip_prob = float(flip_prob)
         self.seed = int(seed)
         self.epoch = 0
-        self._readers = _ReaderCache(decode_threads)
+        self._readers = ReaderCache(decode_threads)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -803,7 +803,7 @@ class VADEvalTransform:
     def __init__(self, image_size: int, max_eval_snippets: int = 512, decode_threads: int = 1):
         self.image_size = int(image_size)
         self.max_eval_snippets = int(max_eval_snippets)
-        self._readers = _ReaderCache(decode_threads)
+        self._readers = ReaderCache(decode_threads)
 
     def transform_row(self, row: dict) -> dict:
         indices = eval_frame_indices(row["num_frames"], self.max_eval_snippets)

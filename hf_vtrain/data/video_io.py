@@ -762,3 +762,27 @@ class EvalClipTransform:
 
     def __repr__(self) -> str:
         return f"EvalClipTransform(resize={self.resize}, crop={self.crop})"
+
+
+class ReaderCache:
+    """One open decord reader per process: consecutive windows of a video reuse it.
+
+    Readers are kept per pid. A forked DataLoader worker opens its own and must never destroy one inherited from
+    its parent: decord's destructor joins decoder threads that do not exist in the child and hangs for ever.
+    """
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self._readers: dict[int, tuple[str, VideoReader]] = {}
+
+    def get(self, path: str) -> VideoReader:
+        pid = os.getpid()
+        entry = self._readers.get(pid)
+        if entry is None or entry[0] != path:
+            self._readers.pop(pid, None)  # opened by this process: safe to close
+            entry = (path, VideoReader(path, num_threads=self.threads))
+            self._readers[pid] = entry
+        return entry[1]
+
+    def __getstate__(self):  # readers are not picklable (spawned workers, deepcopy): start empty
+        return {"threads": self.threads, "_readers": {}}
