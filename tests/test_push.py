@@ -1,7 +1,9 @@
 """Pushing a run to a Hub-compatible store (the loopback server): stored revisions pass git/git-lfs checks, the
 pushed model loads, failed pushes are reported (never silent), and a run resumes from the store's last-checkpoint."""
 
+import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,4 +89,8 @@ def test_resume_from_store_when_local_folder_is_gone(hub_server, hub_env, corpus
     assert proc.returncode == 0, proc.stderr[-3000:]
     log = proc.stdout + proc.stderr
     assert "resuming from team/resumable's last-checkpoint" in log
-    assert "Continuing training from global step 4" in log or "global step 4" in log
+    # which checkpoint is on the store depends on upload timing (the Trainer skips a push while one is running)
+    match = re.search(r"Resuming training from checkpoint with epoch \d+ and global step (\d+)", log)
+    assert match and int(match.group(1)) in (2, 4), log[-3000:]
+    state = json.loads((out / "trainer_state.json").read_text())
+    assert state["global_step"] == 6
