@@ -128,3 +128,52 @@ def test_metric_input_fuzz(gt, pred):
         pass
     except FileNotFoundError as err:  # a string is a path to a JSON file; the error names it
         assert isinstance(gt, str) or isinstance(pred, str), err
+
+
+@pytest.fixture(scope="module")
+def ucf_corpus(tmp_path_factory):
+    from hf_vtrain.data.synthetic_ucf import make_synthetic_ucf_crime
+
+    root = tmp_path_factory.mktemp("fuzz_ucf") / "c"
+    make_synthetic_ucf_crime(root, num_train_normal=1, num_train_anomalous=1, num_test_normal=1,
+                             num_test_anomalous=1, anomaly_classes=("Abuse",), min_duration=3, max_duration=4,
+                             clip_duration=(1.0, 2.0), num_region_negatives=0, seed=5)
+    return root
+
+
+records = st.fixed_dictionaries({}, optional={
+    "video": st.one_of(st.sampled_from(["Abuse/Abuse001_x264.mp4", "Nope/None.mp4"]), scalars),
+    "global_caption": st.one_of(st.text(max_size=20), scalars),
+    "region_captions": st.one_of(st.lists(st.one_of(st.text(max_size=10), scalars), max_size=3), scalars),
+    "box_infos": st.one_of(st.lists(st.one_of(st.lists(st.fixed_dictionaries({}, optional={
+        "frame": st.one_of(st.integers(-5, 500), scalars),
+        "bbox": st.one_of(st.lists(st.one_of(st.floats(-1, 2), scalars), max_size=5), scalars)}), max_size=3),
+        scalars), max_size=3), scalars),
+    "timestamps": st.one_of(st.none(), st.lists(st.one_of(st.floats(-5, 50), scalars), max_size=3), scalars),
+})
+
+
+@FUZZ
+@given(st.data())
+def test_ucf_training_json_fuzz(ucf_corpus, tmp_path_factory, data):
+    """A mutated FG-CLIP training JSON: validation returns a report listing problems, never crashes."""
+    from hf_vtrain.data.ucf_crime import VADDataArguments, validate_ucf_crime
+
+    root = tmp_path_factory.mktemp("ucf")
+    for entry in os.listdir(ucf_corpus):
+        os.symlink(ucf_corpus / entry, root / entry)
+    os.unlink(root / "ucf_fgclip_train.json")
+    original = json.loads((ucf_corpus / "ucf_fgclip_train.json").read_text())
+    choice = data.draw(st.integers(0, 2))
+    if choice == 0:
+        index = data.draw(st.integers(0, len(original) - 1))
+        document = list(original)
+        document[index] = {**original[index], **data.draw(records)}
+    elif choice == 1:
+        document = data.draw(values)
+    else:
+        document = data.draw(st.lists(records, max_size=3))
+    (root / "ucf_fgclip_train.json").write_text(json.dumps(document))
+    report = validate_ucf_crime(VADDataArguments(data_root=str(root), validate_workers=1))
+    if not report.ok:
+        assert report.problems and all(isinstance(p, str) and p for p in report.problems)
