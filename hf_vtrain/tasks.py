@@ -6,6 +6,19 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 
+@dataclass
+class TaskRun:
+    """What a task's `setup` hands to run.py: the pieces of one Trainer."""
+
+    model: Any
+    train_dataset: Any
+    eval_dataset: Any
+    data_collator: Any
+    trainer_kwargs: dict
+    epoch_hooks: list
+    corpus: Any
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     description: str
@@ -13,7 +26,7 @@ class TaskSpec:
     data_args: type
     training_args: type
     trainer_cls: type
-    setup: Callable[..., Any]          # (model_args, data_args, training_args) -> task run (model, datasets, ...)
+    setup: Callable[..., TaskRun]      # (model_args, data_args, training_args) -> TaskRun
     validate: Callable[..., Any]       # (data_args) -> report with .ok and .format()
 
 

@@ -113,7 +113,7 @@ class TADDataArguments:
                     f"trunc_crop_ratio must be [lo, hi] with 0 < lo <= hi <= 1, got {self.trunc_crop_ratio}"
                 )
         if self.color_jitter is not None and len(self.color_jitter) != 4:
-            raise ValueError(f"color_jitter must hold 4 numbers (brightness, contrast, saturation, hue) or be null")
+            raise ValueError("color_jitter must hold 4 numbers (brightness, contrast, saturation, hue) or be null")
         if self.synthetic and not self.data_root:
             raise ValueError("synthetic: true needs data_root (where the synthetic corpus is written)")
 

@@ -188,16 +188,17 @@ class ModelEMA:
     def __init__(self, model: nn.Module, decay: float):
         self.decay = decay
         self.num_updates = 0
+        persistent = set(model.state_dict(keep_vars=True))
+        # Which tensors are tracked is fixed at creation; looking them up by name each step is a dict access.
+        self.names = [n for n, p in model.named_parameters() if p.requires_grad] + [
+            n for n, b in model.named_buffers() if b.is_floating_point() and n in persistent
+        ]
         self.shadow = {name: t.detach().clone().float() for name, t in self._tracked(model)}
 
-    @staticmethod
-    def _tracked(model: nn.Module):
-        for name, param in model.named_parameters():
-            if param.requires_grad:
-                yield name, param
-        for name, buf in model.named_buffers():
-            if buf.is_floating_point() and name in dict(model.state_dict(keep_vars=True)):
-                yield name, buf
+    def _tracked(self, model: nn.Module):
+        tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
+        for name in self.names:
+            yield name, tensors[name]
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
@@ -632,8 +633,20 @@ def load_exact(model: PreTrainedModel, checkpoint_dir: str) -> None:
         raise ValueError(f"{checkpoint_dir}: checkpoint does not match the model: {result}")
 
 
-def metrics_to_json(path: str, metrics: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as handle:
-        json.dump(metrics, handle, indent=2, sort_keys=True)
+def write_json_atomic(path: str, obj: Any, indent: int | None = None) -> None:
+    """Writes JSON to a temporary name, then renames: a kill never leaves a half-written file under `path`."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(obj, handle, indent=indent)
+    os.replace(tmp, path)
+
+
+def write_random_checkpoint(path: str, build) -> None:
+    """Demo/tests: `build(tmp_dir)` writes a randomly initialised checkpoint, under its own seed so the global RNG
+    (and so the init of everything built after it) is the same whether or not this run had to write it; the folder
+    appears under `path` only when complete."""
+    tmp = path.rstrip("/") + f".tmp{os.getpid()}"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        build(tmp)
     os.replace(tmp, path)

@@ -23,7 +23,7 @@ import torch
 
 from ..data.thumos14 import TADCorpus, TADDataArguments, collate_tad, load_thumos14
 from ..metrics.tad import evaluate_detections
-from ..models.adatad import AdaTADConfig, AdaTADForActionDetection
+from ..models.adatad import AdaTADForActionDetection
 from ..postprocess import (
     RawDetections,
     decode_window_detections,
@@ -32,7 +32,8 @@ from ..postprocess import (
     save_raw_detections,
     to_opentad_results,
 )
-from .base import VTrainer, VTrainingArguments
+from ..tasks import TaskRun
+from .base import VTrainer, VTrainingArguments, write_json_atomic, write_random_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -101,13 +102,7 @@ class TADModelArguments:
 def _write_random_backbone(path: str, overrides: dict) -> None:
     from transformers import VideoMAEConfig, VideoMAEModel
 
-    tmp = path.rstrip("/") + f".tmp{os.getpid()}"
-    # Its own seed, so the global RNG (and so the adapters' and detector's init) is the same whether or not this
-    # run had to write the backbone.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        VideoMAEModel(VideoMAEConfig(**overrides)).save_pretrained(tmp)
-    os.replace(tmp, path)
+    write_random_checkpoint(path, lambda tmp: VideoMAEModel(VideoMAEConfig(**overrides)).save_pretrained(tmp))
 
 
 def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corpus: TADCorpus):
@@ -226,9 +221,7 @@ class TADTrainer(VTrainer):
         path = os.path.join(self.args.output_dir, f"predictions_step{self.state.global_step}.json")
         raw_path = os.path.join(self.args.output_dir, f"raw_detections_step{self.state.global_step}.npz")
         if self.args.should_save:
-            with open(path + ".tmp", "w") as handle:
-                json.dump(results, handle)
-            os.replace(path + ".tmp", path)
+            write_json_atomic(path, results)
             save_raw_detections(raw_path, raw)
         self.last_predictions_path = path
         self.last_raw_detections_path = raw_path
@@ -263,15 +256,12 @@ class TADTrainer(VTrainer):
 
         if self.last_predictions_path is None or not os.path.isfile(self.last_predictions_path):
             return
-        final = os.path.join(output_dir, "predictions.json")
+        shutil.copyfile(self.last_predictions_path, os.path.join(output_dir, "predictions.json"))
         with open(self.last_predictions_path) as handle:
-            results = json.load(handle)
-        with open(final, "w") as handle:
-            json.dump(results, handle)
+            results = json.load(handle)  # for the timelines
         if self.last_raw_detections_path and os.path.isfile(self.last_raw_detections_path):
             shutil.copyfile(self.last_raw_detections_path, os.path.join(output_dir, "raw_detections.npz"))
-        with open(os.path.join(output_dir, "ground_truth.json"), "w") as handle:
-            json.dump(self.corpus.ground_truth, handle)
+        write_json_atomic(os.path.join(output_dir, "ground_truth.json"), self.corpus.ground_truth)
         table = self.last_metric_result.table()
         with open(os.path.join(output_dir, "eval_map_table.txt"), "w") as handle:
             handle.write(table + "\n")
@@ -286,24 +276,13 @@ class TADTrainer(VTrainer):
             )
 
 
-@dataclass
-class TADTaskRun:
-    model: Any
-    train_dataset: Any
-    eval_dataset: Any
-    data_collator: Any
-    trainer_kwargs: dict
-    epoch_hooks: list
-    corpus: TADCorpus
-
-
 def setup_tad(model_args: TADModelArguments, data_args: TADDataArguments, training_args: VTrainingArguments):
     # The main process writes what is missing (synthetic corpus, demo backbone) before the others read it.
     with training_args.main_process_first(desc="corpus and model"):
         corpus = load_thumos14(data_args, seed=training_args.seed)
         logger.info("corpus: %s", corpus.report.format())
         model = build_model(model_args, data_args, corpus)
-    return TADTaskRun(
+    return TaskRun(
         model=model,
         train_dataset=corpus.train_dataset,
         eval_dataset=corpus.eval_dataset,

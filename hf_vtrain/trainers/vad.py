@@ -9,12 +9,10 @@ across processes; `compute_metrics` expands them to frames per video and compute
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -22,7 +20,8 @@ import torch
 from ..data.ucf_crime import VADCorpus, VADDataArguments, expand_eval_scores, load_ucf_crime
 from ..metrics.vad import evaluate_frame_auc
 from ..models.fgclip_video import FGCLIPVideoModel
-from .base import VTrainer, VTrainingArguments
+from ..tasks import TaskRun
+from .base import VTrainer, VTrainingArguments, write_json_atomic, write_random_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -65,14 +64,11 @@ def _write_random_clip(path: str, overrides: dict) -> None:
 
     from ..data.clip_tokenizer import build_clip_tokenizer
 
-    tmp = path.rstrip("/") + f".tmp{os.getpid()}"
-    # Its own seed, so the global RNG (and so the temporal module's init and the data order) is the same whether or
-    # not this run had to write the checkpoint.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+    def build(tmp: str) -> None:
         CLIPModel(CLIPConfig(**overrides)).save_pretrained(tmp)
-    build_clip_tokenizer(tmp)
-    os.replace(tmp, path)
+        build_clip_tokenizer(tmp)
+
+    write_random_checkpoint(path, build)
 
 
 def _has_tokenizer(path: str | None) -> bool:
@@ -190,9 +186,7 @@ class VADTrainer(VTrainer):
         path = os.path.join(self.args.output_dir, f"scores_step{self.state.global_step}.json")
         if self.args.should_save:
             os.makedirs(self.args.output_dir, exist_ok=True)
-            with open(path + ".tmp", "w") as handle:
-                json.dump(payload, handle)
-            os.replace(path + ".tmp", path)
+            write_json_atomic(path, payload)
         result = evaluate_frame_auc(self.corpus.annotations, list(ordered), ordered, num_frames=num_frames)
         logger.info("frame AUC at step %d:\n%s", self.state.global_step, result.table())
         self.last_scores, self.last_scores_path, self.last_metric_result = payload, path, result
@@ -205,8 +199,7 @@ class VADTrainer(VTrainer):
 
         if self.last_scores is None:
             return
-        with open(os.path.join(output_dir, "anomaly_scores.json"), "w") as handle:
-            json.dump(self.last_scores, handle)
+        write_json_atomic(os.path.join(output_dir, "anomaly_scores.json"), self.last_scores)
         table = self.last_metric_result.table()
         with open(os.path.join(output_dir, "eval_auc_table.txt"), "w") as handle:
             handle.write(table + "\n")
@@ -221,17 +214,6 @@ class VADTrainer(VTrainer):
             )
 
 
-@dataclass
-class VADTaskRun:
-    model: Any
-    train_dataset: Any
-    eval_dataset: Any
-    data_collator: Any
-    trainer_kwargs: dict
-    epoch_hooks: list
-    corpus: VADCorpus
-
-
 def setup_vad(model_args: VADModelArguments, data_args: VADDataArguments, training_args: VTrainingArguments):
     # The main process writes what is missing (synthetic corpus, demo CLIP) before the others read it.
     with training_args.main_process_first(desc="corpus and model"):
@@ -244,7 +226,7 @@ def setup_vad(model_args: VADModelArguments, data_args: VADDataArguments, traini
         corpus = load_ucf_crime(data_args, tokenizer, seed=training_args.seed)
         logger.info("corpus: %s", corpus.report.format())
         model = build_model(model_args, data_args)
-    return VADTaskRun(
+    return TaskRun(
         model=model,
         train_dataset=corpus.train_dataset,
         eval_dataset=corpus.eval_dataset,
@@ -255,4 +237,4 @@ def setup_vad(model_args: VADModelArguments, data_args: VADDataArguments, traini
     )
 
 
-__all__ = ["VADModelArguments", "VADTaskRun", "VADTrainer", "build_model", "setup_vad"]
+__all__ = ["VADModelArguments", "VADTrainer", "build_model", "setup_vad"]
