@@ -280,7 +280,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 def cli() -> None:
     """Errors in the user's input (recipe, corpus, task name) end the run with one message, no traceback."""
-    from hf_vtrain.data.thumos14 import CorpusError
+    from hf_vtrain.data.common import CorpusError
 
     from hf_vtrain.trainers.base import CheckpointSaveError, NonFiniteLossError
 

@@ -15,14 +15,7 @@ import urllib.request
 
 import pytest
 
-from tests.hub_fixtures import (  # noqa: F401
-    HUB_TOKEN,
-    hub_client_env,
-    hub_env,
-    hub_server,
-    run_hub_client,
-    verify_stored_repo,
-)
+from tests.hub_fixtures import HUB_TOKEN, hub_client_env, run_hub_client, verify_stored_repo  # fixtures: conftest
 
 AUTH = {"Authorization": f"Bearer {HUB_TOKEN}"}
 

@@ -302,18 +302,7 @@ def make_synthetic_thumos14(
         num_train_videos, num_test_videos, class_names, num_classes, fps, height, width,
         min_duration, max_duration, actions_per_video, action_duration, num_ambiguous, seed,
     )  # fmt: skip
-    root = Path(root).absolute()
-    if root.exists() and not (root / PARAMS_FILE).is_file() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists and is not a synthetic corpus (no {PARAMS_FILE}); refusing to replace it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        _write_thumos(tmp, params, num_workers)
-        move_into_place(tmp, root, params)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return _thumos_paths(root)
+    return _thumos_paths(build_corpus(root, params, _write_thumos, num_workers))
 
 
 def _thumos_paths(root: Path) -> dict[str, str]:
@@ -368,7 +357,25 @@ def read_params(root: Path) -> dict | None:
         return None
 
 
-def move_into_place(tmp: Path, root: Path, params: dict) -> None:
+def build_corpus(root: str | os.PathLike, params: dict, write, num_workers: int | None) -> Path:
+    """Runs `write(tmp, params, num_workers)` in a temporary folder next to `root`, then renames it into place, so a
+    killed generation never leaves a half corpus that looks complete. An existing synthetic corpus at `root` is
+    replaced; anything else there is refused."""
+    root = Path(root).absolute()
+    if root.exists() and not (root / PARAMS_FILE).is_file() and any(root.iterdir()):
+        raise FileExistsError(f"{root} exists and is not a synthetic corpus (no {PARAMS_FILE}); refusing to replace it")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
+    try:
+        write(tmp, params, num_workers)
+        _move_into_place(tmp, root, params)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _move_into_place(tmp: Path, root: Path, params: dict) -> None:
     old = None
     if root.exists():
         old = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
@@ -386,21 +393,21 @@ def move_into_place(tmp: Path, root: Path, params: dict) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+def default_kwargs(make) -> dict:
+    """The generator's default parameters (what `ensure_*` compares a stored corpus against)."""
+    import inspect
+
+    return {k: p.default for k, p in inspect.signature(make).parameters.items() if k not in ("root", "num_workers")}
+
+
 def ensure_synthetic_thumos14(root: str | os.PathLike, **params) -> dict[str, str]:
     """Reuse the synthetic corpus at `root` when its stored parameters match `params`, else (re)generate it."""
     num_workers = params.pop("num_workers", None)
-    wanted = _thumos_params(**{**_default_thumos_kwargs(), **params})
+    wanted = _thumos_params(**{**default_kwargs(make_synthetic_thumos14), **params})
     root = Path(root).absolute()
     if read_params(root) == wanted:
         return _thumos_paths(root)
     return make_synthetic_thumos14(root, num_workers=num_workers, **params)
-
-
-def _default_thumos_kwargs() -> dict:
-    import inspect
-
-    sig = inspect.signature(make_synthetic_thumos14)
-    return {k: p.default for k, p in sig.parameters.items() if k not in ("root", "num_workers")}
 
 
 # ----------------------------------------------------------------------------------------------- CLI

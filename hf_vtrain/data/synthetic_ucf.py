@@ -10,8 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -23,7 +21,8 @@ from .synthetic import (
     PARAMS_FILE,
     moving_background,
     check_decodable,
-    move_into_place,
+    build_corpus,
+    default_kwargs,
     preflight,
     read_params,
     write_mp4,
@@ -477,18 +476,7 @@ def make_synthetic_ucf_crime(
     params = _params(num_train_normal, num_train_anomalous, num_test_normal, num_test_anomalous, anomaly_classes,
                      fps, height, width, min_duration, max_duration, clip_duration, num_chinese_captions,
                      num_region_negatives, seed)  # fmt: skip
-    root = Path(root).absolute()
-    if root.exists() and not (root / PARAMS_FILE).is_file() and any(root.iterdir()):
-        raise FileExistsError(f"{root} exists and is not a synthetic corpus (no {PARAMS_FILE}); refusing to replace it")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.tmp-{uuid.uuid4().hex[:8]}"
-    try:
-        _write(tmp, params, num_workers)
-        move_into_place(tmp, root, params)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return _paths(root, params)
+    return _paths(build_corpus(root, params, _write, num_workers), params)
 
 
 def _paths(root: Path, params: dict) -> dict[str, str]:
@@ -549,25 +537,18 @@ def _write(out: Path, params: dict, num_workers: int | None) -> None:
 def ensure_synthetic_ucf_crime(root: str | os.PathLike, **params) -> dict[str, str]:
     """Reuse the synthetic corpus at `root` when its stored parameters match `params`, else (re)generate it."""
     num_workers = params.pop("num_workers", None)
-    wanted = _params(**{**_default_kwargs(), **params})
+    wanted = _params(**{**default_kwargs(make_synthetic_ucf_crime), **params})
     root = Path(root).absolute()
     if read_params(root) == wanted:
         return _paths(root, wanted)
     return make_synthetic_ucf_crime(root, num_workers=num_workers, **params)
 
 
-def _default_kwargs() -> dict:
-    import inspect
-
-    sig = inspect.signature(make_synthetic_ucf_crime)
-    return {k: p.default for k, p in sig.parameters.items() if k not in ("root", "num_workers")}
-
-
 # ----------------------------------------------------------------------------------------------- CLI
 
 
 def main(argv: Sequence[str] | None = None) -> dict:
-    defaults = _default_kwargs()
+    defaults = default_kwargs(make_synthetic_ucf_crime)
     parser = argparse.ArgumentParser(prog="python -m hf_vtrain.data.synthetic_ucf", description=__doc__)
     parser.add_argument("out_dir")
     for name in ("num_train_normal", "num_train_anomalous", "num_test_normal", "num_test_anomalous", "fps",

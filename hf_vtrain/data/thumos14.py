@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from .video_io import ReaderCache, VideoDecodeError, VideoReader, clip_generator, sample_indices
+from .common import CorpusError, RowTransform
+from .video_io import ReaderCache, VideoDecodeError, clip_generator, probe_video, sample_indices
 
 
 # ----------------------------------------------------------------------------------------------- arguments
@@ -143,14 +144,6 @@ class TADDataArguments:
 # ----------------------------------------------------------------------------------------------- validation
 
 
-class CorpusError(ValueError):
-    """The corpus has problems; the message is the formatted ValidationReport listing all of them."""
-
-    def __init__(self, report: "ValidationReport"):
-        super().__init__(report.format())
-        self.report = report
-
-
 @dataclass
 class ValidationReport:
     annotation_path: str
@@ -211,33 +204,17 @@ def _fingerprint(path: str, block: int = 1 << 16) -> tuple:
 
 
 def _probe(path: str, decode_last: bool, threads: int) -> dict:
-    """Open with decord and decode the last frame only (about 20-30 ms for a 3-minute 320x180 MP4).
-
-    Opening reads the container's index (MP4: the moov sample table), no pixels: it catches garbage bytes and
-    files cut before their index is written; the frame count (checked against the annotation) catches most other
-    truncations. Decoding the last frame, which costs at most one GOP, catches a file whose index still lists
-    frames that its data no longer holds (a cut "faststart" MP4). Corruption in the middle of the stream is not
-    looked for: that needs a full decode.
-    """
+    """video_io.probe_video plus what the duplicate-file check needs (real path, inode, content fingerprint)."""
     try:
         stat = os.stat(path)
     except OSError:
         return {"error": "video file not found"}
     try:
-        reader = VideoReader(path, num_threads=threads)
-        info = {"num_frames": reader.num_frames, "fps": reader.fps, "realpath": os.path.realpath(path),
-                "inode": (stat.st_dev, stat.st_ino), "fingerprint": _fingerprint(path)}  # fmt: skip
-        if info["num_frames"] <= 0:
-            return {**info, "error": "no frames decodable"}
-        if not info["fps"] > 0:
-            return {**info, "error": f"fps reported as {info['fps']}"}
-        if decode_last:
-            reader.get_frames([info["num_frames"] - 1])
-        return info
+        info = probe_video(path, decode_last=decode_last, num_threads=threads)
     except VideoDecodeError as err:
         return {"error": f"not decodable: {err}"}
-    except Exception as err:  # a decoder crash on a broken file must not stop the check of the others
-        return {"error": f"not decodable: {type(err).__name__}: {err}"}
+    return {"num_frames": info.num_frames, "fps": info.fps, "realpath": os.path.realpath(path),
+            "inode": (stat.st_dev, stat.st_ino), "fingerprint": _fingerprint(path)}  # fmt: skip
 
 
 def _load_database(path: str, problems: list[str]) -> Optional[dict]:
@@ -535,7 +512,7 @@ def _to_tensor_clip(clip: np.ndarray, generator=None) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(clip)).permute(0, 3, 1, 2).contiguous()
 
 
-class _WindowTransformBase:
+class _WindowTransformBase(RowTransform):
     def __init__(self, window_size: int, sample_stride: int, trunc_thresh: float, clip_transform, decode_threads: int):
         self.window_size = int(window_size)
         self.sample_stride = int(sample_stride)
@@ -560,11 +537,6 @@ class _WindowTransformBase:
         scale = row["fps"] / self.sample_stride  # seconds -> sampled frames
         segments = np.asarray(row["segments"], dtype=np.float64).reshape(-1, 2) * scale
         return segments, np.asarray(row["labels"], dtype=np.int64)
-
-    def __call__(self, batch: dict) -> dict:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        samples = [self.transform_row(row) for row in rows]
-        return {key: [s[key] for s in samples] for key in samples[0]} if samples else {}
 
 
 class TrainWindowTransform(_WindowTransformBase):
@@ -619,14 +591,6 @@ class EvalWindowTransform(_WindowTransformBase):
         segments, labels = self._segments_sampled(row)
         seg, lab = _window_gt(segments, labels, start, start + num_valid, self.trunc_thresh)
         return self._sample(row, start, num_valid, seg, lab, torch.Generator().manual_seed(0))
-
-
-def set_dataset_epoch(dataset, epoch: int) -> None:
-    """Sets the epoch of the window transform attached to `dataset` (with set_transform). DataLoader workers see
-    it only if they are started after the call (persistent_workers=False)."""
-    transform = (dataset.format.get("format_kwargs") or {}).get("transform")
-    if hasattr(transform, "set_epoch"):
-        transform.set_epoch(epoch)
 
 
 def collate_tad(samples: list[dict]) -> dict:

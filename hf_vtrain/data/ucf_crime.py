@@ -38,8 +38,8 @@ import numpy as np
 import torch
 
 from ..metrics.vad import SNIPPET_FRAMES, read_temporal_annotation, read_test_list, video_key
-from .thumos14 import CorpusError, set_dataset_epoch
-from .video_io import ReaderCache, VideoDecodeError, VideoReader, center_crop, clip_generator, resize_short_side
+from .common import CorpusError, RowTransform
+from .video_io import ReaderCache, VideoDecodeError, center_crop, clip_generator, probe_video, resize_short_side
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +64,6 @@ __all__ = [
     "load_ucf_crime",
     "num_video_snippets",
     "resize_center_crop",
-    "set_dataset_epoch",
     "uniform_frame_indices",
     "validate_ucf_crime",
     "video_class",
@@ -315,19 +314,10 @@ def _read_list(path: str, problems: list[str], what: str) -> Optional[list[tuple
 
 def _probe(path: str, decode_last: bool, threads: int) -> dict:
     try:
-        reader = VideoReader(path, num_threads=threads)
-        info = {"num_frames": reader.num_frames, "fps": reader.fps}
-        if info["num_frames"] <= 0:
-            return {"error": f"{path}: no frames decodable"}
-        if not info["fps"] > 0:
-            return {"error": f"{path}: fps reported as {info['fps']}"}
-        if decode_last:
-            reader.get_frames([info["num_frames"] - 1])
-        return info
+        info = probe_video(path, decode_last=decode_last, num_threads=threads)
     except VideoDecodeError as err:
         return {"error": str(err)}
-    except Exception as err:  # a decoder crash on one broken file must not stop the check of the others
-        return {"error": f"{path}: not decodable ({type(err).__name__}: {err})"}
+    return {"num_frames": info.num_frames, "fps": info.fps}
 
 
 def _parse_record(i: int, raw: Any, where: str, args: VADDataArguments, problems: list[str]) -> Optional[_Record]:
@@ -730,7 +720,7 @@ def _tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
 
 
-class VADTrainTransform:
+class VADTrainTransform(RowTransform):
     """datasets transform for training rows (one per record): samples `num_frames` frames uniformly over the clip,
     decodes them, resizes and centre-crops them (boxes follow), flips with `flip_prob` from a generator seeded by
     (seed, epoch, row index), interpolates the region boxes and tokenises the captions."""
@@ -790,13 +780,8 @@ class VADTrainTransform:
             "sample_index": int(row["index"]),
         }  # fmt: skip
 
-    def __call__(self, batch: dict) -> dict:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        samples = [self.transform_row(row) for row in rows]
-        return {key: [s[key] for s in samples] for key in samples[0]} if samples else {}
 
-
-class VADEvalTransform:
+class VADEvalTransform(RowTransform):
     """datasets transform for test rows (one per video): one frame per 16-frame snippet (eval_frame_indices),
     resized and centre-cropped like training frames. Deterministic."""
 
@@ -810,11 +795,6 @@ class VADEvalTransform:
         pixels, _ = resize_center_crop(self._readers.get(row["path"]).get_frames(indices), self.image_size)
         return {"pixel_values": pixels, "video_index": int(row["video_index"]),
                 "num_snippets": int(row["num_snippets"])}  # fmt: skip
-
-    def __call__(self, batch: dict) -> dict:
-        rows = [dict(zip(batch, values)) for values in zip(*batch.values())]
-        samples = [self.transform_row(row) for row in rows]
-        return {key: [s[key] for s in samples] for key in samples[0]} if samples else {}
 
 
 def _pad_ids(seqs: list[list[int]], length: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -42,11 +42,28 @@ def _open(path: str, num_threads: int = 1):
         raise VideoDecodeError(f"{path}: cannot be decoded ({type(err).__name__}: {err})") from err
 
 
-def probe_video(path: str) -> VideoInfo:
-    """Frame count, fps and size of a video, as the decoder sees them."""
-    reader = _open(path)
-    height, width = reader[0].shape[:2] if len(reader) else (0, 0)
-    return VideoInfo(path, len(reader), float(reader.get_avg_fps()), int(height), int(width))
+def probe_video(path: str, decode_last: bool = False, num_threads: int = 1) -> VideoInfo:
+    """Frame count, fps and size of a video as the decoder sees them; what corpus validation runs on every file.
+
+    Opening reads the container's index (no pixels): it catches garbage bytes and files cut before their index.
+    Frame 0 is decoded for the size; `decode_last` also decodes the last frame (at most one GOP), which catches a
+    file whose index still lists frames its data no longer holds (a cut "faststart" MP4). Corruption in the middle
+    of the stream needs a full decode and is not looked for. Every failure is a VideoDecodeError naming the file.
+    """
+    reader = VideoReader(path, num_threads=num_threads)
+    if reader.num_frames <= 0:
+        raise VideoDecodeError(f"{path}: no frames decodable")
+    if not reader.fps > 0:
+        raise VideoDecodeError(f"{path}: fps reported as {reader.fps}")
+    try:
+        height, width = reader.get_frames([0]).shape[1:3]
+        if decode_last:
+            reader.get_frames([reader.num_frames - 1])
+    except VideoDecodeError:
+        raise
+    except Exception as err:  # a decoder crash on one broken file must not stop the check of the others
+        raise VideoDecodeError(f"{path}: cannot be decoded ({type(err).__name__}: {err})") from err
+    return VideoInfo(path, reader.num_frames, reader.fps, int(height), int(width))
 
 
 def _to_numpy(batch) -> np.ndarray:

@@ -8,15 +8,14 @@ import numpy as np
 import pytest
 import torch
 
+from hf_vtrain.data.common import CorpusError, set_dataset_epoch
 from hf_vtrain.data.synthetic import make_synthetic_thumos14
 from hf_vtrain.data.thumos14 import (
-    CorpusError,
     TADDataArguments,
     collate_tad,
     eval_window_starts,
     load_thumos14,
     random_trunc,
-    set_dataset_epoch,
     validate_thumos14,
     window_frame_indices,
 )

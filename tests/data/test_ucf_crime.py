@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from hf_vtrain.data.clip_tokenizer import build_clip_tokenizer
+from hf_vtrain.data.common import CorpusError
 from hf_vtrain.data.synthetic_ucf import make_synthetic_ucf_crime
 from hf_vtrain.data.ucf_crime import (
-    CorpusError,
     VADDataArguments,
     crop_boxes,
     eval_frame_indices,

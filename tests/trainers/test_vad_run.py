@@ -14,7 +14,7 @@ import yaml
 from transformers import TrainerCallback
 
 from hf_vtrain import run as run_module
-from hf_vtrain.data.thumos14 import CorpusError
+from hf_vtrain.data.common import CorpusError
 from hf_vtrain.trainers.vad import _write_random_clip
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
