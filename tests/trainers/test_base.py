@@ -11,6 +11,7 @@ from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
 from transformers.utils import ModelOutput
 
 from hf_vtrain.trainers.base import VTrainer, VTrainingArguments, warmup_cosine_lambda
+from tests.callbacks import StopAt
 
 
 class ToyConfig(PretrainedConfig):
@@ -157,15 +158,6 @@ def test_eval_and_save_epoch_schedule(tmp_path):
     assert eval_epochs == [2, 4, 5]  # from epoch 2 every 2, and the last epoch
     saved = sorted(int(d.split("-")[1]) for d in os.listdir(tmp_path) if d.startswith("checkpoint-"))
     assert saved == [16, 32, 40]
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def test_resume_is_exact(tmp_path):

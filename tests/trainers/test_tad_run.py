@@ -9,11 +9,11 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from transformers import TrainerCallback
 
 from hf_vtrain import run as run_module
 from hf_vtrain.data.common import CorpusError
 from hf_vtrain.parser import RecipeError
+from tests.callbacks import StopAt
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "recipes", "adatad_thumos14_demo.yaml")
@@ -88,15 +88,6 @@ def test_whole_run_writes_everything(root):
     assert logged and all("reg_loss" in e and "lr/adapters" in e for e in logged)
     card = (out / "README.md").read_text()
     assert "eval_average_mAP" in card and "hf_vtrain/run.py" in card
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def _state(trainer):

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from transformers import TrainerCallback
 
 from hf_vtrain import run as run_module
 from hf_vtrain.data.common import CorpusError
 from hf_vtrain.trainers.vad import _write_random_clip
+from tests.callbacks import StopAt
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO = os.path.join(REPO, "recipes", "fgclip_ucf_demo.yaml")
@@ -142,15 +142,6 @@ def test_optimizer_groups_carry_the_full_recipes_tower_lrs(root):
             assert base == ("text" if is_text else "vision" if is_vision else "default"), name
     assert seen == set(names.values())  # nothing left out
     assert {g["name"].split("/")[0] for g in optimizer.param_groups} == {"text", "vision", "default"}
-
-
-class StopAt(TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.step:
-            control.should_training_stop = True
 
 
 def _checkpoints(path):
