@@ -178,6 +178,10 @@ class TADTrainer(VTrainer):
         self.corpus = corpus
         self.lora_base_model = lora_base_model
         self.compute_metrics = self._compute_tad_metrics
+        # Read once from the raw table: a column of a dataset with set_transform runs the transform on every row,
+        # i.e. decodes and augments every evaluation window.
+        table = corpus.eval_dataset.with_format(None)
+        self._eval_windows = sorted(zip(table["video_index"], table["window_start"]))
         self.last_predictions_path: str | None = None
         self.last_raw_detections_path: str | None = None
         self.last_raw_detections: Any = None
@@ -199,7 +203,7 @@ class TADTrainer(VTrainer):
         meta = np.asarray(eval_pred.label_ids).astype(np.int64)
         # Every window exactly once, whatever the number of processes (gather_for_metrics drops the padding).
         seen = sorted(map(tuple, meta.tolist()))
-        expected = sorted(zip(self.corpus.eval_dataset["video_index"], self.corpus.eval_dataset["window_start"]))
+        expected = self._eval_windows
         if seen != expected:
             raise RuntimeError(f"evaluation gathered {len(seen)} windows ({len(set(seen))} distinct); the eval set has "
                                f"{len(expected)}: windows were dropped or counted twice")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -288,3 +289,18 @@ def test_drop_path_rate_reachable_from_recipe(root):
     prepared = run_module.prepare(tiny_argv(root, root / "drop_path", model_config_overrides=overrides))
     model = prepared.trainer.model
     assert model.config.drop_path_rate == 0.3 and model.drop_path_rates == [0.0, 0.3]
+
+
+def test_evaluation_refuses_dropped_or_doubled_windows(root, tmp_path):
+    from transformers import EvalPrediction
+
+    trainer = run_module.prepare(tiny_argv(root, tmp_path / "o")).trainer
+    windows = trainer._eval_windows
+    meta = np.array(windows, dtype=np.int64)
+    detections = np.full((len(windows), 4, 4), -1.0, dtype=np.float32)
+    doubled = np.concatenate([meta[:1], meta[1:]])
+    doubled[-1] = doubled[0]  # one window counted twice, another dropped
+    with pytest.raises(RuntimeError, match="dropped or counted twice"):
+        trainer._compute_tad_metrics(EvalPrediction(predictions=detections, label_ids=doubled))
+    with pytest.raises(RuntimeError, match="dropped or counted twice"):
+        trainer._compute_tad_metrics(EvalPrediction(predictions=detections[1:], label_ids=meta[1:]))
