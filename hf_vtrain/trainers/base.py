@@ -641,12 +641,33 @@ def write_json_atomic(path: str, obj: Any, indent: int | None = None) -> None:
     os.replace(tmp, path)
 
 
-def write_random_checkpoint(path: str, build) -> None:
-    """Demo/tests: `build(tmp_dir)` writes a randomly initialised checkpoint, under its own seed so the global RNG
-    (and so the init of everything built after it) is the same whether or not this run had to write it; the folder
-    appears under `path` only when complete."""
+RANDOM_INIT_FILE = "random_init.json"
+
+
+def ensure_random_checkpoint(path: str, overrides: dict, build, what: str) -> None:
+    """Demo/tests: makes sure `path` holds a randomly initialised checkpoint built with `overrides`.
+
+    Missing: `build(tmp_dir)` writes it under its own seed (so the global RNG, and so the init of everything built
+    after it, is the same whether or not this run had to write it) and it appears under `path` only when complete,
+    with the overrides recorded in random_init.json. Present and written here with other overrides: an error - a
+    stale demo checkpoint would otherwise be used silently. Present without that file: a real checkpoint, used as is.
+    """
+    record = {"overrides": json.loads(json.dumps(overrides, sort_keys=True)), "seed": 0}
+    marker = os.path.join(path, RANDOM_INIT_FILE)
+    if os.path.exists(path):
+        if os.path.isfile(marker):
+            with open(marker) as handle:
+                stored = json.load(handle)
+            if stored != record:
+                keys = sorted(k for k in set(stored["overrides"]) | set(record["overrides"])
+                              if stored["overrides"].get(k) != record["overrides"].get(k))
+                raise ValueError(f"{path} holds a random {what} written with other settings (differing: {keys}); "
+                                 f"delete it or point the recipe to another folder")
+        return
+    logger.warning("writing a RANDOMLY INITIALISED %s to %s (demo/tests switch)", what, path)
     tmp = path.rstrip("/") + f".tmp{os.getpid()}"
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(record["seed"])
         build(tmp)
+    write_json_atomic(os.path.join(tmp, RANDOM_INIT_FILE), record)
     os.replace(tmp, path)

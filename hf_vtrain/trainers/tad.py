@@ -33,7 +33,7 @@ from ..postprocess import (
     to_opentad_results,
 )
 from ..tasks import TaskRun
-from .base import VTrainer, VTrainingArguments, write_json_atomic, write_random_checkpoint
+from .base import VTrainer, VTrainingArguments, write_json_atomic, ensure_random_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -99,12 +99,6 @@ class TADModelArguments:
             expand_target_modules(self.lora_target_modules)
 
 
-def _write_random_backbone(path: str, overrides: dict) -> None:
-    from transformers import VideoMAEConfig, VideoMAEModel
-
-    write_random_checkpoint(path, lambda tmp: VideoMAEModel(VideoMAEConfig(**overrides)).save_pretrained(tmp))
-
-
 def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corpus: TADCorpus):
     id2label = dict(enumerate(corpus.class_names))
     backbone_overrides = {
@@ -143,9 +137,13 @@ def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corp
     if not model_args.backbone_name_or_path:
         raise ValueError("set backbone_name_or_path (a VideoMAE checkpoint) or model_name_or_path (an AdaTAD model)")
     path = model_args.backbone_name_or_path
-    if model_args.create_random_backbone and not os.path.exists(path):
-        logger.warning("writing a RANDOMLY INITIALISED VideoMAE to %s (create_random_backbone)", path)
-        _write_random_backbone(path, backbone_overrides)
+    if model_args.create_random_backbone:
+        from transformers import VideoMAEConfig, VideoMAEModel
+
+        def build(tmp: str) -> None:
+            VideoMAEModel(VideoMAEConfig(**backbone_overrides)).save_pretrained(tmp)
+
+        ensure_random_checkpoint(path, backbone_overrides, build, "VideoMAE")
     model = AdaTADForActionDetection.from_videomae_pretrained(
         path, backbone_config_overrides=backbone_overrides, **config_overrides, **lora
     )

@@ -21,7 +21,7 @@ from ..data.ucf_crime import VADCorpus, VADDataArguments, expand_eval_scores, lo
 from ..metrics.vad import evaluate_frame_auc
 from ..models.fgclip_video import FGCLIPVideoModel
 from ..tasks import TaskRun
-from .base import VTrainer, VTrainingArguments, write_json_atomic, write_random_checkpoint
+from .base import VTrainer, VTrainingArguments, write_json_atomic, ensure_random_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,7 @@ class VADModelArguments:
             raise ValueError("set clip_name_or_path (a CLIP checkpoint) or model_name_or_path (an FGCLIPVideoModel)")
 
 
-def _write_random_clip(path: str, overrides: dict) -> None:
+def _build_random_clip(overrides: dict):
     from transformers import CLIPConfig, CLIPModel
 
     from ..data.clip_tokenizer import build_clip_tokenizer
@@ -68,7 +68,7 @@ def _write_random_clip(path: str, overrides: dict) -> None:
         CLIPModel(CLIPConfig(**overrides)).save_pretrained(tmp)
         build_clip_tokenizer(tmp)
 
-    write_random_checkpoint(path, build)
+    return build
 
 
 def _has_tokenizer(path: str | None) -> bool:
@@ -218,10 +218,9 @@ def setup_vad(model_args: VADModelArguments, data_args: VADDataArguments, traini
     # The main process writes what is missing (synthetic corpus, demo CLIP) before the others read it.
     with training_args.main_process_first(desc="corpus and model"):
         path = model_args.clip_name_or_path
-        if not model_args.model_name_or_path and model_args.create_random_clip and not os.path.exists(path):
-            logger.warning("writing a RANDOMLY INITIALISED CLIP and the CLIP tokenizer to %s (create_random_clip)",
-                           path)
-            _write_random_clip(path, model_args.clip_config_overrides)
+        if not model_args.model_name_or_path and model_args.create_random_clip:
+            overrides = model_args.clip_config_overrides
+            ensure_random_checkpoint(path, overrides, _build_random_clip(overrides), "CLIP (+ CLIP tokenizer)")
         tokenizer = load_tokenizer(model_args, data_args)
         corpus = load_ucf_crime(data_args, tokenizer, seed=training_args.seed)
         logger.info("corpus: %s", corpus.report.format())

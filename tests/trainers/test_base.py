@@ -234,3 +234,24 @@ def test_nonfinite_loss_skipped_when_allowed(tmp_path):
         assert torch.isfinite(param).all(), name
     logged = [e for e in trainer.state.log_history if "skipped_nonfinite_batches" in e]
     assert logged and logged[-1]["skipped_nonfinite_batches"] == 2
+
+
+def test_random_demo_checkpoint_is_written_once_and_checked(tmp_path):
+    from hf_vtrain.trainers.base import ensure_random_checkpoint
+
+    path = str(tmp_path / "ckpt")
+
+    def build(tmp):
+        ToyModel(ToyConfig(dim=4)).save_pretrained(tmp)
+
+    state = torch.random.get_rng_state()
+    ensure_random_checkpoint(path, {"dim": 4}, build, "toy")
+    assert torch.equal(state, torch.random.get_rng_state())  # the global RNG is untouched
+    first = ToyModel.from_pretrained(path).adapter.weight.clone()
+    ensure_random_checkpoint(path, {"dim": 4}, build, "toy")  # same settings: reused as is
+    assert torch.equal(first, ToyModel.from_pretrained(path).adapter.weight)
+    with pytest.raises(ValueError, match=r"other settings \(differing: \['dim'\]\)"):
+        ensure_random_checkpoint(path, {"dim": 8}, build, "toy")
+    real = tmp_path / "real"  # a checkpoint not written by this switch is used as is
+    ToyModel(ToyConfig(dim=4)).save_pretrained(real)
+    ensure_random_checkpoint(str(real), {"dim": 8}, build, "toy")

@@ -14,7 +14,8 @@ import yaml
 
 from hf_vtrain import run as run_module
 from hf_vtrain.data.common import CorpusError
-from hf_vtrain.trainers.vad import _write_random_clip
+from hf_vtrain.trainers.base import ensure_random_checkpoint
+from hf_vtrain.trainers.vad import _build_random_clip
 from tests.callbacks import StopAt
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -207,7 +208,7 @@ def test_debug_launcher_runs_end_to_end_on_the_synthetic_corpus(root, tmp_path):
     """`bash scripts/train_ucf_debug.sh` (accelerate launch, one process) pointed at the synthetic corpus and a tiny
     CLIP by overrides: trains with activation checkpointing, rotates checkpoints, evaluates and writes the plots."""
     clip = tmp_path / "clip"
-    _write_random_clip(str(clip), TINY_CLIP)
+    ensure_random_checkpoint(str(clip), TINY_CLIP, _build_random_clip(TINY_CLIP), "CLIP")
     out = tmp_path / "debug"
     overrides = {"data_root": str(root / "corpus"), "synthetic": "true", **CORPUS, "clip_name_or_path": str(clip),
                  "image_size": 32, "use_cpu": "true", "bf16": "false", "output_dir": str(out), "report_to": "none",
