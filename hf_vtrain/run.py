@@ -126,9 +126,12 @@ def setup_logging(training_args) -> None:
     level = logging.INFO if training_args.should_log else logging.WARNING
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         handlers=[logging.StreamHandler(sys.stdout)], level=level, force=True)
+    # One path for every message: transformers' own stderr handler off, its records propagated to the root handlers
+    # (stdout and train.log). transformers turns propagation on by itself when CI=true, which with its handler on
+    # printed every message twice.
     transformers.utils.logging.set_verbosity(level)
-    transformers.utils.logging.enable_default_handler()
-    transformers.utils.logging.enable_explicit_format()
+    transformers.utils.logging.disable_default_handler()
+    transformers.utils.logging.enable_propagation()
     datasets.utils.logging.set_verbosity(logging.WARNING)
     if training_args.should_save:
         os.makedirs(training_args.output_dir, exist_ok=True)

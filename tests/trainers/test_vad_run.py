@@ -215,12 +215,14 @@ def test_debug_launcher_runs_end_to_end_on_the_synthetic_corpus(root, tmp_path):
                  "dataloader_num_workers": 0, "save_steps": 1, "model_config_overrides": TINY_MODEL.replace(
                      "max_frames: 8", "max_frames: 64")}
     argv = [a for key, value in overrides.items() for a in (f"--{key}", str(value))]
-    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")}
+    # CI=true makes transformers propagate its records to the root logger; each line must still appear once
+    env = {**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""), "CI": "true"}
     proc = subprocess.run(["bash", os.path.join(REPO, "scripts", "train_ucf_debug.sh"), *argv], capture_output=True,
                           text=True, cwd=tmp_path, env=env, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    assert log.count("***** Running training *****") == 1  # one process
+    assert log.count("***** Running training *****") == 1  # one process, one log line
+    assert (out / "train.log").read_text().count("***** Running training *****") == 1
     resolved = yaml.safe_load((out / "recipe_resolved.yaml").read_text())
     assert resolved["num_frames"] == 64 and resolved["gradient_accumulation_steps"] == 4
     assert resolved["activation_checkpointing"] is True and resolved["max_train_videos"] == 10
