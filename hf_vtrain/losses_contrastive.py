@@ -158,6 +158,16 @@ def fgclip_losses(
     Returns {"loss", "global_loss", "region_loss", "hard_negative_loss"}; a part whose inputs are None is 0 (still
     connected to its logit scale).
     """
+    if gather and _world()[1] > 1:
+        # Every rank must run the same collectives: a rank whose local batch has no regions (or no hard negatives)
+        # while another has some contributes an empty set instead of skipping the part (a skipped gather on one
+        # rank pairs the others' gather with the next collective, DDP's gradient all-reduce, and gloo aborts).
+        empty = video_embeds.new_zeros(0, video_embeds.shape[-1])
+        if region_embeds is None:
+            region_embeds, region_text_embeds = empty, empty
+        if negative_anchor_embeds is None:
+            negative_anchor_embeds, negative_positive_embeds = empty, empty
+            negative_text_embeds = empty[:, None]
     parts = {"global_loss": clip_contrastive_loss(video_embeds, text_embeds, logit_scales["global"], gather)}
     if region_embeds is not None:
         parts["region_loss"] = clip_contrastive_loss(region_embeds, region_text_embeds, logit_scales["region"], gather)

@@ -174,3 +174,43 @@ def test_gloo_two_processes_give_the_one_process_gradient(tmp_path):
     mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(result)), nprocs=2, join=True)
     for rank in range(2):
         assert (tmp_path / f"result.{rank}").read_text() == "ok"
+
+
+def _gloo_uneven_parts_worker(rank, world, init_file, result_file):
+    """Rank 1's local batch has no regions and no hard negatives (normal videos only); rank 0 has both."""
+    import datetime
+
+    # a collective mismatch aborts or hangs: fail within a minute instead of gloo's default 30
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    torch.manual_seed(0)
+    video, text = torch.randn(4, 8), torch.randn(4, 8)
+    regions, region_texts = torch.randn(3, 8), torch.randn(3, 8)
+    anchors, positives, negatives = torch.randn(2, 8), torch.randn(2, 8), torch.randn(2, 5, 8)
+    scales = {"global": torch.tensor(10.0), "region": torch.tensor(5.0), "hard_negative": torch.tensor(2.0)}
+    weights = {"global": 1.0, "region": 0.1, "hard_negative": 0.5}
+    reference = fgclip_losses(video, text, scales, weights, regions, region_texts, anchors, positives, negatives,
+                              gather=False)
+    rows = slice(0, 2) if rank == 0 else slice(2, 4)
+    local = (regions, region_texts, anchors, positives, negatives) if rank == 0 else (None,) * 5
+    parts = fgclip_losses(video[rows], text[rows], scales, weights, *local)
+    marker = torch.tensor([float(rank + 1)])
+    dist.all_reduce(marker)  # the next collective still pairs up (a skipped gather on one rank breaks this)
+    values = {k: torch.tensor([v.item()]) for k, v in parts.items()}
+    for value in values.values():
+        dist.all_reduce(value)
+        value /= world  # the mean over ranks of each rank's share is the global value
+    ok = marker.item() == 3.0 and all(abs(values[k].item() - reference[k].item()) < 1e-5 for k in reference)
+    with open(f"{result_file}.{rank}", "w") as f:
+        f.write("ok" if ok else f"{ {k: v.item() for k, v in values.items()} } vs { {k: v.item() for k, v in reference.items()} }")
+    dist.destroy_process_group()
+
+
+@pytest.mark.multiprocess
+def test_gloo_rank_without_regions_or_negatives_runs_the_same_collectives(tmp_path):
+    import torch.multiprocessing as mp
+
+    result = tmp_path / "result"
+    mp.spawn(_gloo_uneven_parts_worker, args=(2, str(tmp_path / "init"), str(result)), nprocs=2, join=True)
+    for rank in range(2):
+        assert (tmp_path / f"result.{rank}").read_text() == "ok"
