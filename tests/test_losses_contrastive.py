@@ -141,6 +141,16 @@ def test_fake_two_rank_hard_negative_mean_over_global_count(monkeypatch):
     assert loss.item() == pytest.approx(local_sum * 2 / 5, rel=1e-6)
 
 
+def _spawn_two_ranks(worker, tmp_path):
+    """Runs worker(rank, 2, init_file, result_file) on 2 gloo ranks; each must write "ok" to result_file.<rank>."""
+    import torch.multiprocessing as mp
+
+    result = tmp_path / "result"
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(result)), nprocs=2, join=True)
+    for rank in range(2):
+        assert (tmp_path / f"result.{rank}").read_text() == "ok"
+
+
 def _gloo_worker(rank, world, init_file, result_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)
@@ -168,12 +178,7 @@ def _gloo_worker(rank, world, init_file, result_file):
 
 @pytest.mark.multiprocess
 def test_gloo_two_processes_give_the_one_process_gradient(tmp_path):
-    import torch.multiprocessing as mp
-
-    result = tmp_path / "result"
-    mp.spawn(_gloo_worker, args=(2, str(tmp_path / "init"), str(result)), nprocs=2, join=True)
-    for rank in range(2):
-        assert (tmp_path / f"result.{rank}").read_text() == "ok"
+    _spawn_two_ranks(_gloo_worker, tmp_path)
 
 
 def _gloo_uneven_parts_worker(rank, world, init_file, result_file):
@@ -208,9 +213,4 @@ def _gloo_uneven_parts_worker(rank, world, init_file, result_file):
 
 @pytest.mark.multiprocess
 def test_gloo_rank_without_regions_or_negatives_runs_the_same_collectives(tmp_path):
-    import torch.multiprocessing as mp
-
-    result = tmp_path / "result"
-    mp.spawn(_gloo_uneven_parts_worker, args=(2, str(tmp_path / "init"), str(result)), nprocs=2, join=True)
-    for rank in range(2):
-        assert (tmp_path / f"result.{rank}").read_text() == "ok"
+    _spawn_two_ranks(_gloo_uneven_parts_worker, tmp_path)
