@@ -194,6 +194,27 @@ def test_forward_loss_shapes_and_gradients():
     assert without_labels.loss is None and without_labels.class_logits.shape == (2, NUM_POINTS, 3)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_weights_take_uint8_frames(dtype):
+    """DeepSpeed fp16/bf16 cast the model's weights (not its inputs): the uint8 frames must be normalised into the
+    weights' dtype, and the losses come out in fp32, close to the fp32 model's."""
+    torch.manual_seed(0)
+    reference = AdaTADForActionDetection(tiny_config(drop_path_rate=0.0, detector_drop_path_rate=0.0)).eval()
+    half = AdaTADForActionDetection(tiny_config(drop_path_rate=0.0, detector_drop_path_rate=0.0)).eval()
+    half.load_state_dict(reference.state_dict())
+    half.to(dtype)
+    class_labels, segment_labels = labels()
+    inputs = dict(pixel_values=random_video(), class_labels=class_labels, segment_labels=segment_labels)
+    expected, output = reference(**inputs), half(**inputs)
+    assert output.class_logits.dtype == dtype
+    for name in ("loss", "cls_loss", "reg_loss"):
+        assert output[name].dtype == torch.float32
+        assert output[name].item() == pytest.approx(expected[name].item(), rel=0.02), name
+    half.train()
+    half(**inputs).loss.backward()
+    assert all(torch.isfinite(adapter.up_proj.weight.grad).all() for adapter in half.adapters)
+
+
 def test_loss_normalizer_is_a_running_buffer():
     model = AdaTADForActionDetection(tiny_config(drop_path_rate=0.0, detector_drop_path_rate=0.0))
     assert "loss_normalizer" in model.state_dict() and model.loss_normalizer.item() == 100.0

@@ -611,7 +611,10 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
         channels = pixel_values.shape[2]
         mean = torch.tensor(self.config.image_mean, device=pixel_values.device).view(1, 1, channels, 1, 1)
         std = torch.tensor(self.config.image_std, device=pixel_values.device).view(1, 1, channels, 1, 1)
-        return (pixel_values.float() / 255.0 - mean) / std
+        # In the backbone's dtype: DeepSpeed fp16/bf16 (and `model.half()`) cast the weights, not the inputs; under
+        # autocast the weights stay fp32 and autocast casts per op.
+        dtype = self.videomae.embeddings.patch_embeddings.projection.weight.dtype
+        return ((pixel_values.float() / 255.0 - mean) / std).to(dtype)
 
     def _block(self, hidden_states, index: int, num_chunks: int, height: int, width: int) -> torch.Tensor:
         # VideoMAELayer's forward with drop path on both residual branches (transformers' layer has none), then the
@@ -740,10 +743,12 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
             # EMA of the positive count (OpenTAD/ActionFormer), updated only in training; a buffer, so it resumes.
             momentum = self.config.loss_normalizer_momentum
             self.loss_normalizer.mul_(momentum).add_((1 - momentum) * num_positive.detach())
-            normalizer = self.loss_normalizer.clone()
+            normalizer = self.loss_normalizer.clone().float()
         else:
             normalizer = num_positive
 
+        # Losses in fp32 whatever the weights' dtype (DeepSpeed fp16/bf16 run the model in half precision).
+        class_logits, segment_offsets = class_logits.float(), segment_offsets.float()
         cls_loss = sigmoid_focal_loss(
             class_logits[point_mask],
             cls_targets[point_mask],
