@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -264,6 +265,9 @@ class _StepCallback(TrainerCallback):
     def __init__(self, trainer: "VTrainer"):
         self.trainer = trainer
 
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._log_clock = (time.perf_counter(), state.global_step)
+
     def on_optimizer_step(self, args, state, control, **kwargs):
         optimizer = self.trainer.optimizer
         if optimizer is not None:
@@ -413,6 +417,15 @@ class VTrainer(Trainer):
             for name, lr in self._step_lrs.items():
                 if not name.endswith("/no_decay"):
                     logs[f"lr/{name}"] = lr
+            # Wall time per optimizer step since the previous log line (data loading included), and the peak GPU
+            # memory so far: the two figures OpenTAD/mmengine print on every log line.
+            clock = getattr(self, "_log_clock", None)
+            now = time.perf_counter()
+            if clock is not None and self.state.global_step > clock[1]:
+                logs["sec_per_step"] = round((now - clock[0]) / (self.state.global_step - clock[1]), 4)
+            self._log_clock = (now, self.state.global_step)
+            if self.args.device.type == "cuda":
+                logs["gpu_mem_peak_gib"] = round(torch.cuda.max_memory_allocated(self.args.device) / 2**30, 3)
         super().log(logs, start_time) if start_time is not None else super().log(logs)
 
     # ---- EMA-aware evaluation and saving
