@@ -100,6 +100,44 @@ def _is_no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(".bias") or "norm" in name.lower()
 
 
+def check_config_overrides(recipe_key: str, overrides: Any, config_cls, nested: dict | None = None) -> None:
+    """Refuses keys of a `*_config_overrides` recipe entry that `config_cls` does not have, naming the entry and the
+    closest field names. A PretrainedConfig keeps any keyword as an attribute, so a typo would be ignored without a
+    word (and YAML reads `{chunk_size:4}`, no space after the colon, as the key 'chunk_size:4'). `nested` maps a key
+    (e.g. CLIP's text_config) to the config class its mapping is checked against."""
+    import dataclasses
+    import difflib
+
+    from ..parser import RecipeError
+
+    if not isinstance(overrides, dict):
+        raise RecipeError(f"{recipe_key} must be a mapping of {config_cls.__name__} fields, got {overrides!r}")
+    known = {f.name for f in dataclasses.fields(config_cls)}
+    for key, value in overrides.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            colon = " (YAML needs a space after ':' in {key: value})" if ":" in str(key) else ""
+            raise RecipeError(f"{recipe_key}: {key!r} is not a {config_cls.__name__} field{colon}{hint}")
+        if nested and key in nested and isinstance(value, dict):
+            check_config_overrides(f"{recipe_key}.{key}", value, nested[key])
+
+
+@contextlib.contextmanager
+def config_errors(recipe_key: str):
+    """A config that fails its own validation (huggingface_hub's @strict checks) ends the run with one message naming
+    the recipe entry, instead of a traceback from inside huggingface_hub."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    from ..parser import RecipeError
+
+    try:
+        yield
+    except StrictDataclassError as err:
+        cause = err.__cause__ if err.__cause__ is not None else err
+        raise RecipeError(f"{recipe_key}: {cause}") from err
+
+
 def assign_param_groups(model: nn.Module, args: VTrainingArguments) -> list[dict]:
     """Assigns every parameter to a group and freezes lr-0 groups. Returns the group table (for the report).
 

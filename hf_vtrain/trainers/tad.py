@@ -33,7 +33,14 @@ from ..postprocess import (
     to_opentad_results,
 )
 from ..tasks import TaskRun
-from .base import VTrainer, VTrainingArguments, write_json_atomic, ensure_random_checkpoint
+from .base import (
+    VTrainer,
+    VTrainingArguments,
+    check_config_overrides,
+    config_errors,
+    ensure_random_checkpoint,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +107,12 @@ class TADModelArguments:
 
 
 def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corpus: TADCorpus):
+    from transformers import VideoMAEConfig
+
+    from ..models.adatad import AdaTADConfig
+
+    check_config_overrides("backbone_config_overrides", model_args.backbone_config_overrides, VideoMAEConfig)
+    check_config_overrides("model_config_overrides", model_args.model_config_overrides, AdaTADConfig)
     id2label = dict(enumerate(corpus.class_names))
     backbone_overrides = {
         "image_size": data_args.crop_size,
@@ -144,9 +157,10 @@ def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corp
             VideoMAEModel(VideoMAEConfig(**backbone_overrides)).save_pretrained(tmp)
 
         ensure_random_checkpoint(path, backbone_overrides, build, "VideoMAE")
-    model = AdaTADForActionDetection.from_videomae_pretrained(
-        path, backbone_config_overrides=backbone_overrides, **config_overrides, **lora
-    )
+    with config_errors("model_config_overrides / backbone_config_overrides"):
+        model = AdaTADForActionDetection.from_videomae_pretrained(
+            path, backbone_config_overrides=backbone_overrides, **config_overrides, **lora
+        )
     _log_lora(model)
     return model
 

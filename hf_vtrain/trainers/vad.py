@@ -21,7 +21,14 @@ from ..data.ucf_crime import VADCorpus, VADDataArguments, expand_eval_scores, lo
 from ..metrics.vad import evaluate_frame_auc
 from ..models.fgclip_video import FGCLIPVideoModel
 from ..tasks import TaskRun
-from .base import VTrainer, VTrainingArguments, write_json_atomic, ensure_random_checkpoint
+from .base import (
+    VTrainer,
+    VTrainingArguments,
+    check_config_overrides,
+    config_errors,
+    ensure_random_checkpoint,
+    write_json_atomic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -91,12 +98,16 @@ def load_tokenizer(model_args: VADModelArguments, data_args: VADDataArguments):
 
 
 def build_model(model_args: VADModelArguments, data_args: VADDataArguments) -> FGCLIPVideoModel:
+    from ..models.fgclip_video import FGCLIPVideoConfig
+
+    check_config_overrides("model_config_overrides", model_args.model_config_overrides, FGCLIPVideoConfig)
     overrides = dict(model_args.model_config_overrides)
-    if model_args.model_name_or_path:
-        return FGCLIPVideoModel.from_pretrained(model_args.model_name_or_path, **overrides)
-    if data_args.num_frames > overrides.get("max_frames", 256):
-        overrides["max_frames"] = data_args.num_frames  # temporal positions for every training frame
-    return FGCLIPVideoModel.from_clip_pretrained(model_args.clip_name_or_path, **overrides)
+    with config_errors("model_config_overrides"):
+        if model_args.model_name_or_path:
+            return FGCLIPVideoModel.from_pretrained(model_args.model_name_or_path, **overrides)
+        if data_args.num_frames > overrides.get("max_frames", 256):
+            overrides["max_frames"] = data_args.num_frames  # temporal positions for every training frame
+        return FGCLIPVideoModel.from_clip_pretrained(model_args.clip_name_or_path, **overrides)
 
 
 def interleave_anomalous_and_normal(videos: list[dict], annotations: dict) -> list[dict]:
@@ -215,11 +226,19 @@ class VADTrainer(VTrainer):
 
 
 def setup_vad(model_args: VADModelArguments, data_args: VADDataArguments, training_args: VTrainingArguments):
+    from ..models.fgclip_video import FGCLIPVideoConfig
+
+    # Before anything is written or loaded (build_model checks again for its other callers).
+    check_config_overrides("model_config_overrides", model_args.model_config_overrides, FGCLIPVideoConfig)
     # The main process writes what is missing (synthetic corpus, demo CLIP) before the others read it.
     with training_args.main_process_first(desc="corpus and model"):
         path = model_args.clip_name_or_path
         if not model_args.model_name_or_path and model_args.create_random_clip:
+            from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+
             overrides = model_args.clip_config_overrides
+            check_config_overrides("clip_config_overrides", overrides, CLIPConfig,
+                                   nested={"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig})
             ensure_random_checkpoint(path, overrides, _build_random_clip(overrides), "CLIP (+ CLIP tokenizer)")
         tokenizer = load_tokenizer(model_args, data_args)
         corpus = load_ucf_crime(data_args, tokenizer, seed=training_args.seed)

@@ -257,6 +257,28 @@ def test_zero2_resume_after_sigkill_is_exact(runs):
     assert len(losses[0]) == 8 and losses[0] == losses[1]  # steps 1-4 from checkpoint-4's state, 5-8 resumed
 
 
+def test_deepspeed_launcher_gives_the_torchrun_result(runs):
+    """The `deepspeed` launcher (README) passes --local_rank=N and its own rendezvous variables: the same 2-process
+    ZeRO-2 run as under torchrun, weights, EMA and metrics bit for bit."""
+    import socket
+
+    root, out = runs
+    launched = root / "zero2_deepspeed_launcher"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(port),
+           os.path.join(REPO, "hf_vtrain", "run.py"),
+           *tiny_argv(root, launched, per_device_train_batch_size=1, deepspeed=ZERO2, **COMMON, **NO_SAVE)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=root, env=_env())
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    assert "dist_world_size=2" in proc.stdout + proc.stderr
+    for name in ("model.safetensors", "ema/model.safetensors"):
+        diffs = _diffs(_weights(out["zero2"], name), _weights(launched, name))
+        assert max(diffs.values()) == 0.0, (name, {k: v for k, v in diffs.items() if v})
+    assert _eval(launched) == _eval(out["zero2"])
+
+
 def test_zero3_is_refused_with_one_clear_error(tmp_path, require_deepspeed):
     argv = tiny_argv(tmp_path, tmp_path / "z3", per_device_train_batch_size=1, deepspeed=ZERO3, **COMMON, **NO_SAVE)
     proc = _torchrun(tmp_path, argv, 2, expect_ok=False)

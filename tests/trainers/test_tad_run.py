@@ -187,6 +187,24 @@ def test_cli_errors_are_one_clear_line(root, tmp_path):
         run_module.main(tiny_argv(root, tmp_path / "o", window_size="big"))
 
 
+@pytest.mark.parametrize("key, value, message", [
+    ("model_config_overrides", "{detector_dims: 64}", "'detector_dims' is not a AdaTADConfig field; did you mean detector_dim"),
+    ("model_config_overrides", "{chunk_size:4}", "'chunk_size:4' is not a AdaTADConfig field (YAML needs a space"),
+    ("backbone_config_overrides", "{hiden_size: 32}", "'hiden_size' is not a VideoMAEConfig field; did you mean hidden_size"),
+    ("model_config_overrides", TINY_MODEL.replace("[[0, 8], [8, 12], [12, 10000]]", "[[0, 8], [8, 10000]]"),
+     "regression_ranges has 2 entries for 3 levels"),
+])
+def test_bad_config_overrides_stop_with_one_message(root, tmp_path, key, value, message):
+    """A PretrainedConfig keeps any keyword, so an unknown override key would be ignored silently; and a config's own
+    validation used to surface as a huggingface_hub traceback. Both are one RecipeError naming the recipe entry."""
+    argv = tiny_argv(root, tmp_path / "o")
+    argv[argv.index(f"--{key}") + 1] = value
+    with pytest.raises(RecipeError) as err:
+        run_module.prepare(argv)
+    assert message in str(err.value) and key.split("_")[0] in str(err.value)
+    assert not (tmp_path / "o" / "checkpoint-1").exists()
+
+
 def test_validate_data_only(root, tmp_path):
     argv = tiny_argv(root, tmp_path / "v") + ["--validate_data_only", "true"]
     result = run_module.main(argv)

@@ -14,6 +14,7 @@ import yaml
 
 from hf_vtrain import run as run_module
 from hf_vtrain.data.common import CorpusError
+from hf_vtrain.parser import RecipeError
 from hf_vtrain.trainers.base import ensure_random_checkpoint
 from hf_vtrain.trainers.vad import _build_random_clip
 from tests.callbacks import StopAt
@@ -184,6 +185,19 @@ def test_resume_equals_uninterrupted_and_rotation_keeps_newest_steps(root):
             assert torch.equal(torch.as_tensor(value), torch.as_tensor(sb["state"][k][name])), (k, name)
     assert [g["lr"] for g in sa["param_groups"]] == [g["lr"] for g in sb["param_groups"]]
     assert full.trainer.lr_scheduler.state_dict() == resumed.trainer.lr_scheduler.state_dict()
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("clip_config_overrides", json.dumps({**TINY_CLIP, "vision_config": {**TINY_CLIP["vision_config"], "patch": 8}}),
+     "clip_config_overrides.vision_config: 'patch' is not a CLIPVisionConfig field; did you mean patch_size"),
+    ("model_config_overrides", "{temporal_num_head: 2}",
+     "model_config_overrides: 'temporal_num_head' is not a FGCLIPVideoConfig field; did you mean temporal_num_heads"),
+])
+def test_unknown_config_override_keys_are_refused(root, tmp_path, key, value, message):
+    with pytest.raises(RecipeError) as err:
+        run_module.prepare(tiny_argv(root, tmp_path / "o", clip_name_or_path=str(tmp_path / "clip"), **{key: value}))
+    assert message in str(err.value)
+    assert not (tmp_path / "clip").exists()  # refused before the random CLIP is written
 
 
 def test_leakage_check_names_the_test_video(root, tmp_path):
