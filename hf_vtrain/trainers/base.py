@@ -74,6 +74,8 @@ class VTrainingArguments(TrainingArguments):
         super().__post_init__()
         if _deepspeed_zero_stage(self) == 3:
             raise ValueError(ZERO3_UNSUPPORTED)
+        if self.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
+            raise ValueError(FSDP_UNSUPPORTED)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.warmup_epochs < 0 or self.min_lr_ratio < 0 or self.min_lr_ratio > 1:
@@ -637,6 +639,13 @@ ZERO3_UNSUPPORTED = (
     "partitions or gathers them (AdaTAD's regression scales, CLIP's logit_scale), (3) under ZeRO-3 transformers builds "
     "the model inside deepspeed.zero.Init, which AdaTAD's VideoMAE loading and the main-process-first setup do not "
     "support. Use ZeRO-2 (recipes/deepspeed/zero2.json): it shards optimizer states and gradients."
+)
+
+
+FSDP_UNSUPPORTED = (
+    "FSDP is not supported by hf_vtrain: like ZeRO-3 it shards every parameter, and the EMA and its evaluation swap "
+    "need whole tensors (tried: on CPU the Trainer ignored `fsdp: full_shard` and trained with plain DDP). Use DDP "
+    "(recipes/accelerate_configs/multi_gpu.yaml, torchrun) or DeepSpeed ZeRO-2 (recipes/deepspeed/zero2.json)."
 )
 
 

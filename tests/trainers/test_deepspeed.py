@@ -341,6 +341,22 @@ def test_zero3_is_refused_with_one_clear_error(tmp_path, require_deepspeed):
     assert not (tmp_path / "z3" / "model.safetensors").exists()
 
 
+@pytest.mark.parametrize("how", ["recipe key", "accelerate launch"])
+def test_fsdp_is_refused_with_one_clear_error(tmp_path, monkeypatch, how):
+    """The Trainer ignored `fsdp: full_shard` on CPU and trained with DDP without a word; hf_vtrain refuses it."""
+    from hf_vtrain import run as run_module
+
+    extra = {}
+    if how == "recipe key":
+        extra["fsdp"] = "full_shard"
+    else:
+        monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")  # what `accelerate launch` with an FSDP config sets
+    with pytest.raises(ValueError, match="FSDP is not supported") as err:
+        run_module.prepare(tiny_argv(tmp_path, tmp_path / "f", **extra))
+    assert "zero2.json" in str(err.value)
+    assert not (tmp_path / "f").exists()
+
+
 def test_deepspeed_configs_are_consistent():
     import yaml
 
