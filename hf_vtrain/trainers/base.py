@@ -102,11 +102,14 @@ def _is_no_decay(name: str, param: nn.Parameter) -> bool:
     return param.ndim <= 1 or name.endswith(".bias") or "norm" in name.lower()
 
 
-def check_config_overrides(recipe_key: str, overrides: Any, config_cls, nested: dict | None = None) -> None:
+def check_config_overrides(
+    recipe_key: str, overrides: Any, config_cls, nested: dict | None = None, extra: tuple[str, ...] = ()
+) -> None:
     """Refuses keys of a `*_config_overrides` recipe entry that `config_cls` does not have, naming the entry and the
     closest field names. A PretrainedConfig keeps any keyword as an attribute, so a typo would be ignored without a
     word (and YAML reads `{chunk_size:4}`, no space after the colon, as the key 'chunk_size:4'). `nested` maps a key
-    (e.g. CLIP's text_config) to the config class its mapping is checked against."""
+    (e.g. CLIP's text_config) to the config class its mapping is checked against; `extra` names keys the caller
+    handles itself."""
     import dataclasses
     import difflib
 
@@ -114,7 +117,7 @@ def check_config_overrides(recipe_key: str, overrides: Any, config_cls, nested: 
 
     if not isinstance(overrides, dict):
         raise RecipeError(f"{recipe_key} must be a mapping of {config_cls.__name__} fields, got {overrides!r}")
-    known = {f.name for f in dataclasses.fields(config_cls)}
+    known = {f.name for f in dataclasses.fields(config_cls)} | set(extra)
     for key, value in overrides.items():
         if key not in known:
             close = difflib.get_close_matches(str(key), sorted(known), n=3)

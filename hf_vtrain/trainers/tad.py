@@ -111,7 +111,9 @@ def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corp
 
     from ..models.adatad import AdaTADConfig
 
-    check_config_overrides("backbone_config_overrides", model_args.backbone_config_overrides, VideoMAEConfig)
+    # drop_path_rate: stochastic depth of the ViT blocks, moved to the AdaTAD config by from_videomae_pretrained
+    check_config_overrides("backbone_config_overrides", model_args.backbone_config_overrides, VideoMAEConfig,
+                           extra=("drop_path_rate",))
     check_config_overrides("model_config_overrides", model_args.model_config_overrides, AdaTADConfig)
     id2label = dict(enumerate(corpus.class_names))
     backbone_overrides = {
