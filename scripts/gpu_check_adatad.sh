@@ -9,7 +9,8 @@
 #      STEPS optimizer steps, then one evaluation; sec_per_step and gpu_mem_peak_gib are in every log line;
 #   3. the same recipe without DeepSpeed (the Trainer's own fp16 AMP), for comparison.
 # Steady-state step time needs several batches per epoch (e.g. >= 48 training videos at batch 8): the first step
-# of every epoch also waits for the DataLoader workers to start (~6 s on the H200 machine).
+# of every epoch also waits for the DataLoader workers to start (~6 s on the H200 machine without persistent
+# workers; the recipe now keeps them).
 # Usage: bash scripts/gpu_check_adatad.sh CORPUS_DIR OUT_DIR [STEPS]
 # EXTRA_ARGS (recipe overrides) and BENCH_ARGS are appended as given; they exist to try the script at toy size.
 set -uo pipefail

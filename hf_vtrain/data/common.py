@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import abc
 
+import torch
+
 
 class CorpusError(ValueError):
     """The corpus has problems; the message is the formatted ValidationReport listing all of them."""
@@ -28,9 +30,25 @@ class RowTransform(abc.ABC):
         return {key: [s[key] for s in samples] for key in samples[0]} if samples else {}
 
 
+class SharedEpoch:
+    """The epoch of an epoch-seeded transform, kept in shared memory: DataLoader workers, persistent ones included
+    (forked or spawned), read the value the main process set last. The Trainer calls the epoch hooks (on_epoch_begin)
+    before it asks the DataLoader for the epoch's first batch, which is when workers start drawing samples."""
+
+    def __init__(self, epoch: int = 0):
+        self._value = torch.zeros((), dtype=torch.int64).share_memory_()
+        self._value.fill_(int(epoch))
+
+    def get(self) -> int:
+        return int(self._value)
+
+    def set(self, epoch: int) -> None:
+        self._value.fill_(int(epoch))
+
+
 def set_dataset_epoch(dataset, epoch: int) -> None:
-    """Sets the epoch of the window transform attached to `dataset` (with set_transform). DataLoader workers see
-    it only if they are started after the call (persistent_workers=False)."""
+    """Sets the epoch of the window transform attached to `dataset` (with set_transform); DataLoader workers see it
+    through shared memory (SharedEpoch), also persistent ones."""
     transform = (dataset.format.get("format_kwargs") or {}).get("transform")
     if hasattr(transform, "set_epoch"):
         transform.set_epoch(epoch)

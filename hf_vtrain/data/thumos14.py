@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from .common import CorpusError, RowTransform
+from .common import CorpusError, RowTransform, SharedEpoch
 from .video_io import ReaderCache, VideoDecodeError, clip_generator, probe_video, sample_indices
 
 
@@ -556,10 +556,14 @@ class TrainWindowTransform(_WindowTransformBase):
         super().__init__(window_size, sample_stride, trunc_thresh, clip_transform, decode_threads)
         self.crop_ratio = tuple(crop_ratio) if crop_ratio is not None else None
         self.seed = int(seed)
-        self.epoch = 0
+        self._epoch = SharedEpoch()  # seen by persistent DataLoader workers too
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._epoch.set(epoch)
 
     def transform_row(self, row: dict) -> dict:
         generator = clip_generator(self.seed, self.epoch, row["index"])

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..metrics.vad import SNIPPET_FRAMES, read_temporal_annotation, read_test_list, video_key
-from .common import CorpusError, RowTransform
+from .common import CorpusError, RowTransform, SharedEpoch
 from .video_io import ReaderCache, VideoDecodeError, center_crop, clip_generator, probe_video, resize_short_side
 
 logger = logging.getLogger(__name__)
@@ -734,11 +734,15 @@ class VADTrainTransform(RowTransform):
         self.max_caption_tokens, self.max_region_tokens = int(max_caption_tokens), int(max_region_tokens)
         self.flip_prob = float(flip_prob)
         self.seed = int(seed)
-        self.epoch = 0
+        self._epoch = SharedEpoch()  # seen by persistent DataLoader workers too
         self._readers = ReaderCache(decode_threads)
 
+    @property
+    def epoch(self) -> int:
+        return self._epoch.get()
+
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self._epoch.set(epoch)
 
     def transform_row(self, row: dict) -> dict:
         generator = clip_generator(self.seed, self.epoch, row["index"])

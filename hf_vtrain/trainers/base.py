@@ -356,11 +356,6 @@ class VTrainer(Trainer):
         self._watched_pushes: set[int] = set()
         super().__init__(*args, **kwargs)
         targs: VTrainingArguments = self.args
-        if epoch_hooks and targs.dataloader_persistent_workers and targs.dataloader_num_workers > 0:
-            raise ValueError(
-                "dataloader_persistent_workers cannot be used with epoch-seeded data transforms: the workers would "
-                "keep the first epoch's random windows. Set dataloader_persistent_workers: false."
-            )
         if self.is_deepspeed_enabled:
             _patch_deepspeed_scalar_broadcast()
         self.group_table = assign_param_groups(self.model, targs)
