@@ -8,9 +8,9 @@
 #   2. the recipe through hf_vtrain/run.py under the `deepspeed` launcher with ZeRO-2 (recipes/deepspeed/zero2.json):
 #      STEPS optimizer steps, then one evaluation; sec_per_step and gpu_mem_peak_gib are in every log line;
 #   3. the same recipe without DeepSpeed (the Trainer's own fp16 AMP), for comparison.
-# Steady-state step time needs several batches per epoch (e.g. >= 48 training videos at batch 8): the first step
-# of every epoch also waits for the DataLoader workers to start (~6 s on the H200 machine without persistent
-# workers; the recipe now keeps them).
+# Steady-state step time needs several batches per epoch (e.g. >= 48 training videos at batch 8; repeat a small corpus
+# with scripts/repeat_thumos_corpus.py): the first step of every epoch also waits for its first batch, and without
+# persistent workers (the recipe now keeps them) for the workers to start (~6 s on the H200 machine).
 # Usage: bash scripts/gpu_check_adatad.sh CORPUS_DIR OUT_DIR [STEPS]
 # EXTRA_ARGS (recipe overrides) and BENCH_ARGS are appended as given; they exist to try the script at toy size.
 set -uo pipefail

@@ -30,25 +30,26 @@ class RowTransform(abc.ABC):
         return {key: [s[key] for s in samples] for key in samples[0]} if samples else {}
 
 
-class SharedEpoch:
-    """The epoch of an epoch-seeded transform, kept in shared memory: DataLoader workers, persistent ones included
-    (forked or spawned), read the value the main process set last. The Trainer calls the epoch hooks (on_epoch_begin)
-    before it asks the DataLoader for the epoch's first batch, which is when workers start drawing samples."""
+class EpochSeeded:
+    """Mixin of transforms whose random draws are seeded by (seed, epoch, sample index). The epoch is kept in shared
+    memory, so DataLoader workers, persistent ones included (forked or spawned), read the value the main process set
+    last: the Trainer calls the epoch hooks (on_epoch_begin) before it asks the DataLoader for the epoch's first batch,
+    which is when the workers start drawing samples. Call `EpochSeeded.__init__(self)` in the transform's __init__."""
 
-    def __init__(self, epoch: int = 0):
-        self._value = torch.zeros((), dtype=torch.int64).share_memory_()
-        self._value.fill_(int(epoch))
+    def __init__(self):
+        self._shared_epoch = torch.zeros((), dtype=torch.int64).share_memory_()
 
-    def get(self) -> int:
-        return int(self._value)
+    @property
+    def epoch(self) -> int:
+        return int(self._shared_epoch)
 
-    def set(self, epoch: int) -> None:
-        self._value.fill_(int(epoch))
+    def set_epoch(self, epoch: int) -> None:
+        self._shared_epoch.fill_(int(epoch))
 
 
 def set_dataset_epoch(dataset, epoch: int) -> None:
     """Sets the epoch of the window transform attached to `dataset` (with set_transform); DataLoader workers see it
-    through shared memory (SharedEpoch), also persistent ones."""
+    through shared memory (EpochSeeded), also persistent ones."""
     transform = (dataset.format.get("format_kwargs") or {}).get("transform")
     if hasattr(transform, "set_epoch"):
         transform.set_epoch(epoch)

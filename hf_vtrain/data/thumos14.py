@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from .common import CorpusError, RowTransform, SharedEpoch
+from .common import CorpusError, EpochSeeded, RowTransform
 from .video_io import ReaderCache, VideoDecodeError, clip_generator, probe_video, sample_indices
 
 
@@ -539,7 +539,7 @@ class _WindowTransformBase(RowTransform):
         return segments, np.asarray(row["labels"], dtype=np.int64)
 
 
-class TrainWindowTransform(_WindowTransformBase):
+class TrainWindowTransform(_WindowTransformBase, EpochSeeded):
     """datasets transform for training rows (one per video): draws a window with OpenTAD's RandomTrunc, decodes
     only its frames and augments them, all from a generator seeded by (seed, epoch, row index)."""
 
@@ -556,14 +556,7 @@ class TrainWindowTransform(_WindowTransformBase):
         super().__init__(window_size, sample_stride, trunc_thresh, clip_transform, decode_threads)
         self.crop_ratio = tuple(crop_ratio) if crop_ratio is not None else None
         self.seed = int(seed)
-        self._epoch = SharedEpoch()  # seen by persistent DataLoader workers too
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.set(epoch)
+        EpochSeeded.__init__(self)
 
     def transform_row(self, row: dict) -> dict:
         generator = clip_generator(self.seed, self.epoch, row["index"])

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..metrics.vad import SNIPPET_FRAMES, read_temporal_annotation, read_test_list, video_key
-from .common import CorpusError, RowTransform, SharedEpoch
+from .common import CorpusError, EpochSeeded, RowTransform
 from .video_io import ReaderCache, VideoDecodeError, center_crop, clip_generator, probe_video, resize_short_side
 
 logger = logging.getLogger(__name__)
@@ -720,7 +720,7 @@ def _tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
     return [list(ids) for ids in tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]]
 
 
-class VADTrainTransform(RowTransform):
+class VADTrainTransform(RowTransform, EpochSeeded):
     """datasets transform for training rows (one per record): samples `num_frames` frames uniformly over the clip,
     decodes them, resizes and centre-crops them (boxes follow), flips with `flip_prob` from a generator seeded by
     (seed, epoch, row index), interpolates the region boxes and tokenises the captions."""
@@ -734,15 +734,8 @@ class VADTrainTransform(RowTransform):
         self.max_caption_tokens, self.max_region_tokens = int(max_caption_tokens), int(max_region_tokens)
         self.flip_prob = float(flip_prob)
         self.seed = int(seed)
-        self._epoch = SharedEpoch()  # seen by persistent DataLoader workers too
+        EpochSeeded.__init__(self)
         self._readers = ReaderCache(decode_threads)
-
-    @property
-    def epoch(self) -> int:
-        return self._epoch.get()
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.set(epoch)
 
     def transform_row(self, row: dict) -> dict:
         generator = clip_generator(self.seed, self.epoch, row["index"])

@@ -366,6 +366,7 @@ class VTrainer(Trainer):
         self.nonfinite_steps: list[dict] = []
         self._num_update_steps_per_epoch = None
         self._step_lrs: dict[str, float] = {}
+        self._log_clock: tuple[float, int] | None = None  # (time, global_step) of the last log line; set at train start
         self.add_callback(EpochScheduleCallback())
         self.add_callback(_StepCallback(self))
         if epoch_hooks:
@@ -457,8 +458,7 @@ class VTrainer(Trainer):
                     logs[f"lr/{name}"] = lr
             # Wall time per optimizer step since the previous log line (data loading included), and the peak GPU
             # memory so far: the two figures OpenTAD/mmengine print on every log line.
-            clock = getattr(self, "_log_clock", None)
-            now = time.perf_counter()
+            clock, now = self._log_clock, time.perf_counter()
             if clock is not None and self.state.global_step > clock[1]:
                 logs["sec_per_step"] = round((now - clock[0]) / (self.state.global_step - clock[1]), 4)
             self._log_clock = (now, self.state.global_step)

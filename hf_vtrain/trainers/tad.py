@@ -33,14 +33,8 @@ from ..postprocess import (
     to_opentad_results,
 )
 from ..tasks import TaskRun
-from .base import (
-    VTrainer,
-    VTrainingArguments,
-    check_config_overrides,
-    config_errors,
-    ensure_random_checkpoint,
-    write_json_atomic,
-)
+from .base import VTrainer, VTrainingArguments, check_config_overrides, config_errors, ensure_random_checkpoint
+from .base import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +81,15 @@ class TADModelArguments:
     )
 
     def __post_init__(self):
+        from transformers import VideoMAEConfig
+
+        from ..models.adatad import AdaTADConfig
+
+        # At parse time, before anything loads. drop_path_rate (stochastic depth of the ViT blocks) is an alias that
+        # from_videomae_pretrained moves to the AdaTAD config.
+        check_config_overrides("backbone_config_overrides", self.backbone_config_overrides, VideoMAEConfig,
+                               extra=("drop_path_rate",))
+        check_config_overrides("model_config_overrides", self.model_config_overrides, AdaTADConfig)
         for key in ("mixup_alpha", "cutmix_alpha"):
             if getattr(self, key) != 0:
                 raise ValueError(
@@ -107,14 +110,6 @@ class TADModelArguments:
 
 
 def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corpus: TADCorpus):
-    from transformers import VideoMAEConfig
-
-    from ..models.adatad import AdaTADConfig
-
-    # drop_path_rate: stochastic depth of the ViT blocks, moved to the AdaTAD config by from_videomae_pretrained
-    check_config_overrides("backbone_config_overrides", model_args.backbone_config_overrides, VideoMAEConfig,
-                           extra=("drop_path_rate",))
-    check_config_overrides("model_config_overrides", model_args.model_config_overrides, AdaTADConfig)
     id2label = dict(enumerate(corpus.class_names))
     backbone_overrides = {
         "image_size": data_args.crop_size,

@@ -21,14 +21,8 @@ from ..data.ucf_crime import VADCorpus, VADDataArguments, expand_eval_scores, lo
 from ..metrics.vad import evaluate_frame_auc
 from ..models.fgclip_video import FGCLIPVideoModel
 from ..tasks import TaskRun
-from .base import (
-    VTrainer,
-    VTrainingArguments,
-    check_config_overrides,
-    config_errors,
-    ensure_random_checkpoint,
-    write_json_atomic,
-)
+from .base import VTrainer, VTrainingArguments, check_config_overrides, config_errors, ensure_random_checkpoint
+from .base import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -62,8 +56,16 @@ class VADModelArguments:
     )
 
     def __post_init__(self):
+        from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
+
+        from ..models.fgclip_video import FGCLIPVideoConfig
+
         if not self.model_name_or_path and not self.clip_name_or_path:
             raise ValueError("set clip_name_or_path (a CLIP checkpoint) or model_name_or_path (an FGCLIPVideoModel)")
+        # At parse time, before anything is written or loaded.
+        check_config_overrides("model_config_overrides", self.model_config_overrides, FGCLIPVideoConfig)
+        check_config_overrides("clip_config_overrides", self.clip_config_overrides, CLIPConfig,
+                               nested={"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig})
 
 
 def _build_random_clip(overrides: dict):
@@ -98,9 +100,6 @@ def load_tokenizer(model_args: VADModelArguments, data_args: VADDataArguments):
 
 
 def build_model(model_args: VADModelArguments, data_args: VADDataArguments) -> FGCLIPVideoModel:
-    from ..models.fgclip_video import FGCLIPVideoConfig
-
-    check_config_overrides("model_config_overrides", model_args.model_config_overrides, FGCLIPVideoConfig)
     overrides = dict(model_args.model_config_overrides)
     with config_errors("model_config_overrides"):
         if model_args.model_name_or_path:
@@ -226,19 +225,11 @@ class VADTrainer(VTrainer):
 
 
 def setup_vad(model_args: VADModelArguments, data_args: VADDataArguments, training_args: VTrainingArguments):
-    from ..models.fgclip_video import FGCLIPVideoConfig
-
-    # Before anything is written or loaded (build_model checks again for its other callers).
-    check_config_overrides("model_config_overrides", model_args.model_config_overrides, FGCLIPVideoConfig)
     # The main process writes what is missing (synthetic corpus, demo CLIP) before the others read it.
     with training_args.main_process_first(desc="corpus and model"):
         path = model_args.clip_name_or_path
         if not model_args.model_name_or_path and model_args.create_random_clip:
-            from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-
             overrides = model_args.clip_config_overrides
-            check_config_overrides("clip_config_overrides", overrides, CLIPConfig,
-                                   nested={"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig})
             ensure_random_checkpoint(path, overrides, _build_random_clip(overrides), "CLIP (+ CLIP tokenizer)")
         tokenizer = load_tokenizer(model_args, data_args)
         corpus = load_ucf_crime(data_args, tokenizer, seed=training_args.seed)

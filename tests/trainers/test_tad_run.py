@@ -205,32 +205,6 @@ def test_bad_config_overrides_stop_with_one_message(root, tmp_path, key, value, 
     assert not (tmp_path / "o" / "checkpoint-1").exists()
 
 
-def test_every_shipped_recipes_config_overrides_pass_the_key_check():
-    import glob
-
-    import yaml
-    from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig, VideoMAEConfig
-
-    from hf_vtrain.models.adatad import AdaTADConfig
-    from hf_vtrain.models.fgclip_video import FGCLIPVideoConfig
-    from hf_vtrain.trainers.base import check_config_overrides
-
-    checked = 0
-    for path in sorted(glob.glob(os.path.join(REPO, "recipes", "*.yaml"))):
-        recipe = yaml.safe_load(open(path))
-        if recipe["task"] == "tad":
-            check_config_overrides("backbone_config_overrides", recipe.get("backbone_config_overrides", {}),
-                                   VideoMAEConfig, extra=("drop_path_rate",))
-            check_config_overrides("model_config_overrides", recipe.get("model_config_overrides", {}), AdaTADConfig)
-        else:
-            check_config_overrides("model_config_overrides", recipe.get("model_config_overrides", {}),
-                                   FGCLIPVideoConfig)
-            check_config_overrides("clip_config_overrides", recipe.get("clip_config_overrides", {}), CLIPConfig,
-                                   nested={"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig})
-        checked += 1
-    assert checked >= 8
-
-
 def test_persistent_workers_see_each_epoch(root, tmp_path):
     """The epoch of the seeded windows/augmentation lives in shared memory, so persistent DataLoader workers (no
     ~6 s restart per epoch on the H200 recipe run) draw each epoch's samples: the same losses step by step as workers
