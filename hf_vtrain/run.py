@@ -158,8 +158,14 @@ def prepare(argv: list[str]) -> PreparedRun:
     model_args, data_args, training_args, set_keys = parse_args(
         argv, (spec.model_args, spec.data_args, spec.training_args), extra_keys=RUN_KEYS
     )
+    from hf_vtrain.trainers.base import deepspeed_zero_stage
+
+    if spec.zero3_unsupported and deepspeed_zero_stage(training_args) == 3:
+        raise RecipeError(spec.zero3_unsupported)
     setup_logging(training_args)
     from transformers import enable_full_determinism, set_seed
+
+    from hf_vtrain.trainers.base import outside_zero_init
 
     if training_args.full_determinism:
         enable_full_determinism(training_args.seed)
@@ -187,7 +193,8 @@ def prepare(argv: list[str]) -> PreparedRun:
     if training_args.should_save:
         run_info = write_run_info(output_dir, task_name, argv, set_keys, (model_args, data_args, training_args))
 
-    task = spec.setup(model_args, data_args, training_args)
+    with outside_zero_init():  # the DeepSpeed engine partitions the model when training starts (ZeRO-3)
+        task = spec.setup(model_args, data_args, training_args)
     trainer = spec.trainer_cls(
         model=task.model,
         args=training_args,

@@ -72,8 +72,8 @@ class VTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        if _deepspeed_zero_stage(self) == 3:
-            raise ValueError(ZERO3_UNSUPPORTED)
+        if deepspeed_zero_stage(self) == 3 and not _zero3_gathers_on_save(self):
+            raise ValueError(ZERO3_NEEDS_GATHER)
         if self.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
             raise ValueError(FSDP_UNSUPPORTED)
         if not 0.0 <= self.ema_decay < 1.0:
@@ -227,6 +227,13 @@ class ModelEMA:
 
     Frozen parameters are not copied: their average is themselves. `swapped()` puts the EMA values into the model
     for evaluation and restores the raw ones afterwards.
+
+    Under DeepSpeed ZeRO-3 every parameter is a flat partition per rank (`param.ds_tensor`; `param.data` is empty
+    outside the forward). The EMA of such a parameter is kept the same way: each rank averages its own partition, as
+    the optimizer updates it, so the EMA is sharded like the optimizer state and a step costs no communication.
+    `state_dict_for` gathers the partitions into whole tensors (for saving) and `load_from` slices whole tensors into
+    this rank's partition (for resuming); both are collectives every rank calls. The shadow of a parameter is made
+    whole at creation (the engine partitions the model later) and sliced the first time it is seen partitioned.
     """
 
     def __init__(self, model: nn.Module, decay: float):
@@ -237,17 +244,33 @@ class ModelEMA:
         self.names = [n for n, p in model.named_parameters() if p.requires_grad] + [
             n for n, b in model.named_buffers() if b.is_floating_point() and n in persistent
         ]
+        if any(_zero3_param(t) for _, t in self._tracked(model)):
+            raise ValueError("the EMA must be created from whole parameters, before DeepSpeed ZeRO-3 partitions them")
         self.shadow = {name: t.detach().clone().float() for name, t in self._tracked(model)}
+        self.partitioned: set[str] = set()  # names whose shadow is this rank's ZeRO-3 partition
 
     def _tracked(self, model: nn.Module):
         tensors = {**dict(model.named_parameters()), **dict(model.named_buffers())}
         for name in self.names:
             yield name, tensors[name]
 
+    def _live(self, model: nn.Module):
+        """(name, the tensor the EMA averages: the ZeRO-3 partition or the tensor itself)."""
+        for name, tensor in self._tracked(model):
+            if _zero3_param(tensor):
+                if name not in self.partitioned:
+                    self.shadow[name] = _partition_of(self.shadow[name], tensor)
+                    self.partitioned.add(name)
+                yield name, tensor.ds_tensor
+            else:
+                if name in self.partitioned:
+                    raise RuntimeError(f"EMA of {name} is a ZeRO-3 partition but the parameter is whole")
+                yield name, tensor
+
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.num_updates += 1
-        for name, tensor in self._tracked(model):
+        for name, tensor in self._live(model):
             shadow = self.shadow[name]
             if shadow.device != tensor.device:
                 shadow = self.shadow[name] = shadow.to(tensor.device)
@@ -257,30 +280,108 @@ class ModelEMA:
     def swapped(self, model: nn.Module):
         saved = {}
         with torch.no_grad():
-            for name, tensor in self._tracked(model):
+            for name, tensor in self._live(model):
                 saved[name] = tensor.detach().clone()
                 tensor.copy_(self.shadow[name].to(tensor.dtype))
+            _refresh_gathered(model, self.partitioned)
         try:
             yield
         finally:
             with torch.no_grad():
-                for name, tensor in self._tracked(model):
+                for name, tensor in self._live(model):
                     tensor.copy_(saved[name])
+                _refresh_gathered(model, self.partitioned)
 
-    def state_dict_for(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The model's full state dict with EMA values in place of the tracked entries."""
-        state = {k: v.detach() for k, v in model.state_dict().items()}
-        for name, value in self.shadow.items():
-            state[name] = value.to(state[name].dtype)
+    def state_dict_for(self, model: nn.Module, whole: dict[str, torch.Tensor] | None = None):
+        """The model's full state dict with EMA values in place of the tracked entries. Under ZeRO-3, `whole` is the
+        engine's gathered state dict (None on ranks other than 0, which return None), and every rank must call."""
+        list(self._live(model))  # slices the shadows of parameters partitioned since the last call
+        shadow = {name: value for name, value in self.shadow.items() if name not in self.partitioned}
+        if self.partitioned:
+            params = dict(model.named_parameters())
+            shadow.update(_gather_partitions({n: (self.shadow[n], params[n]) for n in self.partitioned}))
+            if whole is None:
+                return None
+            state = dict(whole)
+            expected = set(model.state_dict())
+            if set(state) != expected:
+                raise RuntimeError(f"the gathered ZeRO-3 state dict differs from the model's: missing "
+                                   f"{sorted(expected - set(state))[:5]}, unexpected {sorted(set(state) - expected)[:5]}")
+        else:
+            state = {k: v.detach() for k, v in model.state_dict().items()}
+        for name, value in shadow.items():
+            state[name] = value.to(device=state[name].device, dtype=state[name].dtype)
         return state
 
-    def load_from(self, state: dict[str, torch.Tensor], num_updates: int) -> None:
+    def load_from(self, state: dict[str, torch.Tensor], num_updates: int, model: nn.Module | None = None) -> None:
+        """Whole tensors in; a ZeRO-3 partitioned parameter of `model` keeps this rank's slice."""
         missing = [name for name in self.shadow if name not in state]
         if missing:
             raise ValueError(f"EMA checkpoint lacks {len(missing)} tracked tensors, e.g. {missing[:3]}")
+        tensors = dict(self._tracked(model)) if model is not None else {}
         for name in self.shadow:
-            self.shadow[name] = state[name].detach().clone().float().to(self.shadow[name].device)
+            value = state[name].detach().clone().float()
+            if name in tensors and _zero3_param(tensors[name]):
+                self.shadow[name] = _partition_of(value, tensors[name])
+                self.partitioned.add(name)
+            else:
+                if name in self.partitioned:
+                    raise RuntimeError(f"EMA of {name} is a ZeRO-3 partition: pass the model to load_from")
+                self.shadow[name] = value.to(self.shadow[name].device)
         self.num_updates = num_updates
+
+
+def _zero3_param(tensor: torch.Tensor) -> bool:
+    return getattr(tensor, "ds_tensor", None) is not None
+
+
+def _partition_of(whole: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """This rank's ZeRO-3 partition of a whole tensor of `param`'s shape, laid out as DeepSpeed does: the flattened
+    tensor padded with zeros to world_size x partition_size, rank r holding elements [r * size, (r + 1) * size)."""
+    import torch.distributed as dist
+
+    if tuple(whole.shape) != tuple(param.ds_shape):
+        raise ValueError(f"shape {tuple(whole.shape)} does not match the ZeRO-3 parameter's {tuple(param.ds_shape)}")
+    size, rank = param.ds_tensor.numel(), dist.get_rank(group=param.ds_process_group)
+    flat = whole.detach().reshape(-1).to(device=param.ds_tensor.device, dtype=torch.float32)
+    part = torch.zeros(size, dtype=torch.float32, device=flat.device)
+    begin, end = min(rank * size, flat.numel()), min((rank + 1) * size, flat.numel())
+    part[: end - begin] = flat[begin:end]
+    return part
+
+
+def _gather_partitions(parts: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """{name: (this rank's partition, its ZeRO-3 parameter)} -> {name: whole fp32 tensor}, in one all_gather of every
+    partition laid end to end (a collective: every rank calls with the same names)."""
+    import torch.distributed as dist
+
+    if not parts:
+        return {}
+    names = sorted(parts)
+    group = parts[names[0]][1].ds_process_group
+    flat = torch.cat([parts[n][0].float().reshape(-1) for n in names])
+    pieces = [torch.empty_like(flat) for _ in range(dist.get_world_size(group=group))]
+    dist.all_gather(pieces, flat, group=group)
+    out, offset = {}, 0
+    for name in names:
+        part, param = parts[name]
+        size = part.numel()
+        whole = torch.cat([piece[offset: offset + size] for piece in pieces])[: param.ds_numel]
+        out[name] = whole.reshape(param.ds_shape)
+        offset += size
+    return out
+
+
+def _refresh_gathered(model: nn.Module, names: set[str]) -> None:
+    """After partitions changed in place: ZeRO-3 parameters that are held whole between forwards (those under the
+    persistence threshold) get their whole value again from the partitions, as DeepSpeed does after each step."""
+    if not names:
+        return
+    from deepspeed.runtime.zero.partition_parameters import ZeroParamStatus
+
+    held = {n: p for n, p in model.named_parameters() if n in names and p.ds_status == ZeroParamStatus.AVAILABLE}
+    for name, whole in _gather_partitions({n: (p.ds_tensor, p) for n, p in held.items()}).items():
+        held[name].data.copy_(whole.to(held[name].dtype))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -413,8 +514,9 @@ class VTrainer(Trainer):
         if self.args.n_gpu > 1:
             loss = loss.mean()
         if model.training:
-            if not torch.isfinite(loss.detach()).all():
-                loss = self._handle_nonfinite(model, inputs, outputs)
+            finite = bool(torch.isfinite(loss.detach()).all())
+            if not _all_processes_true(finite, loss.device):
+                loss = self._handle_nonfinite(model, inputs, outputs, local=not finite)
             else:
                 for key, value in outputs.items():
                     if key.endswith("_loss") and torch.is_tensor(value) and value.ndim == 0:
@@ -424,34 +526,46 @@ class VTrainer(Trainer):
                 self._loss_part_count += 1
         return (loss, outputs) if return_outputs else loss
 
-    def _handle_nonfinite(self, model, inputs, outputs):
-        parts = {k: float(v.detach().float()) for k, v in outputs.items()
-                 if k.endswith("loss") and torch.is_tensor(v) and v.ndim == 0}
-        ids = {k: inputs[k].tolist() for k in _SAMPLE_ID_KEYS if k in inputs and torch.is_tensor(inputs[k])}
+    def _handle_nonfinite(self, model, inputs, outputs, local: bool = True):
+        """Called on every process when any process's loss is non-finite (`local`: this one's), so that all of them
+        stop together, or all skip the batch: every process then backpropagates the same zero loss, its gradient
+        hooks fire in the same order, and the gradients DeepSpeed lays out by hook order in its buckets still line
+        up across processes (one process skipping alone mixed up other parameters' gradients under ZeRO-2)."""
+        record = None
+        if local:
+            parts = {k: float(v.detach().float()) for k, v in outputs.items()
+                     if k.endswith("loss") and torch.is_tensor(v) and v.ndim == 0}
+            ids = {k: inputs[k].tolist() for k in _SAMPLE_ID_KEYS if k in inputs and torch.is_tensor(inputs[k])}
+            record = {"rank": self.args.process_index, "loss_parts": parts, "samples": ids}
         where = f"step {self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f})"
-        self.nonfinite_steps.append({"step": self.state.global_step + 1, "loss_parts": parts, "samples": ids})
+        seen = [r for r in _all_gather_objects(record) if r is not None]
+        self.nonfinite_steps.append({"step": self.state.global_step + 1, "processes": seen})
+        found = "; ".join(f"process {r['rank']}: loss parts {r['loss_parts']}, samples {r['samples']}" for r in seen)
         if len(self.nonfinite_steps) > self.args.max_nonfinite_steps:
             raise NonFiniteLossError(
-                f"non-finite loss at {where}: loss parts {parts}, samples {ids}. Checkpoints already written are "
-                f"intact; resume from the last one (e.g. with a lower learning rate), or allow skipping with "
-                f"max_nonfinite_steps (now {self.args.max_nonfinite_steps})."
+                f"non-finite loss at {where}: {found}. Checkpoints already written are intact; resume from the last "
+                f"one (e.g. with a lower learning rate), or allow skipping with max_nonfinite_steps (now "
+                f"{self.args.max_nonfinite_steps})."
             )
-        logger.warning("skipping batch with non-finite loss at %s (%d/%d allowed): parts %s, samples %s", where,
-                       len(self.nonfinite_steps), self.args.max_nonfinite_steps, parts, ids)
+        logger.warning("skipping the batch of every process: non-finite loss at %s (%d/%d allowed): %s", where,
+                       len(self.nonfinite_steps), self.args.max_nonfinite_steps, found)
         # A zero that touches every trainable parameter: finite zero gradients, and DDP sees every parameter used.
         return sum((p * 0).sum() for p in model.parameters() if p.requires_grad)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._loss_part_count:
-            from transformers.trainer_pt_utils import nested_gather
-
-            for key, total in self._loss_parts.items():
-                mean = nested_gather(total / self._loss_part_count, self.args.parallel_mode)
-                logs[key] = float(mean.mean().item()) if torch.is_tensor(mean) else float(mean)
+        if "loss" in logs:
+            # The Trainer logs on every process at the same steps. The loss parts are summed over all processes as
+            # plain objects: when every batch since the last line was skipped as non-finite there are no parts, and
+            # a tensor gather per part would then be a collective some processes skip (the others wait forever).
+            local = {"sums": {k: float(v) for k, v in self._loss_parts.items()}, "count": self._loss_part_count}
+            gathered = _all_gather_objects(local)
+            count = sum(g["count"] for g in gathered)
+            for key in sorted({k for g in gathered for k in g["sums"]}):
+                logs[key] = sum(g["sums"].get(key, 0.0) for g in gathered) / count
+            if self.nonfinite_steps:  # the same on every process: batches are skipped by all of them together
+                logs["skipped_nonfinite_batches"] = len(self.nonfinite_steps)
             self._loss_parts = {}
             self._loss_part_count = 0
-        if "loss" in logs and self.nonfinite_steps:
-            logs["skipped_nonfinite_batches"] = len(self.nonfinite_steps)
         if "loss" in logs:
             for name, lr in self._step_lrs.items():
                 if not name.endswith("/no_decay"):
@@ -496,12 +610,25 @@ class VTrainer(Trainer):
                 f"free space and restart the same command to resume."
             ) from err
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        # Under ZeRO-3 `state_dict` is the engine's gathered whole state dict (rank 0; None elsewhere): the EMA save
+        # below reuses it for the untracked entries (frozen weights, integer buffers) instead of gathering again.
+        # A shallow copy: save_pretrained pops the entries of the mapping it is given.
+        self._saved_state_dict = dict(state_dict) if state_dict is not None else None
+        super()._save(output_dir, state_dict=state_dict)
+
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        self._saved_state_dict = None
         super().save_model(output_dir, _internal_call)
         output_dir = output_dir or self.args.output_dir
-        if self.ema is not None and self.args.should_save and isinstance(self.model, PreTrainedModel):
+        whole, self._saved_state_dict = self._saved_state_dict, None
+        if self.ema is None or not isinstance(self.model, PreTrainedModel):
+            return
+        # every rank takes part: under ZeRO-3 this gathers the EMA's partitions
+        state = self.ema.state_dict_for(self.model, whole)
+        if self.args.should_save:
             ema_dir = os.path.join(output_dir, EMA_DIR)
-            self.model.save_pretrained(ema_dir, state_dict=self.ema.state_dict_for(self.model))
+            self.model.save_pretrained(ema_dir, state_dict=state)
             with open(os.path.join(ema_dir, "ema_state.json"), "w") as handle:
                 json.dump({"decay": self.ema.decay, "num_updates": self.ema.num_updates}, handle)
 
@@ -529,10 +656,11 @@ class VTrainer(Trainer):
             ema_dir = os.path.join(checkpoint, EMA_DIR)
             if not os.path.isdir(ema_dir):
                 raise FileNotFoundError(f"{checkpoint}: EMA is on but the checkpoint has no {EMA_DIR}/")
-            reference = type(self.model).from_pretrained(ema_dir)
+            with outside_zero_init():
+                reference = type(self.model).from_pretrained(ema_dir)
             with open(os.path.join(ema_dir, "ema_state.json")) as handle:
                 num_updates = json.load(handle)["num_updates"]
-            self.ema.load_from(reference.state_dict(), num_updates)
+            self.ema.load_from(reference.state_dict(), num_updates, model=self.model)
 
 
     # ---- pushes: the Trainer's background checkpoint pushes fail silently (FIELD_NOTES); ours are watched
@@ -631,23 +759,56 @@ class VTrainer(Trainer):
             handle.write("\n".join(lines))
 
 
-ZERO3_UNSUPPORTED = (
-    "DeepSpeed ZeRO-3 is not supported by hf_vtrain: it partitions every parameter across processes, and (1) the EMA "
-    "and its evaluation swap need whole tensors, (2) DeepSpeed 0.19.8 cannot broadcast 0-dim parameters when it "
-    "partitions or gathers them (AdaTAD's regression scales, CLIP's logit_scale), (3) under ZeRO-3 transformers builds "
-    "the model inside deepspeed.zero.Init, which AdaTAD's VideoMAE loading and the main-process-first setup do not "
-    "support. Use ZeRO-2 (recipes/deepspeed/zero2.json): it shards optimizer states and gradients."
+ZERO3_NEEDS_GATHER = (
+    "DeepSpeed ZeRO-3 needs \"stage3_gather_16bit_weights_on_model_save\": true in the DeepSpeed config: hf_vtrain "
+    "saves whole weights (model.safetensors and the EMA's) at every checkpoint, which the evaluation outputs, the "
+    "model card, the Hub push and from_pretrained read (see recipes/deepspeed/zero3.json)."
 )
 
 
 FSDP_UNSUPPORTED = (
-    "FSDP is not supported by hf_vtrain: like ZeRO-3 it shards every parameter, and the EMA and its evaluation swap "
-    "need whole tensors (tried: on CPU the Trainer ignored `fsdp: full_shard` and trained with plain DDP). Use DDP "
-    "(recipes/accelerate_configs/multi_gpu.yaml, torchrun) or DeepSpeed ZeRO-2 (recipes/deepspeed/zero2.json)."
+    "FSDP is not supported by hf_vtrain: it shards every parameter, and the EMA, its evaluation swap and the "
+    "checkpoints are written for DDP and DeepSpeed (tried: on CPU the Trainer ignored `fsdp: full_shard` and trained "
+    "with plain DDP). Use DDP (recipes/accelerate_configs/multi_gpu.yaml, torchrun) or DeepSpeed ZeRO-2 / ZeRO-3 "
+    "(recipes/deepspeed/zero2.json, zero3.json), which shard the same way."
 )
 
 
-def _deepspeed_zero_stage(args: TrainingArguments) -> int | None:
+def _deepspeed_config(args: TrainingArguments) -> dict:
+    if getattr(args, "hf_deepspeed_config", None) is not None:
+        return args.hf_deepspeed_config.config
+    plugin = getattr(args, "deepspeed_plugin", None)
+    return plugin.deepspeed_config if plugin is not None else {}
+
+
+def _zero3_gathers_on_save(args: TrainingArguments) -> bool:
+    zero = _deepspeed_config(args).get("zero_optimization", {})
+    value = zero.get("stage3_gather_16bit_weights_on_model_save", zero.get("gather_16bit_weights_on_model_save"))
+    return value is True or (isinstance(value, str) and value.lower() == "true")
+
+
+@contextlib.contextmanager
+def outside_zero_init():
+    """Builds models whole even when a ZeRO-3 config is active. transformers' `from_pretrained` otherwise builds every
+    model inside `deepspeed.zero.Init`, which partitions each parameter as it is created, so code that copies
+    weights between models (AdaTAD's VideoMAE loading, FG-CLIP's CLIP loading, the EMA's reference) sees empty
+    tensors. The DeepSpeed engine partitions the whole model when it starts. The cost: each process holds the whole
+    model once while it is built, which for these models (<= ViT-L) is far below the activations."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    ref = hf_deepspeed._hf_deepspeed_config_weak_ref
+    config = ref() if ref is not None else None
+    if config is None:
+        yield
+        return
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        hf_deepspeed.set_hf_deepspeed_config(config)
+
+
+def deepspeed_zero_stage(args: TrainingArguments) -> int | None:
     """The ZeRO stage of a `deepspeed` recipe key or of an `accelerate launch` DeepSpeed config; None without one."""
     if getattr(args, "hf_deepspeed_config", None) is not None:
         return int(args.hf_deepspeed_config.config.get("zero_optimization", {}).get("stage", 0))
@@ -656,27 +817,77 @@ def _deepspeed_zero_stage(args: TrainingArguments) -> int | None:
 
 
 def _patch_deepspeed_scalar_broadcast() -> None:
-    """DeepSpeed 0.19.8 broadcasts rank 0's initial weights as `p.data.view(torch.uint8)`, which raises "self.dim()
-    cannot be 0 to view Float as Byte" for 0-dim parameters (AdaTAD's per-level regression scales, CLIP's
-    logit_scale). Those are broadcast as 1-element views of the same storage; the rest is DeepSpeed's own code."""
+    """DeepSpeed 0.19.8 broadcasts weights as `p.data.view(torch.uint8)`, which raises "self.dim() cannot be 0 to view
+    Float as Byte" for 0-dim parameters (AdaTAD's per-level regression scales, CLIP's logit_scale). It does so in
+    three places: the engine's initial broadcast of rank 0's weights (ZeRO-0/1/2), the ZeRO-3 conversion of a
+    whole parameter (`Init._zero_init_param`) and the exit of `GatheredParameters(modifier_rank=...)` (ZeRO-3 saving).
+    In each, a 0-dim parameter is presented as a 1-element view of the same storage while DeepSpeed's own code runs;
+    ZeRO-3 keeps its true shape (`ds_shape`), which every later gather uses."""
     from deepspeed.runtime.engine import DeepSpeedEngine
+    from deepspeed.runtime.zero import partition_parameters as zero
 
-    original = DeepSpeedEngine._broadcast_model
-    if getattr(original, "_hf_vtrain_scalar_safe", False):
+    if getattr(DeepSpeedEngine._broadcast_model, "_hf_vtrain_scalar_safe", False):
         return
 
-    def _broadcast_model(engine):
-        scalars = [(p, p.data) for p in engine.module.parameters() if p.dim() == 0]
-        for param, data in scalars:
-            param.data = data.view(1)
+    @contextlib.contextmanager
+    def as_1d(params):
+        scalars = [p for p in params if p.data.dim() == 0]
+        for param in scalars:
+            param.data = param.data.view(1)
         try:
-            original(engine)
+            yield
         finally:
-            for param, data in scalars:
-                param.data = data
+            for param in scalars:
+                if param.data.dim() == 1 and param.data.numel() == 1:
+                    param.data = param.data.view(())
+
+    broadcast_model = DeepSpeedEngine._broadcast_model
+
+    def _broadcast_model(engine):
+        with as_1d(list(engine.module.parameters())):
+            broadcast_model(engine)
+
+    zero_init_param = zero.Init._zero_init_param
+
+    def _zero_init_param(self, param):
+        scalar = param.data.dim() == 0
+        with as_1d([param]):
+            zero_init_param(self, param)
+        if scalar:
+            param.ds_shape = torch.Size([])
+
+    gathered_exit = zero.GatheredParameters.__exit__
+
+    def __exit__(self, *exc):
+        with as_1d(getattr(self, "params", None) or []):
+            return gathered_exit(self, *exc)
 
     _broadcast_model._hf_vtrain_scalar_safe = True
     DeepSpeedEngine._broadcast_model = _broadcast_model
+    zero.Init._zero_init_param = _zero_init_param
+    zero.GatheredParameters.__exit__ = __exit__
+
+
+def _all_processes_true(flag: bool, device: torch.device) -> bool:
+    """True when `flag` is True on every process (one all_reduce of one number; just `flag` in one process)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flag
+    value = torch.tensor([0.0 if flag else 1.0], device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return value.item() == 0.0
+
+
+def _all_gather_objects(obj: Any) -> list:
+    """[obj of every process] (just [obj] without torch.distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 def load_exact(model: PreTrainedModel, checkpoint_dir: str) -> None:

@@ -256,10 +256,17 @@ class TADTrainer(VTrainer):
         if not (final and self.args.should_save and getattr(model.config, "lora_r", 0) > 0):
             return
         from ..lora import export_lora
+        from .base import EMA_DIR, outside_zero_init
 
         use_ema = self.ema is not None and self.args.eval_with_ema
-        with (self.ema.swapped(model) if use_ema else contextlib.nullcontext()):
-            paths = export_lora(model, target, self.lora_base_model)
+        if any(getattr(p, "ds_tensor", None) is not None for p in model.parameters()):
+            # ZeRO-3: this process holds parameter partitions only; export from the whole weights just written
+            with outside_zero_init():
+                whole = type(model).from_pretrained(os.path.join(target, EMA_DIR) if use_ema else target)
+            paths = export_lora(whole, target, self.lora_base_model)
+        else:
+            with (self.ema.swapped(model) if use_ema else contextlib.nullcontext()):
+                paths = export_lora(model, target, self.lora_base_model)
         logger.info("LoRA exports (%s weights): %s", "EMA" if use_ema else "raw", paths)
 
     def write_final_outputs(self, output_dir: str) -> None:
