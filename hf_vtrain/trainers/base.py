@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from accelerate.utils import gather_object
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback, TrainingArguments
 
@@ -244,7 +245,7 @@ class ModelEMA:
         self.names = [n for n, p in model.named_parameters() if p.requires_grad] + [
             n for n, b in model.named_buffers() if b.is_floating_point() and n in persistent
         ]
-        if any(_zero3_param(t) for _, t in self._tracked(model)):
+        if any(is_zero3_partitioned(t) for _, t in self._tracked(model)):
             raise ValueError("the EMA must be created from whole parameters, before DeepSpeed ZeRO-3 partitions them")
         self.shadow = {name: t.detach().clone().float() for name, t in self._tracked(model)}
         self.partitioned: set[str] = set()  # names whose shadow is this rank's ZeRO-3 partition
@@ -255,9 +256,10 @@ class ModelEMA:
             yield name, tensors[name]
 
     def _live(self, model: nn.Module):
-        """(name, the tensor the EMA averages: the ZeRO-3 partition or the tensor itself)."""
+        """(name, the tensor the EMA averages: the ZeRO-3 partition or the tensor itself). A shadow still whole of a
+        parameter partitioned since the last call is sliced first."""
         for name, tensor in self._tracked(model):
-            if _zero3_param(tensor):
+            if is_zero3_partitioned(tensor):
                 if name not in self.partitioned:
                     self.shadow[name] = _partition_of(self.shadow[name], tensor)
                     self.partitioned.add(name)
@@ -295,7 +297,8 @@ class ModelEMA:
     def state_dict_for(self, model: nn.Module, whole: dict[str, torch.Tensor] | None = None):
         """The model's full state dict with EMA values in place of the tracked entries. Under ZeRO-3, `whole` is the
         engine's gathered state dict (None on ranks other than 0, which return None), and every rank must call."""
-        list(self._live(model))  # slices the shadows of parameters partitioned since the last call
+        for _ in self._live(model):  # only for its slicing of shadows still whole
+            pass
         shadow = {name: value for name, value in self.shadow.items() if name not in self.partitioned}
         if self.partitioned:
             params = dict(model.named_parameters())
@@ -321,7 +324,7 @@ class ModelEMA:
         tensors = dict(self._tracked(model)) if model is not None else {}
         for name in self.shadow:
             value = state[name].detach().clone().float()
-            if name in tensors and _zero3_param(tensors[name]):
+            if name in tensors and is_zero3_partitioned(tensors[name]):
                 self.shadow[name] = _partition_of(value, tensors[name])
                 self.partitioned.add(name)
             else:
@@ -331,7 +334,8 @@ class ModelEMA:
         self.num_updates = num_updates
 
 
-def _zero3_param(tensor: torch.Tensor) -> bool:
+def is_zero3_partitioned(tensor: torch.Tensor) -> bool:
+    """A parameter DeepSpeed ZeRO-3 has partitioned (its data lives in `ds_tensor`)."""
     return getattr(tensor, "ds_tensor", None) is not None
 
 
@@ -514,9 +518,10 @@ class VTrainer(Trainer):
         if self.args.n_gpu > 1:
             loss = loss.mean()
         if model.training:
-            finite = bool(torch.isfinite(loss.detach()).all())
-            if not _all_processes_true(finite, loss.device):
-                loss = self._handle_nonfinite(model, inputs, outputs, local=not finite)
+            finite = torch.isfinite(loss.detach()).all()
+            # one gather of one flag per step, so that every process skips or stops together (_handle_nonfinite)
+            if bool(self.accelerator.gather(finite.to(torch.float32).reshape(1)).min() == 0):
+                loss = self._handle_nonfinite(model, inputs, outputs, local=not bool(finite))
             else:
                 for key, value in outputs.items():
                     if key.endswith("_loss") and torch.is_tensor(value) and value.ndim == 0:
@@ -538,7 +543,7 @@ class VTrainer(Trainer):
             ids = {k: inputs[k].tolist() for k in _SAMPLE_ID_KEYS if k in inputs and torch.is_tensor(inputs[k])}
             record = {"rank": self.args.process_index, "loss_parts": parts, "samples": ids}
         where = f"step {self.state.global_step + 1} (epoch {self.state.epoch or 0:.2f})"
-        seen = [r for r in _all_gather_objects(record) if r is not None]
+        seen = [r for r in gather_object([record]) if r is not None]
         self.nonfinite_steps.append({"step": self.state.global_step + 1, "processes": seen})
         found = "; ".join(f"process {r['rank']}: loss parts {r['loss_parts']}, samples {r['samples']}" for r in seen)
         if len(self.nonfinite_steps) > self.args.max_nonfinite_steps:
@@ -558,7 +563,7 @@ class VTrainer(Trainer):
             # plain objects: when every batch since the last line was skipped as non-finite there are no parts, and
             # a tensor gather per part would then be a collective some processes skip (the others wait forever).
             local = {"sums": {k: float(v) for k, v in self._loss_parts.items()}, "count": self._loss_part_count}
-            gathered = _all_gather_objects(local)
+            gathered = gather_object([local])
             count = sum(g["count"] for g in gathered)
             for key in sorted({k for g in gathered for k in g["sums"]}):
                 logs[key] = sum(g["sums"].get(key, 0.0) for g in gathered) / count
@@ -774,15 +779,16 @@ FSDP_UNSUPPORTED = (
 )
 
 
-def _deepspeed_config(args: TrainingArguments) -> dict:
+def _deepspeed_config(args: TrainingArguments) -> dict | None:
+    """The DeepSpeed config of a `deepspeed` recipe key or of an `accelerate launch` DeepSpeed config; None without."""
     if getattr(args, "hf_deepspeed_config", None) is not None:
         return args.hf_deepspeed_config.config
     plugin = getattr(args, "deepspeed_plugin", None)
-    return plugin.deepspeed_config if plugin is not None else {}
+    return plugin.deepspeed_config if plugin is not None else None
 
 
 def _zero3_gathers_on_save(args: TrainingArguments) -> bool:
-    zero = _deepspeed_config(args).get("zero_optimization", {})
+    zero = (_deepspeed_config(args) or {}).get("zero_optimization", {})
     value = zero.get("stage3_gather_16bit_weights_on_model_save", zero.get("gather_16bit_weights_on_model_save"))
     return value is True or (isinstance(value, str) and value.lower() == "true")
 
@@ -810,10 +816,8 @@ def outside_zero_init():
 
 def deepspeed_zero_stage(args: TrainingArguments) -> int | None:
     """The ZeRO stage of a `deepspeed` recipe key or of an `accelerate launch` DeepSpeed config; None without one."""
-    if getattr(args, "hf_deepspeed_config", None) is not None:
-        return int(args.hf_deepspeed_config.config.get("zero_optimization", {}).get("stage", 0))
-    plugin = getattr(args, "deepspeed_plugin", None)
-    return int(plugin.zero_stage) if plugin is not None else None
+    config = _deepspeed_config(args)
+    return int(config.get("zero_optimization", {}).get("stage", 0)) if config is not None else None
 
 
 def _patch_deepspeed_scalar_broadcast() -> None:
@@ -866,28 +870,6 @@ def _patch_deepspeed_scalar_broadcast() -> None:
     DeepSpeedEngine._broadcast_model = _broadcast_model
     zero.Init._zero_init_param = _zero_init_param
     zero.GatheredParameters.__exit__ = __exit__
-
-
-def _all_processes_true(flag: bool, device: torch.device) -> bool:
-    """True when `flag` is True on every process (one all_reduce of one number; just `flag` in one process)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return flag
-    value = torch.tensor([0.0 if flag else 1.0], device=device)
-    dist.all_reduce(value, op=dist.ReduceOp.MAX)
-    return value.item() == 0.0
-
-
-def _all_gather_objects(obj: Any) -> list:
-    """[obj of every process] (just [obj] without torch.distributed)."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
 
 
 def load_exact(model: PreTrainedModel, checkpoint_dir: str) -> None:

@@ -256,10 +256,10 @@ class TADTrainer(VTrainer):
         if not (final and self.args.should_save and getattr(model.config, "lora_r", 0) > 0):
             return
         from ..lora import export_lora
-        from .base import EMA_DIR, outside_zero_init
+        from .base import EMA_DIR, is_zero3_partitioned, outside_zero_init
 
         use_ema = self.ema is not None and self.args.eval_with_ema
-        if any(getattr(p, "ds_tensor", None) is not None for p in model.parameters()):
+        if any(is_zero3_partitioned(p) for p in model.parameters()):
             # ZeRO-3: this process holds parameter partitions only; export from the whole weights just written
             with outside_zero_init():
                 whole = type(model).from_pretrained(os.path.join(target, EMA_DIR) if use_ema else target)

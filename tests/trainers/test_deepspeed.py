@@ -452,6 +452,30 @@ def test_zero3_resume_is_exact(runs):
     _assert_resumed_run_equal(out["zero3"], part, ("fp32_flat_groups", "optimizer_state_dict"))
 
 
+def test_zero3_lora_exports_reproduce_the_evaluated_model(runs):
+    """LoRA under ZeRO-3: no process holds whole weights, so the final save exports lora_adapter/ and merged_model/
+    from the whole EMA weights just written; both reproduce the evaluated (EMA) model, and LoRA moved the backbone."""
+    from hf_vtrain.lora import load_lora_adapter
+    from hf_vtrain.models.adatad import AdaTADForActionDetection
+    from tests.trainers.test_tad_run import LORA
+
+    root, _ = runs
+    out = root / "zero3_lora"
+    _torchrun(root, tiny_argv(root, out, per_device_train_batch_size=1, deepspeed=ZERO3, **{**COMMON, **LORA},
+                              **NO_SAVE), 2)
+    evaluated = AdaTADForActionDetection.from_pretrained(out / "ema").eval()
+    merged = AdaTADForActionDetection.from_pretrained(out / "merged_model").eval()
+    reloaded = load_lora_adapter(str(out / "lora_adapter"))
+    assert evaluated.config.lora_r == 4 and merged.config.lora_r == 0
+    video = torch.randint(0, 256, (2, 32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = evaluated(pixel_values=video).class_logits
+        assert (merged(pixel_values=video).class_logits - expected).abs().max().item() < 1e-5
+        assert (reloaded(pixel_values=video).class_logits - expected).abs().max().item() < 1e-5
+    key = "videomae.encoder.layer.0.attention.attention.query.weight"
+    assert not torch.equal(merged.state_dict()[key], evaluated.state_dict()[key.replace(".weight", ".base_layer.weight")])
+
+
 def test_zero3_refusals_name_the_reason(tmp_path, require_deepspeed):
     """ZeRO-3 without gathered saves (hf_vtrain writes whole weights at every checkpoint), and ZeRO-3 on the vad task
     (its modules run a data-dependent number of times per process), stop before anything is written."""
