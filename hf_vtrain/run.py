@@ -158,10 +158,8 @@ def prepare(argv: list[str]) -> PreparedRun:
     model_args, data_args, training_args, set_keys = parse_args(
         argv, (spec.model_args, spec.data_args, spec.training_args), extra_keys=RUN_KEYS
     )
-    from hf_vtrain.trainers.base import deepspeed_zero_stage, outside_zero_init
+    from hf_vtrain.trainers.base import outside_zero_init
 
-    if spec.zero3_unsupported and deepspeed_zero_stage(training_args) == 3:
-        raise RecipeError(spec.zero3_unsupported)
     setup_logging(training_args)
     from transformers import enable_full_determinism, set_seed
 

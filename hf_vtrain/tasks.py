@@ -28,7 +28,6 @@ class TaskSpec:
     trainer_cls: type
     setup: Callable[..., TaskRun]      # (model_args, data_args, training_args) -> TaskRun
     validate: Callable[..., Any]       # (data_args) -> report with .ok and .format()
-    zero3_unsupported: str | None = None  # why DeepSpeed ZeRO-3 cannot train this task; None: it can
 
 
 def _tad() -> TaskSpec:
@@ -46,19 +45,7 @@ def _vad() -> TaskSpec:
     from .trainers.vad import VADModelArguments, VADTrainer, setup_vad
 
     return TaskSpec("video anomaly detection (FG-CLIP video, UCF-Crime format)", VADModelArguments, VADDataArguments,
-                    VTrainingArguments, VADTrainer, setup_vad, validate_ucf_crime, zero3_unsupported=VAD_ZERO3)
-
-
-# ZeRO-3 gathers a module's parameters in a collective when the module runs, so every process must run the same
-# modules in the same order. The FG-CLIP video model does not: the number of CLIP calls follows the number of real
-# (unpadded) frames in the process's batch, and the region branch runs only on batches with dense frames. Tried on
-# 2 processes: the gathers of the two ranks mismatched and gloo aborted ("Received data size doesn't match").
-VAD_ZERO3 = (
-    "DeepSpeed ZeRO-3 cannot train the vad task: ZeRO-3 gathers each module's weights in a collective when the module "
-    "runs, so every process must run the same modules in the same order, and the FG-CLIP video model runs CLIP once "
-    "per chunk of real frames and the region branch only on batches with dense frames, which differ between "
-    "processes. Use DeepSpeed ZeRO-2 (recipes/deepspeed/zero2.json) or DDP."
-)
+                    VTrainingArguments, VADTrainer, setup_vad, validate_ucf_crime)
 
 
 # Literal table; each entry is built on first use so that `--help` of one task does not import every model.

@@ -141,12 +141,13 @@ def test_fake_two_rank_hard_negative_mean_over_global_count(monkeypatch):
     assert loss.item() == pytest.approx(local_sum * 2 / 5, rel=1e-6)
 
 
-def _spawn_two_ranks(worker, tmp_path):
-    """Runs worker(rank, 2, init_file, result_file) on 2 gloo ranks; each must write "ok" to result_file.<rank>."""
+def spawn_two_ranks(worker, tmp_path, *extra):
+    """Runs worker(rank, 2, init_file, result_file, *extra) on 2 gloo ranks; each must write "ok" to
+    result_file.<rank>."""
     import torch.multiprocessing as mp
 
     result = tmp_path / "result"
-    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(result)), nprocs=2, join=True)
+    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(result), *extra), nprocs=2, join=True)
     for rank in range(2):
         assert (tmp_path / f"result.{rank}").read_text() == "ok"
 
@@ -178,7 +179,7 @@ def _gloo_worker(rank, world, init_file, result_file):
 
 @pytest.mark.multiprocess
 def test_gloo_two_processes_give_the_one_process_gradient(tmp_path):
-    _spawn_two_ranks(_gloo_worker, tmp_path)
+    spawn_two_ranks(_gloo_worker, tmp_path)
 
 
 def _gloo_uneven_parts_worker(rank, world, init_file, result_file):
@@ -213,4 +214,4 @@ def _gloo_uneven_parts_worker(rank, world, init_file, result_file):
 
 @pytest.mark.multiprocess
 def test_gloo_rank_without_regions_or_negatives_runs_the_same_collectives(tmp_path):
-    _spawn_two_ranks(_gloo_uneven_parts_worker, tmp_path)
+    spawn_two_ranks(_gloo_uneven_parts_worker, tmp_path)

@@ -411,7 +411,13 @@ def _apply_affine(x: torch.Tensor, out: torch.Tensor, step) -> torch.Tensor:
     """out = clamp(M x + P mean(x) + q) on float32 (n, 3, H, W)."""
     _, m, p_t, q = step
     n = x.shape[0]
-    offset = q.view(1, 3, 1, 1) if p_t is None else torch.addmm(q, x.mean(dim=(2, 3)), p_t).view(n, 3, 1, 1)
+    if p_t is None:
+        offset = q.view(1, 3, 1, 1)
+    else:
+        # q + mean @ P^T written out: addmm's GEMM kernel depends on n (measured: the last bit of a frame's offset
+        # changed with the frames beside it, and a pixel at .5 rounded the other way), these elementwise ops do not.
+        means = x.mean(dim=(2, 3))
+        offset = (q + means[:, 0:1] * p_t[0] + means[:, 1:2] * p_t[1] + means[:, 2:3] * p_t[2]).view(n, 3, 1, 1)
     # numpy's matmul (OpenBLAS sgemm, 3x3 @ 3xHW per frame) reads each pixel once: 4x faster than
     # nine scalar multiply-adds over the colour planes.
     np.matmul(m, x.numpy().reshape(n, 3, -1), out=out.numpy().reshape(n, 3, -1))

@@ -361,9 +361,13 @@ def _gather_partitions(parts: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> d
 
     if not parts:
         return {}
+    from deepspeed.accelerator import get_accelerator
+
     names = sorted(parts)
     group = parts[names[0]][1].ds_process_group
-    flat = torch.cat([parts[n][0].float().reshape(-1) for n in names])
+    # On the accelerator: with offload_param the partitions live in CPU memory, which NCCL cannot send.
+    device = torch.device(get_accelerator().current_device_name())
+    flat = torch.cat([parts[n][0].float().reshape(-1) for n in names]).to(device)
     pieces = [torch.empty_like(flat) for _ in range(dist.get_world_size(group=group))]
     dist.all_gather(pieces, flat, group=group)
     out, offset = {}, 0

@@ -2,10 +2,12 @@
 vocabulary): loading every CLIP weight, parity with CLIPModel, FG-CLIP's long-caption positions and region features,
 the losses, gradients, save/load, gradient checkpointing and zero-shot snippet scoring."""
 
+import functools
 import warnings
 
 import pytest
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from huggingface_hub.errors import StrictDataclassClassValidationError
 from safetensors.torch import load_file, save_file
@@ -18,6 +20,7 @@ from hf_vtrain.models.fgclip_video import (
     FGCLIPVideoModel,
     stretch_text_position_embeddings,
 )
+from tests.test_losses_contrastive import spawn_two_ranks
 
 B, T, R, K, L, LR = 2, 4, 3, 2, 100, 8
 EOS = 49407
@@ -319,6 +322,100 @@ def test_backward_reaches_every_part(clip_dir):
     for name in ("clip.vision_model.encoder.layers.1.self_attn.v_proj.weight",
                  "clip.vision_model.encoder.layers.0.self_attn.q_proj.weight", "clip.visual_projection.weight"):
         assert model.get_parameter(name).grad.abs().sum() > 0, name
+
+
+def _flat_tensors(value):
+    if torch.is_tensor(value):
+        return [value]
+    if isinstance(value, dict):
+        value = list(value.values())
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _flat_tensors(v)]
+    return []
+
+
+def _record_module_calls(model):
+    """Every submodule call in order, and the calls whose outputs the backward reached: the two moments at which
+    DeepSpeed ZeRO-3 gathers a module's partitioned weights in a collective. Returns (calls, reached, hook handles)."""
+    calls, reached = [], set()
+
+    def hook(module, args, output, name):
+        index = len(calls)
+        calls.append(name)
+        for tensor in _flat_tensors(output):
+            if tensor.requires_grad:
+                tensor.register_hook(lambda grad: reached.add(index))
+
+    handles = [module.register_forward_hook(functools.partial(hook, name=name))
+               for name, module in model.named_modules() if name]
+    return calls, reached, handles
+
+
+def _zero3_calls_worker(rank, world, init_file, result_file, clip_dir):
+    """Rank 0: 7 real frames (3 chunks), regions with boxes, hard negatives; rank 1: 2 real frames (1 chunk), no
+    region with a box, no hard negatives. Each rank runs a training step and a scoring pass as itself ('plain') and
+    with its parameters marked as DeepSpeed ZeRO-3 marks them ('zero3')."""
+    import datetime
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world,
+                            timeout=datetime.timedelta(seconds=60))
+    model = FGCLIPVideoModel.from_clip_pretrained(clip_dir, temporal_num_heads=2, frame_chunk_size=3).train()
+    batch = make_batch(seed=rank, negatives=rank == 0)
+    if rank == 1:
+        batch["pixel_mask"][:, 1:] = False
+        batch["region_mask"][:] = False
+    prompt_embeds = torch.randn(len(model.config.anomaly_prompts), 16, generator=torch.Generator().manual_seed(0))
+    seen = {}
+    for mode in ("plain", "zero3"):
+        for i, param in enumerate(model.parameters()):
+            if mode == "zero3":
+                param.ds_id = i
+            elif hasattr(param, "ds_id"):
+                del param.ds_id
+        model.zero_grad()
+        calls, reached, handles = _record_module_calls(model)
+        out = model(**batch)
+        out.loss.backward()
+        train_calls, train_reached = list(calls), sorted(reached)
+        calls.clear()
+        with torch.no_grad():
+            scores = model.score_snippets(batch["pixel_values"], batch["pixel_mask"], prompt_embeds=prompt_embeds)
+        for handle in handles:
+            handle.remove()
+        seen[mode] = {"train": train_calls, "reached": train_reached, "score": list(calls),
+                      "loss": {k: out[k].item() for k in ("loss", "global_loss", "region_loss", "hard_negative_loss")},
+                      "grads": {n: p.grad.clone() for n, p in model.named_parameters()}, "scores": scores.scores}
+    everyone = [None] * world
+    dist.all_gather_object(everyone, {m: {k: seen[m][k] for k in ("train", "reached", "score")} for m in seen})
+    problems = []
+    for what in ("train", "reached", "score"):
+        if everyone[0]["zero3"][what] != everyone[1]["zero3"][what]:
+            problems.append(f"zero3: the ranks' {what} calls differ")
+        if everyone[0]["plain"][what] == everyone[1]["plain"][what] and what != "reached":
+            problems.append(f"plain: the ranks' {what} calls are equal: the inputs do not make them differ")
+    if len(seen["zero3"]["reached"]) < 0.5 * len(seen["zero3"]["train"]):
+        problems.append("the backward reached fewer than half of the calls: the recording is broken")
+    # the stand-in calls change no value and no gradient
+    if seen["zero3"]["loss"] != seen["plain"]["loss"]:
+        problems.append(f"losses differ: {seen['zero3']['loss']} vs {seen['plain']['loss']}")
+    worst = max((seen["zero3"]["grads"][n] - g).abs().max().item() for n, g in seen["plain"]["grads"].items())
+    if worst > 1e-6:
+        problems.append(f"gradients differ by {worst}")
+    if not torch.equal(seen["zero3"]["scores"], seen["plain"]["scores"]):
+        problems.append("snippet scores differ")
+    with open(f"{result_file}.{rank}", "w") as f:
+        f.write("; ".join(problems) or "ok")
+    dist.destroy_process_group()
+
+
+@pytest.mark.multiprocess
+def test_under_zero3_every_process_makes_the_same_module_calls(tmp_path, clip_dir):
+    """ZeRO-3 gathers a module's weights in a collective whenever it runs (forward, and backward where its outputs get
+    gradient), so processes whose batches differ in real frames, boxes and hard negatives must still make the same
+    calls: under ZeRO-3 the model pads them with stand-in calls (a fake 2-rank ZeRO-3 marking, real gloo). Without the
+    marking the calls differ (the inputs are made so); with it they are equal, and loss, gradients and scores are
+    unchanged. The whole DeepSpeed run is tests/trainers/test_deepspeed.py::test_zero3_trains_the_vad_task."""
+    spawn_two_ranks(_zero3_calls_worker, tmp_path, str(clip_dir))
 
 
 def test_gradient_checkpointing_gives_the_same_loss_and_gradients(clip_dir):

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 from transformers import CLIPModel, PreTrainedModel
@@ -121,6 +122,32 @@ class _CappedLogScale(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor):
         (log_scale,) = ctx.saved_tensors
         return grad * ((log_scale < ctx.cap) | (grad > 0)).to(grad.dtype), None
+
+
+def runs_under_zero3(module: nn.Module) -> bool:
+    """True when DeepSpeed ZeRO-3 manages `module`'s parameters (each carries a `ds_id`) and several processes run.
+
+    ZeRO-3 gathers a module's partitioned weights in a collective every time the module runs, in forward and again in
+    backward, so every process must run the same modules the same number of times in the same order. The FG-CLIP video
+    model's calls follow the data (chunks of real frames, frames with boxes, hard negatives); under ZeRO-3 each process
+    pads its calls to the most any process makes, with stand-in calls whose outputs enter the graph times 0.
+    """
+    param = next(module.parameters(), None)
+    return (param is not None and hasattr(param, "ds_id") and dist.is_available() and dist.is_initialized()
+            and dist.get_world_size() > 1)
+
+
+def _max_over_processes(values: list[int], device: torch.device) -> list[int]:
+    """Element-wise maximum of `values` over every process (one all-reduce)."""
+    tensor = torch.tensor(values, dtype=torch.long, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
+
+
+def _zero_anchor(*tensors: torch.Tensor) -> torch.Tensor:
+    """A scalar 0 connected to `tensors`: a stand-in call's outputs enter the graph (so its backward runs, and ZeRO-3
+    gathers its weights there too) without changing any value or gradient."""
+    return sum(t.float().sum() for t in tensors) * 0.0
 
 
 class FGCLIPVideoTextEmbeddings(CLIPTextEmbeddings):
@@ -256,7 +283,9 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
     ^clip\\.text_projection|^long_text_projection`.
 
     Under DDP, a batch without region (or negative) inputs leaves the short-caption path unused: give every batch
-    the region keys (possibly all masked) or set `ddp_find_unused_parameters`.
+    the region keys (possibly all masked) or set `ddp_find_unused_parameters`. Under DeepSpeed ZeRO-3 with several
+    processes the CLIP calls are padded to the same count on every process (`runs_under_zero3`); every process must
+    then give region inputs when one does.
     """
 
     def __init__(self, config: FGCLIPVideoConfig):
@@ -408,8 +437,20 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
         flat_pixels = pixel_values.reshape(batch * frames, *pixel_values.shape[2:])
         real = pixel_mask.reshape(-1).nonzero().squeeze(1)
         frame_embeds = []
-
+        chunk = self.config.frame_chunk_size
+        num_chunks = -(-real.numel() // chunk)
         with_regions = box_valid is not None
+        # Under ZeRO-3 every process makes the same CLIP calls (see `runs_under_zero3`): as many chunks as the process
+        # with the most real frames, and the dense branch on every chunk when regions are given.
+        uniform = runs_under_zero3(self)
+        if uniform:
+            num_chunks, most_regions, fewest_regions = _max_over_processes(
+                [num_chunks, int(with_regions), -int(with_regions)], pixel_values.device
+            )
+            if most_regions != -fewest_regions:
+                raise ValueError("under DeepSpeed ZeRO-3 every process must give region inputs when one does")
+        anchor = None  # the stand-in calls' outputs, times 0
+
         if with_regions:
             num_regions = box_valid.shape[1]
             num_layers = self.clip.config.vision_config.num_hidden_layers
@@ -422,13 +463,25 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
             region_sum = torch.zeros(batch * num_regions, dim, device=pixel_values.device)
             map_slot = torch.full((batch * frames,), -1, dtype=torch.long, device=pixel_values.device)
 
-        for start in range(0, real.numel(), self.config.frame_chunk_size):
-            index = real[start : start + self.config.frame_chunk_size]
-            dense_index = index[dense_frame[index]] if with_regions else index[:0]
+        for start in range(0, num_chunks * chunk, chunk):
+            index = real[start : start + chunk]
+            stand_in = index.numel() == 0  # a padding call: this process has no real frames left
+            if stand_in:
+                index = torch.zeros(1, dtype=torch.long, device=real.device)
+            dense_index = index[dense_frame[index]] if with_regions and not stand_in else index[:0]
+            dense_stand_in = uniform and with_regions and dense_index.numel() == 0
             outputs = self.clip.vision_model(
-                pixel_values=self._normalize(flat_pixels[index]), output_hidden_states=dense_index.numel() > 0
+                pixel_values=self._normalize(flat_pixels[index]),
+                output_hidden_states=dense_index.numel() > 0 or dense_stand_in,
             )
-            frame_embeds.append(self.clip.visual_projection(outputs.pooler_output))
+            pooled = self.clip.visual_projection(outputs.pooler_output)
+            if stand_in:
+                anchor = _zero_anchor(pooled) + (0 if anchor is None else anchor)
+            else:
+                frame_embeds.append(pooled)
+            if dense_stand_in:
+                maps = self._dense_features(outputs.hidden_states[hidden_index][:1], hidden_index)
+                anchor = _zero_anchor(maps) + (0 if anchor is None else anchor)
             if dense_index.numel() == 0:
                 continue
             hidden = outputs.hidden_states[hidden_index][dense_frame[index]]
@@ -447,6 +500,8 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
         embeds = torch.zeros(batch * frames, dim, device=pixel_values.device, dtype=dtype)
         if frame_embeds:
             embeds = embeds.index_copy(0, real, torch.cat(frame_embeds).to(embeds.dtype))
+        if anchor is not None:
+            embeds = embeds + anchor.to(embeds.dtype)
         embeds = embeds.reshape(batch, frames, dim)
         if not with_regions:
             return embeds, None
@@ -552,6 +607,7 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
                 region_text_embeds=zeros.index_put(index, region_text.to(zeros.dtype)),
             )
             region_args = {"region_embeds": region_embeds, "region_text_embeds": region_text}
+            uniform = runs_under_zero3(self)
             if negative_input_ids is not None:
                 has_negatives = valid if negative_mask is None else valid & negative_mask.bool()
                 selected = has_negatives[index]  # among the valid regions, in the same (row-major) order
@@ -559,8 +615,18 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
                     negative_anchor_embeds=region_embeds[selected],
                     negative_positive_embeds=region_text[selected],
                     negative_text_embeds=self._short_text(
-                        negative_input_ids, negative_attention_mask, has_negatives.nonzero(as_tuple=True)
+                        negative_input_ids, negative_attention_mask, has_negatives.nonzero(as_tuple=True),
+                        keep_graph=uniform,
                     ),
+                )
+            elif uniform:  # the text call another process makes for its hard negatives: a stand-in, none selected
+                nothing = tuple(i[:0] for i in index)
+                region_args.update(
+                    negative_anchor_embeds=region_embeds[:0],
+                    negative_positive_embeds=region_text[:0],
+                    negative_text_embeds=self._short_text(
+                        region_input_ids, region_attention_mask, nothing, keep_graph=True
+                    )[:, None],
                 )
 
         if return_loss and text_embeds is not None:
@@ -660,5 +726,6 @@ __all__ = [
     "FGCLIPVideoOutput",
     "FGCLIPVideoPreTrainedModel",
     "FGCLIPVideoSnippetScores",
+    "runs_under_zero3",
     "stretch_text_position_embeddings",
 ]
