@@ -237,6 +237,9 @@ def execute(run: PreparedRun) -> dict:
         trainer.create_model_card()
     if run.training_args.push_to_hub:
         push_final(trainer, run.task_name)
+    # Each process leaves its process group here, after its last collective, rather than at interpreter exit
+    # (PyTorch asks for it: pending NCCL work is otherwise not waited for).
+    trainer.accelerator.end_training()
     return results
 
 

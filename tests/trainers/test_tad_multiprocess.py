@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from tests.trainers.test_deepspeed import failure_text
 from tests.trainers.test_tad_run import REPO, tiny_argv, TINY_MODEL as MODEL
 
 pytestmark = pytest.mark.multiprocess
@@ -17,7 +18,7 @@ def _torchrun(argv, nproc, tmp_path):
            os.path.join(REPO, "hf_vtrain", "run.py"), *argv]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, failure_text(proc)
     return proc
 
 

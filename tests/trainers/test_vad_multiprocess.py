@@ -17,7 +17,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
-from tests.trainers.test_deepspeed import ZERO3, _deepspeed_import_error, _env
+from tests.trainers.test_deepspeed import ZERO3, _deepspeed_import_error, _env, failure_text
 from tests.trainers.test_vad_run import REPO, tiny_argv
 
 pytestmark = pytest.mark.multiprocess
@@ -35,7 +35,7 @@ def _torchrun(argv, nproc, cwd):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
            os.path.join(REPO, "hf_vtrain", "run.py"), *argv]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=cwd, env=_env())
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == 0, failure_text(proc)
     return proc.stdout + proc.stderr
 
 
