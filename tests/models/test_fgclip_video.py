@@ -403,6 +403,14 @@ def _zero3_calls_worker(rank, world, init_file, result_file, clip_dir):
         problems.append(f"gradients differ by {worst}")
     if not torch.equal(seen["zero3"]["scores"], seen["plain"]["scores"]):
         problems.append("snippet scores differ")
+    # region inputs on one process only: every process stops with the same error (none waits in a collective)
+    mixed = dict(batch) if rank == 0 else {k: v for k, v in batch.items() if not k.startswith(("region", "negative"))}
+    try:
+        model(**mixed)
+        problems.append("region inputs on one process only were accepted")
+    except ValueError as err:
+        if "every process must give region inputs" not in str(err):
+            problems.append(f"unexpected error: {err}")
     with open(f"{result_file}.{rank}", "w") as f:
         f.write("; ".join(problems) or "ok")
     dist.destroy_process_group()
@@ -414,7 +422,8 @@ def test_under_zero3_every_process_makes_the_same_module_calls(tmp_path, clip_di
     gradient), so processes whose batches differ in real frames, boxes and hard negatives must still make the same
     calls: under ZeRO-3 the model pads them with stand-in calls (a fake 2-rank ZeRO-3 marking, real gloo). Without the
     marking the calls differ (the inputs are made so); with it they are equal, and loss, gradients and scores are
-    unchanged. The whole DeepSpeed run is tests/trainers/test_deepspeed.py::test_zero3_trains_the_vad_task."""
+    unchanged. Region inputs on one process only stop every process with the same error. The whole DeepSpeed run is
+    tests/trainers/test_vad_multiprocess.py::test_zero3_trains_the_vad_task."""
     spawn_two_ranks(_zero3_calls_worker, tmp_path, str(clip_dir))
 
 
