@@ -235,6 +235,9 @@ def execute(run: PreparedRun) -> dict:
                                       title=title)
         logger.info("training curves: %s", curves)
         trainer.create_model_card()
+    # The other processes wait until the main one has written the run's outputs: a process that ends early and fails
+    # in its teardown makes the launcher stop the main one (seen once on CPU: plots and model card went unwritten).
+    trainer.accelerator.wait_for_everyone()
     if run.training_args.push_to_hub:
         push_final(trainer, run.task_name)
     # Each process leaves its process group here, after its last collective, rather than at interpreter exit

@@ -43,3 +43,33 @@ def test_two_processes_match_one(tmp_path):
     p1 = json.loads((tmp_path / "one" / "predictions.json").read_text())["results"]
     p2 = json.loads((tmp_path / "two" / "predictions.json").read_text())["results"]
     assert p1.keys() == p2.keys()
+
+
+# run.py's main, then process 1 aborts as a process that fails in its teardown does (seen once on CPU under ZeRO-3:
+# "terminate called without an active exception" at exit).
+ABORT_AFTER_RUN = """
+import os
+from hf_vtrain import run
+
+run.main()
+if os.environ["RANK"] == "1":
+    os.abort()
+"""
+
+
+def test_a_process_failing_at_exit_does_not_cost_the_main_process_its_outputs(tmp_path):
+    """torchrun stops every process once one fails. Process 1 dies right after its run returns; the main process has
+    still written every output (curves, timelines, model card), because the processes leave the run together."""
+    script = tmp_path / "abort_after_run.py"
+    script.write_text(ABORT_AFTER_RUN)
+    out = tmp_path / "two"
+    argv = tiny_argv(tmp_path, out, per_device_train_batch_size=1, num_train_epochs=2, eval_start_epoch=2,
+                     save_every_epochs=0, save_strategy="no")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *argv]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    assert proc.returncode != 0 and "SIGABRT" in proc.stderr, failure_text(proc)
+    for name in ("model.safetensors", "eval_results.json", "predictions.json", "eval_map_table.txt",
+                 "training_curves.png", "README.md"):
+        assert (out / name).is_file(), name
+    assert list((out / "timelines").glob("*.png"))
