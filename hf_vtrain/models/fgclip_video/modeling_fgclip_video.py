@@ -449,7 +449,7 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
             )
             if most_regions != -fewest_regions:
                 raise ValueError("under DeepSpeed ZeRO-3 every process must give region inputs when one does")
-        anchor = None  # the stand-in calls' outputs, times 0
+        stand_in_outputs = []  # enter the graph times 0 (`_zero_anchor`)
 
         if with_regions:
             num_regions = box_valid.shape[1]
@@ -475,13 +475,9 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
                 output_hidden_states=dense_index.numel() > 0 or dense_stand_in,
             )
             pooled = self.clip.visual_projection(outputs.pooler_output)
-            if stand_in:
-                anchor = _zero_anchor(pooled) + (0 if anchor is None else anchor)
-            else:
-                frame_embeds.append(pooled)
+            (stand_in_outputs if stand_in else frame_embeds).append(pooled)
             if dense_stand_in:
-                maps = self._dense_features(outputs.hidden_states[hidden_index][:1], hidden_index)
-                anchor = _zero_anchor(maps) + (0 if anchor is None else anchor)
+                stand_in_outputs.append(self._dense_features(outputs.hidden_states[hidden_index][:1], hidden_index))
             if dense_index.numel() == 0:
                 continue
             hidden = outputs.hidden_states[hidden_index][dense_frame[index]]
@@ -500,8 +496,8 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
         embeds = torch.zeros(batch * frames, dim, device=pixel_values.device, dtype=dtype)
         if frame_embeds:
             embeds = embeds.index_copy(0, real, torch.cat(frame_embeds).to(embeds.dtype))
-        if anchor is not None:
-            embeds = embeds + anchor.to(embeds.dtype)
+        if stand_in_outputs:
+            embeds = embeds + _zero_anchor(*stand_in_outputs).to(embeds.dtype)
         embeds = embeds.reshape(batch, frames, dim)
         if not with_regions:
             return embeds, None
