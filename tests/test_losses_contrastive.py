@@ -9,6 +9,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from hf_vtrain.losses_contrastive import clip_contrastive_loss, fgclip_losses, gather_features, hard_negative_loss
+from tests.distributed import spawn_two_ranks
 
 
 def _ce(logits_row, target):
@@ -139,17 +140,6 @@ def test_fake_two_rank_hard_negative_mean_over_global_count(monkeypatch):
     _FakeWorld(monkeypatch, [torch.tensor(3.0)])  # rank 0 has 3 anchors
     loss = hard_negative_loss(anchors, positives, negatives, torch.tensor(2.0))
     assert loss.item() == pytest.approx(local_sum * 2 / 5, rel=1e-6)
-
-
-def spawn_two_ranks(worker, tmp_path, *extra):
-    """Runs worker(rank, 2, init_file, result_file, *extra) on 2 gloo ranks; each must write "ok" to
-    result_file.<rank>."""
-    import torch.multiprocessing as mp
-
-    result = tmp_path / "result"
-    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(result), *extra), nprocs=2, join=True)
-    for rank in range(2):
-        assert (tmp_path / f"result.{rank}").read_text() == "ok"
 
 
 def _gloo_worker(rank, world, init_file, result_file):

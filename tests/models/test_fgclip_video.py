@@ -20,7 +20,7 @@ from hf_vtrain.models.fgclip_video import (
     FGCLIPVideoModel,
     stretch_text_position_embeddings,
 )
-from tests.test_losses_contrastive import spawn_two_ranks
+from tests.distributed import spawn_two_ranks
 
 B, T, R, K, L, LR = 2, 4, 3, 2, 100, 8
 EOS = 49407

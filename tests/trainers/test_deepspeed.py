@@ -19,11 +19,9 @@ What the numbers mean (measured on the tiny AdaTAD run below, 8 optimizer steps,
   normalised per batch by that batch's positives, so it depends on how windows are grouped into batches).
 """
 
-import functools
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import textwrap
@@ -31,14 +29,12 @@ import textwrap
 import pytest
 import torch
 
-from tests.trainers.test_tad_run import REPO, TINY_MODEL, tiny_argv
+from tests.distributed import (REPO, RUN_PY, ZERO2, ZERO3, failure_text, free_port, launch_env, tensor_diffs,
+                               torchrun, weights, zero3_config)
+from tests.trainers.test_tad_run import TINY_MODEL, tiny_argv
 
 pytestmark = pytest.mark.multiprocess
 
-ZERO2 = os.path.join(REPO, "recipes", "deepspeed", "zero2.json")
-ZERO3 = os.path.join(REPO, "recipes", "deepspeed", "zero3.json")
-# DeepSpeed JIT-compiles its CPU communication op on first use (minutes on 2 cores): cache it under .cache/.
-EXTENSIONS = os.environ.get("TORCH_EXTENSIONS_DIR", os.path.join(REPO, ".cache", "torch_extensions"))
 SHIFT_INVARIANT = re.compile(r"attn\.key(_norm)?\.bias$")  # zero gradient in exact arithmetic
 
 # 8 steps (4 epochs x 2), nonzero mAP at the end, checkpoints at steps 4 and 8, only the final evaluation,
@@ -118,52 +114,6 @@ NAN_RUNNER = textwrap.dedent("""
 """)
 
 
-@functools.cache
-def _deepspeed_import_error() -> str | None:
-    proc = subprocess.run([sys.executable, "-c", "import deepspeed"], capture_output=True, text=True, timeout=300)
-    return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["import failed"])[-1]
-
-
-@pytest.fixture(scope="module")
-def require_deepspeed():
-    error = _deepspeed_import_error()
-    if error:
-        pytest.skip(f"deepspeed is not importable ({error}); pip install -e .[deepspeed]")
-
-
-def _env(**extra):
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO, "TORCH_EXTENSIONS_DIR": EXTENSIONS, **extra}
-
-
-def _torchrun(root, argv, nproc, script=None, expect_ok=True, **env):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           script or os.path.join(REPO, "hf_vtrain", "run.py"), *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=root, env=_env(**env))
-    if expect_ok:
-        assert proc.returncode == 0, failure_text(proc)
-    return proc
-
-
-def failure_text(proc) -> str:
-    """The end of a failed multi-process run's output, plus every stderr line that says why a process died (a gloo
-    abort's `what()` comes long before torchrun's summary, which fills the end of stderr)."""
-    causes = [line for line in proc.stderr.splitlines()
-              if re.search(r"what\(\)|Error|error:|Traceback|Signal|exitcode", line) and "Warning" not in line]
-    return proc.stdout[-3000:] + "\n--- stderr, why ---\n" + "\n".join(causes[-40:]) + "\n--- stderr, end ---\n" + (
-        proc.stderr[-2000:])
-
-
-def _weights(folder, name="model.safetensors"):
-    from safetensors.torch import load_file
-
-    return load_file(os.path.join(folder, name))
-
-
-def _diffs(a, b):
-    assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
-    return {k: (a[k].double() - b[k].double()).abs().max().item() for k in a}
-
-
 def _eval(folder):
     metrics = json.loads(open(os.path.join(folder, "eval_results.json")).read())
     return {k: v for k, v in metrics.items() if k.startswith("eval_") and "runtime" not in k and "per_second" not in k}
@@ -190,11 +140,7 @@ ZERO3_PERSIST = 1000
 
 
 def _zero3_mixed(root) -> str:
-    config = json.loads(open(ZERO3).read())
-    config["zero_optimization"]["stage3_param_persistence_threshold"] = ZERO3_PERSIST
-    path = root / "zero3_mixed.json"
-    path.write_text(json.dumps(config))
-    return str(path)
+    return zero3_config(root / "zero3_mixed.json", stage3_param_persistence_threshold=ZERO3_PERSIST)
 
 
 def _assert_resumed_run_equal(full, part, shard_keys):
@@ -202,7 +148,7 @@ def _assert_resumed_run_equal(full, part, shard_keys):
     of each rank (`shard_keys`: fp32 master partitions and Adam moments, named per ZeRO stage), the schedule, and
     every logged loss (steps 1-4 from checkpoint-4's state, 5-8 resumed)."""
     for name in ("model.safetensors", "ema/model.safetensors"):
-        diffs = _diffs(_weights(full, name), _weights(part, name))
+        diffs = tensor_diffs(weights(full, name), weights(part, name))
         assert max(diffs.values()) == 0.0, (name, {k: v for k, v in diffs.items() if v})
     assert _eval(full) == _eval(part)
     for rank in (0, 1):
@@ -223,10 +169,10 @@ def runs(tmp_path_factory, require_deepspeed):
     """1 process (global batch 2), 2-process DDP, ZeRO-2 and ZeRO-3 (per-device batch 1), same recipe."""
     root = tmp_path_factory.mktemp("deepspeed")
     out = {name: root / name for name in ("one", "ddp", "zero2", "zero3")}
-    _torchrun(root, tiny_argv(root, out["one"], per_device_train_batch_size=2, **COMMON, **NO_SAVE), 1)
-    _torchrun(root, tiny_argv(root, out["ddp"], per_device_train_batch_size=1, **COMMON, **NO_SAVE), 2)
-    _torchrun(root, tiny_argv(root, out["zero2"], per_device_train_batch_size=1, deepspeed=ZERO2, **COMMON, **SAVE), 2)
-    _torchrun(root, tiny_argv(root, out["zero3"], per_device_train_batch_size=1, deepspeed=_zero3_mixed(root),
+    torchrun(root, tiny_argv(root, out["one"], per_device_train_batch_size=2, **COMMON, **NO_SAVE), 1)
+    torchrun(root, tiny_argv(root, out["ddp"], per_device_train_batch_size=1, **COMMON, **NO_SAVE), 2)
+    torchrun(root, tiny_argv(root, out["zero2"], per_device_train_batch_size=1, deepspeed=ZERO2, **COMMON, **SAVE), 2)
+    torchrun(root, tiny_argv(root, out["zero3"], per_device_train_batch_size=1, deepspeed=_zero3_mixed(root),
                               **COMMON, **SAVE), 2)
     return root, out
 
@@ -237,12 +183,12 @@ def test_zero2_equals_ddp_and_matches_one_process(runs):
     assert state["global_step"] == 8
     assert all(e["grad_norm"] < 1.0 for e in state["log_history"] if "grad_norm" in e)  # clipping not engaged
     for name in ("model.safetensors", "ema/model.safetensors"):
-        zero2 = _weights(out["zero2"], name)
+        zero2 = weights(out["zero2"], name)
         # DeepSpeed adds no numerical difference of its own to 2-process DDP
-        diffs = _diffs(zero2, _weights(out["ddp"], name))
+        diffs = tensor_diffs(zero2, weights(out["ddp"], name))
         assert max(diffs.values()) == 0.0, (name, {k: v for k, v in diffs.items() if v})
         # against 1 process: fp32 summation order, amplified by Adam on zero-gradient parameters (module docstring)
-        diffs = _diffs(zero2, _weights(out["one"], name))
+        diffs = tensor_diffs(zero2, weights(out["one"], name))
         invariant = {k: v for k, v in diffs.items() if SHIFT_INVARIANT.search(k)}
         others = {k: v for k, v in diffs.items() if not SHIFT_INVARIANT.search(k)}
         assert len(invariant) == 8
@@ -274,11 +220,11 @@ def test_zero2_with_clipping_engaged_matches_ddp(runs):
     root, out = runs
     clipped = dict(COMMON, max_grad_norm=0.1)
     ddp, zero2 = root / "ddp_clipped", root / "zero2_clipped"
-    _torchrun(root, tiny_argv(root, ddp, per_device_train_batch_size=1, **clipped, **NO_SAVE), 2)
-    _torchrun(root, tiny_argv(root, zero2, per_device_train_batch_size=1, deepspeed=ZERO2, **clipped, **NO_SAVE), 2)
+    torchrun(root, tiny_argv(root, ddp, per_device_train_batch_size=1, **clipped, **NO_SAVE), 2)
+    torchrun(root, tiny_argv(root, zero2, per_device_train_batch_size=1, deepspeed=ZERO2, **clipped, **NO_SAVE), 2)
     state = json.loads((zero2 / "trainer_state.json").read_text())
     assert all(e["grad_norm"] > 0.1 for e in state["log_history"] if "grad_norm" in e)  # clipped at every step
-    diffs = _diffs(_weights(ddp), _weights(zero2))
+    diffs = tensor_diffs(weights(ddp), weights(zero2))
     others = {k: v for k, v in diffs.items() if not SHIFT_INVARIANT.search(k)}
     assert max(diffs.values()) < 1e-5 and max(others.values()) < 1e-6, (max(diffs.values()), max(others.values()))
     a, b = _eval(ddp), _eval(zero2)
@@ -304,16 +250,16 @@ def test_at_the_recipe_learning_rates_weights_are_within_1e6_of_one_process(tmp_
     out = {name: tmp_path / name for name in ("one", "ddp", "zero2", "zero3")}
     lrs = _thumos_recipe_lrs()
     assert lrs["learning_rate"] == 1e-4  # the measured figures in the docstring are for these rates
-    _torchrun(tmp_path, tiny_argv(tmp_path, out["one"], per_device_train_batch_size=2, **lrs, **NO_SAVE), 1)
-    _torchrun(tmp_path, tiny_argv(tmp_path, out["ddp"], per_device_train_batch_size=1, **lrs, **NO_SAVE), 2)
-    _torchrun(tmp_path, tiny_argv(tmp_path, out["zero2"], per_device_train_batch_size=1, deepspeed=ZERO2, **lrs,
+    torchrun(tmp_path, tiny_argv(tmp_path, out["one"], per_device_train_batch_size=2, **lrs, **NO_SAVE), 1)
+    torchrun(tmp_path, tiny_argv(tmp_path, out["ddp"], per_device_train_batch_size=1, **lrs, **NO_SAVE), 2)
+    torchrun(tmp_path, tiny_argv(tmp_path, out["zero2"], per_device_train_batch_size=1, deepspeed=ZERO2, **lrs,
                                   **NO_SAVE), 2)
-    _torchrun(tmp_path, tiny_argv(tmp_path, out["zero3"], per_device_train_batch_size=1, deepspeed=ZERO3, **lrs,
+    torchrun(tmp_path, tiny_argv(tmp_path, out["zero3"], per_device_train_batch_size=1, deepspeed=ZERO3, **lrs,
                                   **NO_SAVE), 2)
     for name in ("model.safetensors", "ema/model.safetensors"):
-        assert max(_diffs(_weights(out["zero2"], name), _weights(out["ddp"], name)).values()) == 0.0, name
+        assert max(tensor_diffs(weights(out["zero2"], name), weights(out["ddp"], name)).values()) == 0.0, name
         for run in ("ddp", "zero2", "zero3"):
-            diffs = _diffs(_weights(out[run], name), _weights(out["one"], name))
+            diffs = tensor_diffs(weights(out[run], name), weights(out["one"], name))
             others = {k: v for k, v in diffs.items() if not SHIFT_INVARIANT.search(k)}
             invariant = {k: v for k, v in diffs.items() if SHIFT_INVARIANT.search(k)}
             worst = max(others, key=others.get)
@@ -363,7 +309,7 @@ def test_zero2_checkpoint_holds_deepspeed_state_and_ema(runs):
     assert [g["weight_decay"] for g in groups] == [0.05, 0.0, 0.05, 0.0]
     # the module state in the DeepSpeed checkpoint is the raw state dict: frozen backbone included, nothing renamed
     module = torch.load(shards / "mp_rank_00_model_states.pt", weights_only=False)["module"]
-    saved = _weights(ckpt)
+    saved = weights(ckpt)
     assert module.keys() == saved.keys()
     for key in saved:
         assert torch.equal(module[key], saved[key]), key
@@ -375,12 +321,12 @@ def test_zero2_resume_after_sigkill_is_exact(runs):
     argv = tiny_argv(root, part, per_device_train_batch_size=1, deepspeed=ZERO2, **COMMON, **SAVE)
     runner = root / "kill_runner.py"
     runner.write_text(KILL_RUNNER)
-    killed = _torchrun(root, argv, 2, script=str(runner), expect_ok=False, HFV_KILL_AFTER_SAVE="4")
+    killed = torchrun(root, argv, 2, script=str(runner), expect_ok=False, HFV_KILL_AFTER_SAVE="4")
     assert killed.returncode != 0
     assert (part / "checkpoint-4" / "trainer_state.json").is_file()
     assert not (part / "checkpoint-8").exists() and not (part / "model.safetensors").exists()
 
-    resumed = _torchrun(root, argv, 2)  # run.py finds checkpoint-4 in output_dir and resumes from it
+    resumed = torchrun(root, argv, 2)  # run.py finds checkpoint-4 in output_dir and resumes from it
     assert "resuming from it" in resumed.stdout + resumed.stderr
 
     _assert_resumed_run_equal(out["zero2"], part, ("single_partition_of_fp32_groups", "base_optimizer_state"))
@@ -391,24 +337,16 @@ def test_deepspeed_launcher_gives_the_torchrun_result(runs):
     ZeRO-2 run as under torchrun, weights, EMA and metrics bit for bit."""
     root, out = runs
     launched = root / "zero2_deepspeed_launcher"
-    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(_free_port()),
-           os.path.join(REPO, "hf_vtrain", "run.py"),
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),
+           RUN_PY,
            *tiny_argv(root, launched, per_device_train_batch_size=1, deepspeed=ZERO2, **COMMON, **NO_SAVE)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=root, env=_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=root, env=launch_env())
     assert proc.returncode == 0, failure_text(proc)
     assert "dist_world_size=2" in proc.stdout + proc.stderr
     for name in ("model.safetensors", "ema/model.safetensors"):
-        diffs = _diffs(_weights(out["zero2"], name), _weights(launched, name))
+        diffs = tensor_diffs(weights(out["zero2"], name), weights(launched, name))
         assert max(diffs.values()) == 0.0, (name, {k: v for k, v in diffs.items() if v})
     assert _eval(launched) == _eval(out["zero2"])
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.mark.parametrize("stage", [2, 3])
@@ -422,10 +360,10 @@ def test_accelerate_launch_with_the_deepspeed_configs(runs, stage):
     launched = root / f"accelerate_zero{stage}"
     config = os.path.join(REPO, "recipes", "accelerate_configs", f"deepspeed_zero{stage}.yaml")
     cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config, "--num_processes", "2",
-           "--main_process_port", str(_free_port()), os.path.join(REPO, "hf_vtrain", "run.py"),
+           "--main_process_port", str(free_port()), RUN_PY,
            *tiny_argv(root, launched, per_device_train_batch_size=1, **COMMON, **SAVE)]
     # from the repository root, as the config's relative JSON path expects
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=_env())
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=REPO, env=launch_env())
     assert proc.returncode == 0, failure_text(proc)
     shards = launched / "checkpoint-4" / "global_step4"
     for rank in (0, 1):
@@ -433,7 +371,7 @@ def test_accelerate_launch_with_the_deepspeed_configs(runs, stage):
         assert optim["optimizer_state_dict"]["zero_stage"] == stage
     reference = out[f"zero{stage}"]
     for name in ("model.safetensors", "ema/model.safetensors"):
-        diffs = _diffs(_weights(launched, name), _weights(reference, name))
+        diffs = tensor_diffs(weights(launched, name), weights(reference, name))
         others = {k: v for k, v in diffs.items() if not SHIFT_INVARIANT.search(k)}
         print(f"\n{name}: accelerate launch ZeRO-{stage} vs torchrun: max {max(diffs.values()):.2e}, "
               f"others {max(others.values()):.2e}")
@@ -452,17 +390,17 @@ def test_zero3_matches_zero2_and_one_process(runs):
     such differences on near-zero gradients into lr-sized steps); against 1 process the same bounds as ZeRO-2 hold.
     A wrong partition layout in the EMA's gather or slicing would differ by the size of the weights."""
     _, out = runs
-    sizes = {k: v.numel() for k, v in _weights(out["zero3"]).items()}
+    sizes = {k: v.numel() for k, v in weights(out["zero3"]).items()}
     assert any(n <= ZERO3_PERSIST for n in sizes.values()) and any(n > ZERO3_PERSIST for n in sizes.values())
     state = json.loads((out["zero3"] / "trainer_state.json").read_text())
     assert state["global_step"] == 8
     for name in ("model.safetensors", "ema/model.safetensors", "checkpoint-4/model.safetensors",
                  "checkpoint-4/ema/model.safetensors"):
-        zero3 = _weights(out["zero3"], name)
+        zero3 = weights(out["zero3"], name)
         for other, (bound_all, bound_others) in (("zero2", (5e-5, 1e-5)), ("one", (1e-4, 2e-5))):
             if other == "one" and name.startswith("checkpoint"):
                 continue
-            diffs = _diffs(zero3, _weights(out[other], name))
+            diffs = tensor_diffs(zero3, weights(out[other], name))
             others = {k: v for k, v in diffs.items() if not SHIFT_INVARIANT.search(k)}
             worst = max(others, key=others.get)
             assert max(diffs.values()) < bound_all and others[worst] < bound_others, (name, other, worst, others[worst])
@@ -481,7 +419,7 @@ def test_zero3_matches_zero2_and_one_process(runs):
             assert (shards / f"zero_pp_rank_{rank}_mp_rank_00_{kind}.pt").is_file(), (rank, kind)
     optim = torch.load(shards / "zero_pp_rank_0_mp_rank_00_optim_states.pt", weights_only=False)
     assert optim["optimizer_state_dict"]["zero_stage"] == 3
-    assert _weights(out["zero3"], "checkpoint-4/model.safetensors").keys() == _weights(out["zero2"]).keys()
+    assert weights(out["zero3"], "checkpoint-4/model.safetensors").keys() == weights(out["zero2"]).keys()
 
 
 def test_zero3_resume_is_exact(runs):
@@ -493,7 +431,7 @@ def test_zero3_resume_is_exact(runs):
     root, out = runs
     part = root / "zero3_resumed"
     shutil.copytree(out["zero3"] / "checkpoint-4", part / "checkpoint-4")
-    resumed = _torchrun(root, tiny_argv(root, part, per_device_train_batch_size=1, deepspeed=_zero3_mixed(root),
+    resumed = torchrun(root, tiny_argv(root, part, per_device_train_batch_size=1, deepspeed=_zero3_mixed(root),
                                         **COMMON, **SAVE), 2)
     assert "resuming from it" in resumed.stdout + resumed.stderr
     _assert_resumed_run_equal(out["zero3"], part, ("fp32_flat_groups", "optimizer_state_dict"))
@@ -508,7 +446,7 @@ def test_zero3_lora_exports_reproduce_the_evaluated_model(runs):
 
     root, _ = runs
     out = root / "zero3_lora"
-    _torchrun(root, tiny_argv(root, out, per_device_train_batch_size=1, deepspeed=ZERO3, **{**COMMON, **LORA},
+    torchrun(root, tiny_argv(root, out, per_device_train_batch_size=1, deepspeed=ZERO3, **{**COMMON, **LORA},
                               **NO_SAVE), 2)
     evaluated = AdaTADForActionDetection.from_pretrained(out / "ema").eval()
     merged = AdaTADForActionDetection.from_pretrained(out / "merged_model").eval()
@@ -530,7 +468,7 @@ def test_zero3_without_gathered_saves_is_refused(tmp_path, require_deepspeed):
     config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = False
     no_gather = tmp_path / "no_gather.json"
     no_gather.write_text(json.dumps(config))
-    proc = _torchrun(tmp_path, tiny_argv(tmp_path, tmp_path / "tad", deepspeed=no_gather, **NO_SAVE), 1,
+    proc = torchrun(tmp_path, tiny_argv(tmp_path, tmp_path / "tad", deepspeed=no_gather, **NO_SAVE), 1,
                      expect_ok=False)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0 and errors and "stage3_gather_16bit_weights_on_model_save" in errors[0], proc.stderr[-3000:]
@@ -557,18 +495,18 @@ def test_a_nonfinite_loss_on_one_process_is_skipped_or_stops_on_every_process(ru
         keys = dict(per_device_train_batch_size=1, max_nonfinite_steps=1, **COMMON, **NO_SAVE)
         if config:
             keys["deepspeed"] = config
-        proc = _torchrun(root, tiny_argv(root, out[name], **keys), 2, script=str(runner), **poison)
+        proc = torchrun(root, tiny_argv(root, out[name], **keys), 2, script=str(runner), **poison)
         log = proc.stdout + proc.stderr
         assert "skipping the batch of every process: non-finite loss at step 3" in log and "process 1: loss parts" in log
         history = json.loads((out[name] / "trainer_state.json").read_text())["log_history"]
         assert [e.get("skipped_nonfinite_batches", 0) for e in history if "loss" in e] == [0, 0] + [1] * 6, name
-    assert max(_diffs(_weights(out["zero2"]), _weights(out["ddp"])).values()) == 0.0
-    diffs = _diffs(_weights(out["zero3"]), _weights(out["ddp"]))
+    assert max(tensor_diffs(weights(out["zero2"]), weights(out["ddp"])).values()) == 0.0
+    diffs = tensor_diffs(weights(out["zero3"]), weights(out["ddp"]))
     others = {k: v for k, v in diffs.items() if not SHIFT_INVARIANT.search(k)}
     assert max(diffs.values()) < 5e-5 and max(others.values()) < 1e-5, (max(diffs.values()), max(others.values()))
 
     stop = root / "nan_stop"
-    proc = _torchrun(root, tiny_argv(root, stop, per_device_train_batch_size=1, **COMMON, **NO_SAVE), 2,
+    proc = torchrun(root, tiny_argv(root, stop, per_device_train_batch_size=1, **COMMON, **NO_SAVE), 2,
                      script=str(runner), expect_ok=False, **poison)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0 and errors, proc.stderr[-3000:]

@@ -1,33 +1,21 @@
 """Two processes (torchrun, gloo on CPU): evaluation gathers every window exactly once and agrees with one process."""
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
-from tests.trainers.test_deepspeed import failure_text
-from tests.trainers.test_tad_run import REPO, tiny_argv, TINY_MODEL as MODEL
+from tests.distributed import failure_text, torchrun
+from tests.trainers.test_tad_run import tiny_argv, TINY_MODEL as MODEL
 
 pytestmark = pytest.mark.multiprocess
-
-
-def _torchrun(argv, nproc, tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           os.path.join(REPO, "hf_vtrain", "run.py"), *argv]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, failure_text(proc)
-    return proc
 
 
 def test_two_processes_match_one(tmp_path):
     common = dict(num_train_epochs=2, eval_start_epoch=2, save_every_epochs=0, save_strategy="no",
                   flip_prob=0.0, per_device_eval_batch_size=4,
                   model_config_overrides=MODEL.replace("dropout: 0.1", "dropout: 0.0, drop_path_rate: 0.0, detector_drop_path_rate: 0.0"))  # 6 windows over 2 x 4: padded
-    _torchrun(tiny_argv(tmp_path, tmp_path / "one", per_device_train_batch_size=2, **common), 1, tmp_path)
-    _torchrun(tiny_argv(tmp_path, tmp_path / "two", per_device_train_batch_size=1, **common), 2, tmp_path)
+    torchrun(tmp_path, tiny_argv(tmp_path, tmp_path / "one", per_device_train_batch_size=2, **common), 1)
+    torchrun(tmp_path, tiny_argv(tmp_path, tmp_path / "two", per_device_train_batch_size=1, **common), 2)
     one = json.loads((tmp_path / "one" / "eval_results.json").read_text())
     two = json.loads((tmp_path / "two" / "eval_results.json").read_text())
     # same global batch: the same optimisation up to float reduction order
@@ -65,9 +53,7 @@ def test_a_process_failing_at_exit_does_not_cost_the_main_process_its_outputs(tm
     out = tmp_path / "two"
     argv = tiny_argv(tmp_path, out, per_device_train_batch_size=1, num_train_epochs=2, eval_start_epoch=2,
                      save_every_epochs=0, save_strategy="no")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script), *argv]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=tmp_path, env=env)
+    proc = torchrun(tmp_path, argv, 2, script=script, expect_ok=False)
     assert proc.returncode != 0 and "SIGABRT" in proc.stderr, failure_text(proc)
     for name in ("model.safetensors", "eval_results.json", "predictions.json", "eval_map_table.txt",
                  "training_curves.png", "README.md"):

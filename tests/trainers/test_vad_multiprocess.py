@@ -10,15 +10,11 @@ process's calls (FGCLIPVideoModel under `runs_under_zero3`); tests/models/test_f
 """
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
-from safetensors.torch import load_file
 
-from tests.trainers.test_deepspeed import ZERO3, _deepspeed_import_error, _env, failure_text
-from tests.trainers.test_vad_run import REPO, tiny_argv
+from tests.distributed import tensor_diffs, torchrun, weights, zero3_config
+from tests.trainers.test_vad_run import tiny_argv
 
 pytestmark = pytest.mark.multiprocess
 
@@ -31,44 +27,29 @@ COMMON = dict(num_train_epochs=3, eval_start_epoch=3, eval_every_epochs=1, per_d
                                      "frame_chunk_size: 8}")
 
 
-def _torchrun(argv, nproc, cwd):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           os.path.join(REPO, "hf_vtrain", "run.py"), *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=cwd, env=_env())
-    assert proc.returncode == 0, failure_text(proc)
-    return proc.stdout + proc.stderr
-
-
 def _zero3_config(root) -> str:
     """The shipped ZeRO-3 config with a persistence threshold of 1000 elements, so the tiny CLIP's weight matrices and
     embedding tables are partitioned (the shipped 1e5 would keep every tensor of it whole), and reduce buckets of 3000
     elements, so gradients are reduced in many buckets (a process reducing them in another order would mix them)."""
-    config = json.loads(open(ZERO3).read())
-    config["zero_optimization"].update(stage3_param_persistence_threshold=1000, reduce_bucket_size=3000)
-    path = root / "zero3_vad.json"
-    path.write_text(json.dumps(config))
-    return str(path)
+    return zero3_config(root / "zero3_vad.json", stage3_param_persistence_threshold=1000,
+                        reduce_bucket_size=3000)
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("vad_mp")
     out = {name: root / name for name in ("one", "two", "zero3")}
-    _torchrun(tiny_argv(root, out["one"], per_device_train_batch_size=4, **COMMON), 1, root)
-    log = _torchrun(tiny_argv(root, out["two"], per_device_train_batch_size=2, **COMMON), 2, root)
+    torchrun(root, tiny_argv(root, out["one"], per_device_train_batch_size=4, **COMMON), 1)
+    proc = torchrun(root, tiny_argv(root, out["two"], per_device_train_batch_size=2, **COMMON), 2)
+    log = proc.stdout + proc.stderr
     assert "Instantaneous batch size per device = 2" in log and "accumulation) = 4" in log  # 2 ranks x 2
     return root, out
 
 
-def _weights(folder, name="model.safetensors"):
-    return load_file(folder / name)
-
-
 def _max_diff(a, b):
-    assert a.keys() == b.keys()
-    diffs = {k: (a[k].double() - b[k].double()).abs().max().item() for k in a}
-    worst = max(diffs, key=diffs.get)
-    return diffs, worst
+    found = tensor_diffs(a, b)
+    worst = max(found, key=found.get)
+    return found, worst
 
 
 def _assert_same_scores_and_metrics(a, b, bound=1e-4):
@@ -91,7 +72,7 @@ def test_two_processes_match_one(runs):
     two_state = json.loads((out["two"] / "trainer_state.json").read_text())
     assert one_state["global_step"] == two_state["global_step"] == 3
     for name in ("model.safetensors", "ema/model.safetensors"):
-        diffs, worst = _max_diff(_weights(out["one"], name), _weights(out["two"], name))
+        diffs, worst = _max_diff(weights(out["one"], name), weights(out["two"], name))
         # fp32 summation order differs (one batched backward vs two + all-reduce); Adam turns rounding noise on
         # near-zero gradients into steps of up to ~lr, so the bound is a few lr-sized Adam steps' worth of noise, far
         # below what a wrong gradient (e.g. local-only negatives, or a missing world-size factor) moves (>1e-2).
@@ -102,27 +83,23 @@ def test_two_processes_match_one(runs):
     _assert_same_scores_and_metrics(out["one"], out["two"])
 
 
-def test_zero3_trains_the_vad_task(runs):
+def test_zero3_trains_the_vad_task(runs, require_deepspeed):
     """2-process ZeRO-3 (CLIP weights partitioned) against 2-process DDP and 1 process: the same training up to fp32
     rounding, raw and EMA weights, every test video scored once, the same AUC/AP."""
-    error = _deepspeed_import_error()
-    if error:
-        pytest.skip(f"deepspeed is not importable ({error}); pip install -e .[deepspeed]")
     root, out = runs
-    _torchrun(tiny_argv(root, out["zero3"], per_device_train_batch_size=2, deepspeed=_zero3_config(root), **COMMON),
-              2, root)
-    sizes = {k: v.numel() for k, v in _weights(out["zero3"]).items()}
+    torchrun(root, tiny_argv(root, out["zero3"], per_device_train_batch_size=2, deepspeed=_zero3_config(root), **COMMON),
+             2)
+    sizes = {k: v.numel() for k, v in weights(out["zero3"]).items()}
     assert sum(n > 1000 for n in sizes.values()) >= 10  # partitioned between forwards, not held whole
     assert json.loads((out["zero3"] / "ema" / "ema_state.json").read_text())["num_updates"] == 3
     for name in ("model.safetensors", "ema/model.safetensors"):
-        zero3 = _weights(out["zero3"], name)
+        zero3 = weights(out["zero3"], name)
         # against DDP: measured bit for bit (the gradient norm differs in the 8th digit, the clipped Adam step not)
         for other, bound in (("two", 1e-6), ("one", 1e-4)):
-            diffs, worst = _max_diff(zero3, _weights(out[other], name))
+            diffs, worst = _max_diff(zero3, weights(out[other], name))
             print(f"{name}: ZeRO-3 vs {other}: max {diffs[worst]:.3g} ({worst})")
             assert diffs[worst] < bound, (name, other, worst, diffs[worst])
-        moved = _max_diff(zero3, _weights(out["zero3"], "ema/model.safetensors" if name == "model.safetensors"
-                                          else "model.safetensors"))
-        assert moved[0][moved[1]] > 1e-3  # raw and EMA weights are different things
+    moved, worst = _max_diff(weights(out["zero3"]), weights(out["zero3"], "ema/model.safetensors"))
+    assert moved[worst] > 1e-3  # raw and EMA weights are different things
     _assert_same_scores_and_metrics(out["one"], out["zero3"])
     _assert_same_scores_and_metrics(out["two"], out["zero3"], bound=1e-6)
