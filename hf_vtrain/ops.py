@@ -1,5 +1,5 @@
 """Tensor ops the models need that would otherwise come from torchvision (which must not be installed next to
-torch 2.13, see FIELD_NOTES): `roi_align`, with the semantics of torchvision's CPU kernel, in plain torch."""
+torch 2.13: PyPI's build fails to import there): `roi_align`, with the semantics of torchvision's CPU kernel, in plain torch."""
 
 from __future__ import annotations
 

@@ -66,6 +66,56 @@ def find_last_checkpoint(output_dir: str) -> str | None:
     return max(found)[1] if found else None
 
 
+def holds_training_state(path: str) -> bool:
+    """A checkpoint a run can resume from: the Trainer's state and an optimizer state (optimizer.pt, or DeepSpeed's
+    global_step*/ shards). A finished run's top folder has trainer_state.json and the weights but no optimizer: a
+    "resume" from it trains nothing."""
+    if not os.path.isfile(os.path.join(path, "trainer_state.json")):
+        return False
+    if os.path.isfile(os.path.join(path, "optimizer.pt")) or os.path.isfile(os.path.join(path, "latest")):
+        return True
+    return any(name.startswith("global_step") and os.path.isdir(os.path.join(path, name)) for name in os.listdir(path))
+
+
+def check_resume_folder(path: str, key: str = "resume_from_checkpoint") -> str:
+    """`path` if it is a checkpoint to resume from, else a RecipeError saying what it is and what to pass instead."""
+    if not os.path.exists(path):
+        raise RecipeError(f"{key}: {path} does not exist")
+    if not os.path.isdir(path):
+        raise RecipeError(f"{key}: {path} is a file; pass a checkpoint folder (checkpoint-N)")
+    if holds_training_state(path):
+        return path
+    newest = find_last_checkpoint(path)
+    if newest is not None:
+        raise RecipeError(f"{key}: {path} is a run folder, not a checkpoint (it holds no optimizer state, so a resume "
+                          f"would train nothing); its newest checkpoint is {newest}: pass that")
+    what = ("a finished run's folder without checkpoints" if os.path.isfile(os.path.join(path, "trainer_state.json"))
+            else "not a checkpoint (no trainer_state.json)")
+    raise RecipeError(f"{key}: {path} is {what}; to start from its weights use model_name_or_path instead")
+
+
+def resolve_resume(training_args) -> str | None:
+    """The checkpoint this run resumes from: `resume_from_checkpoint` checked (a path, true/latest, hub), or the newest
+    complete checkpoint in output_dir when the key is unset."""
+    output_dir = training_args.output_dir
+    resume = training_args.resume_from_checkpoint
+    if isinstance(resume, str) and resume.lower() in ("true", "latest", "last"):
+        found = find_last_checkpoint(output_dir)
+        if found is None:
+            raise RecipeError(f"resume_from_checkpoint: {resume}: no complete checkpoint in {output_dir}")
+        return check_resume_folder(found)
+    if isinstance(resume, str) and resume.lower() == "hub":
+        with training_args.main_process_first(desc="download last-checkpoint"):
+            return check_resume_folder(download_hub_checkpoint(training_args))
+    if resume is None:
+        found = find_last_checkpoint(output_dir)
+        if found:
+            logger.warning("found checkpoint %s in output_dir: resuming from it", found)
+            return check_resume_folder(found)
+        return None
+    return check_resume_folder(resume)
+
+
 def download_hub_checkpoint(training_args) -> str:
     """`--resume_from_checkpoint hub`: the store's `last-checkpoint/` (hub_strategy checkpoint) when the local
     output folder is gone."""
@@ -73,15 +123,15 @@ def download_hub_checkpoint(training_args) -> str:
 
     repo = training_args.hub_model_id
     if not repo:
-        raise ValueError("resume_from_checkpoint: hub needs hub_model_id (the repository the run pushed to)")
+        raise RecipeError("resume_from_checkpoint: hub needs hub_model_id (the repository the run pushed to)")
     target = os.path.join(training_args.output_dir, "hub-last-checkpoint")
     snapshot_download(repo_id=repo, allow_patterns=["last-checkpoint/*"], local_dir=target,
                       token=training_args.hub_token, revision=training_args.hub_revision)
     path = os.path.join(target, "last-checkpoint")
     if not os.path.isfile(os.path.join(path, "trainer_state.json")):
-        raise FileNotFoundError(f"{repo}: no complete last-checkpoint/ on the store (was the run pushed with "
-                                f"hub_strategy: checkpoint?)")
-    logger.info("resuming from %s's last-checkpoint (downloaded to %s)", repo, path)
+        raise RecipeError(f"resume_from_checkpoint: hub: {repo} has no complete last-checkpoint/ (was the run pushed "
+                          f"with hub_strategy: checkpoint?)")
+    logger.warning("resuming from %s's last-checkpoint (downloaded to %s)", repo, path)
     return path
 
 
@@ -103,12 +153,54 @@ def resolved_recipe(task: str, *arg_objects) -> dict:
     return out
 
 
+_LAUNCHERS = ("accelerate", "torchrun", "deepspeed")
+
+
+def _short_argv(words: list[str]) -> list[str]:
+    """An argv without the interpreter in front of a launcher script (`.../python .../bin/accelerate launch ...`
+    -> `accelerate launch ...`), the launcher named without its folder."""
+    words = list(words)
+    if len(words) > 1 and os.path.basename(words[0]).startswith("python") and \
+            os.path.basename(words[1]) in _LAUNCHERS:
+        words = words[1:]
+    if words and os.path.basename(words[0]) in _LAUNCHERS:
+        words[0] = os.path.basename(words[0])
+    return words
+
+
+def invocation(argv: list[str]) -> dict:
+    """How this run was started, as the user typed it: the launcher's command line (accelerate launch, torchrun,
+    deepspeed: read from the parent process on Linux) and this process's own (`python -m hf_vtrain.run ...` or
+    `python hf_vtrain/run.py ...`). A run started from Python (`run.main(argv)`) is recorded as the equivalent
+    `python -m hf_vtrain.run` command."""
+    if list(sys.argv[1:]) != list(argv):
+        command = shlex.join(["python", "-m", "hf_vtrain.run", *argv])
+        return {"process_command": command, "command": command}
+    own = list(getattr(sys, "orig_argv", None) or [sys.executable, *sys.argv])
+    out = {"process_command": shlex.join(own)}
+    launched = any(k in os.environ for k in ("TORCHELASTIC_RUN_ID", "ACCELERATE_MIXED_PRECISION", "LOCAL_RANK"))
+    parent = None
+    if launched:
+        try:
+            with open(f"/proc/{os.getppid()}/cmdline", "rb") as handle:
+                words = [w.decode(errors="replace") for w in handle.read().split(b"\0") if w]
+            # torchrun under accelerate: the launcher that matters is the outermost one, but one level is enough to
+            # name it; a plain python parent is a test harness or a shell, not a launcher
+            if any(os.path.basename(w) in _LAUNCHERS or w.endswith(("torch.distributed.run", "accelerate.commands"
+                                                                    ".launch")) for w in words[:3]):
+                parent = _short_argv(words)
+        except OSError:
+            parent = None
+    out["command"] = shlex.join(parent) if parent else shlex.join(_short_argv(own))
+    return out
+
+
 def write_run_info(output_dir: str, task: str, argv: list[str], set_keys: dict, arg_objects) -> dict:
     os.makedirs(output_dir, exist_ok=True)
     info = {
         "hf_vtrain_version": __version__,
         "git_commit": git_commit(),
-        "command": " ".join(shlex.quote(a) for a in ["hf_vtrain/run.py", *argv]),
+        **invocation(argv),
         "recipe_keys_set": {k: _jsonable(v) for k, v in set_keys.items()},
     }
     with open(os.path.join(output_dir, "run_info.json"), "w") as handle:
@@ -119,23 +211,39 @@ def write_run_info(output_dir: str, task: str, argv: list[str], set_keys: dict, 
     return info
 
 
+_LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR,
+               "critical": logging.CRITICAL}
+
+
 def setup_logging(training_args) -> None:
+    """The console is quiet by default: warnings, the Trainer's progress bar or loss lines, and the metric tables
+    (printed). `log_level: info` (or debug) shows everything there; train.log always gets INFO and above, config dumps
+    included. Processes other than the main one print warnings only."""
     import datasets
     import transformers
 
-    level = logging.INFO if training_args.should_log else logging.WARNING
+    console = logging.WARNING
+    if training_args.should_log and training_args.log_level in _LOG_LEVELS:
+        console = _LOG_LEVELS[training_args.log_level]
+    record = min(console, logging.INFO)
+    stream = logging.StreamHandler(sys.stdout)
+    stream.setLevel(console)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
-                        handlers=[logging.StreamHandler(sys.stdout)], level=level, force=True)
+                        handlers=[stream], level=record, force=True)
     # One path for every message: transformers' own stderr handler off, its records propagated to the root handlers
     # (stdout and train.log). transformers turns propagation on by itself when CI=true, which with its handler on
     # printed every message twice.
-    transformers.utils.logging.set_verbosity(level)
+    transformers.utils.logging.set_verbosity(record)
     transformers.utils.logging.disable_default_handler()
     transformers.utils.logging.enable_propagation()
     datasets.utils.logging.set_verbosity(logging.WARNING)
+    if console > logging.INFO:  # "Writing model shards" / "Loading weights" bars at every save and load
+        transformers.utils.logging.disable_progress_bar()
+        datasets.disable_progress_bars()
     if training_args.should_save:
         os.makedirs(training_args.output_dir, exist_ok=True)
         handler = logging.FileHandler(os.path.join(training_args.output_dir, "train.log"))
+        handler.setLevel(logging.INFO)
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         logging.getLogger().addHandler(handler)
 
@@ -169,21 +277,7 @@ def prepare(argv: list[str]) -> PreparedRun:
         set_seed(training_args.seed)
 
     output_dir = training_args.output_dir
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "latest", "last"):
-        resume = find_last_checkpoint(output_dir)
-        if resume is None:
-            raise FileNotFoundError(f"resume_from_checkpoint={training_args.resume_from_checkpoint}: no complete "
-                                    f"checkpoint in {output_dir}")
-    elif isinstance(resume, str) and resume.lower() == "hub":
-        with training_args.main_process_first(desc="download last-checkpoint"):
-            resume = download_hub_checkpoint(training_args)
-    elif resume is None:
-        resume = find_last_checkpoint(output_dir)
-        if resume:
-            logger.info("found checkpoint %s in output_dir: resuming from it", resume)
-    elif not os.path.isdir(resume):
-        raise FileNotFoundError(f"resume_from_checkpoint: {resume} is not a folder")
+    resume = resolve_resume(training_args)
 
     run_info = {}
     if training_args.should_save:
@@ -213,10 +307,16 @@ def execute(run: PreparedRun) -> dict:
     results: dict = {}
     train_result = trainer.train(resume_from_checkpoint=run.resume)
     trainer.save_model(_internal_call=True)  # the push comes at the end, retried and reported (push_final)
-    trainer.log_metrics("train", train_result.metrics)
-    trainer.save_metrics("train", train_result.metrics)
+    if trainer.steps_trained == 0 and run.resume is not None:
+        # Resumed at the run's last step: the Trainer reports train_loss 0.0 for the zero steps it ran, which must not
+        # replace the figures of the run that trained these weights.
+        logger.warning("%s is at step %d, the run's last: nothing left to train; train_results.json is left as the "
+                       "training run wrote it", run.resume, trainer.state.global_step)
+    else:
+        trainer.log_metrics("train", train_result.metrics)
+        trainer.save_metrics("train", train_result.metrics)
+        results.update(train_result.metrics)
     trainer.save_state()
-    results.update(train_result.metrics)
 
     if run.task.eval_dataset is not None:
         last = getattr(trainer, "last_eval", None)
@@ -282,41 +382,47 @@ def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     if peek_key(argv, "validate_data_only"):
         spec = get_task(peek_key(argv, "task"))
-        _, data_args, _, _ = parse_args(argv, (spec.model_args, spec.data_args, spec.training_args),
-                                        extra_keys=RUN_KEYS)
+        # Training arguments are only named here, not built: a data check needs no GPU for a bf16 recipe.
+        training_keys = tuple(f.name for f in dataclasses.fields(spec.training_args) if f.init)
+        _, data_args, _ = parse_args(argv, (spec.model_args, spec.data_args), extra_keys=RUN_KEYS + training_keys)
         report = spec.validate(data_args)
         print(report.format())
         return {"ok": report.ok}
     return execute(prepare(argv))
 
 
-def cli() -> None:
-    """Errors in the user's input (recipe, corpus, task name) end the run with one message, no traceback."""
-    from hf_vtrain.data.common import CorpusError
+def _leave(status: int) -> None:
+    """Ends a process of a multi-process run once its work is done: flushes and exits without the interpreter's
+    teardown. Twice in about 250 two-process ZeRO-3 runs on CPU a process aborted in that teardown ("terminate called
+    without an active exception": a C++ thread object destroyed while running, after the last collective), turning a
+    finished run into a failed one. By then every output is written and every process has passed the last barrier,
+    so nothing of the run is lost by skipping the teardown. A run that failed leaves the same way with its status
+    (the abort was seen in a failing ZeRO-3 run too); an unexpected error still ends in its traceback and status 1."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
+
+def cli() -> None:
+    """Errors in the user's input (recipe, corpus, weights, task name) end the run with one message and the status of
+    hf_vtrain.exit_codes, no traceback."""
+    from hf_vtrain import exit_codes
+    from hf_vtrain.data.common import CorpusError
     from hf_vtrain.trainers.base import CheckpointSaveError, NonFiniteLossError
 
+    expected = ((RecipeError, exit_codes.BAD_INPUT), (CorpusError, exit_codes.BAD_INPUT),
+                (NonFiniteLossError, exit_codes.NONFINITE_LOSS), (PushError, exit_codes.PUSH_FAILED),
+                (CheckpointSaveError, exit_codes.CHECKPOINT_WRITE_FAILED))
     try:
         result = main()
-    except (RecipeError, CorpusError) as err:
+        status = exit_codes.BAD_INPUT if result.get("ok") is False else exit_codes.OK
+    except tuple(cls for cls, _ in expected) as err:
+        status = next(code for cls, code in expected if isinstance(err, cls))
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-    except NonFiniteLossError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(3)
-    except PushError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(4)
-    except CheckpointSaveError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(5)
-    except KeyError as err:
-        if "task" not in str(err):
-            raise
-        print(f"error: {err.args[0]}", file=sys.stderr)
-        sys.exit(2)
-    if result.get("ok") is False:
-        sys.exit(1)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        _leave(status)  # the same status, without the teardown that once aborted a finished process
+    sys.exit(status)
 
 
 if __name__ == "__main__":

@@ -56,8 +56,10 @@ TASKS: dict[str, Callable[[], TaskSpec]] = {
 
 
 def get_task(name: str | None) -> TaskSpec:
+    from .parser import RecipeError
+
     if name is None:
-        raise KeyError(f"the recipe sets no 'task'; choose one of {sorted(TASKS)}")
-    if name not in TASKS:
-        raise KeyError(f"unknown task '{name}'; choose one of {sorted(TASKS)}")
+        raise RecipeError(f"the recipe sets no 'task'; choose one of {sorted(TASKS)}")
+    if not isinstance(name, str) or name not in TASKS:
+        raise RecipeError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
     return TASKS[name]()

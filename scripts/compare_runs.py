@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from hf_vtrain.exit_codes import run_tool  # noqa: E402
 from hf_vtrain.plotting_compare import format_comparison, load_run, pick_metric, plot_comparison  # noqa: E402
 
 
@@ -35,4 +36,4 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -1,6 +1,13 @@
 #!/usr/bin/env bash
-# Sets up .venv and runs the default test suite (not slow, not gpu). Extra arguments go to pytest.
+# Sets up .venv and runs the default test suite (not slow, not gpu): the suite CI runs (.ci/run calls this).
+# DeepSpeed comes with the venv (the `deepspeed` extra); git-lfs (the Hub-push tests check what the server stored with
+# real git + git-lfs) is installed from Debian's packages when this runs as root and it is missing. Whatever still
+# cannot run is listed, with the command that enables it, in the last lines. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup_env.sh tests
+if ! command -v git-lfs >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+  echo "installing git-lfs (apt-get) for the Hub-push tests ..."
+  (apt-get update -qq && apt-get install -y -qq git-lfs) >/dev/null 2>&1 || echo "warning: git-lfs could not be installed"
+fi
+bash scripts/setup_env.sh tests,deepspeed
 exec .venv/bin/python -m pytest "$@"

@@ -25,6 +25,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from hf_vtrain.exit_codes import run_tool  # noqa: E402
 from hf_vtrain.metrics.tad import evaluate_detections  # noqa: E402
 from hf_vtrain.postprocess import load_raw_detections, raw_ground_truth, raw_results  # noqa: E402
 
@@ -129,4 +130,4 @@ def main(argv=None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

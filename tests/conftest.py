@@ -2,7 +2,8 @@
 
 import os
 
-# Read by huggingface_hub at import time: servers other than the Hub need Xet disabled (FIELD_NOTES).
+# Read by huggingface_hub at import time: servers other than the Hub need Xet disabled (huggingface_hub 2.4 asks every
+# server for a Xet write token first).
 os.environ.setdefault("HF_HUB_DISABLE_XET", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -20,3 +21,19 @@ def require_deepspeed():
     from tests.distributed import skip_without_deepspeed
 
     skip_without_deepspeed()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """Skipped tests, grouped by reason with the command that enables them, in the run's last lines: the README's
+    test command must say loudly when it did not run the suite CI runs."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if not skipped:
+        return
+    groups: dict[str, int] = {}
+    for report in skipped:
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        groups[reason] = groups.get(reason, 0) + 1
+    terminalreporter.write_sep("!", f"{len(skipped)} TESTS SKIPPED: this is not the suite CI runs", red=True, bold=True)
+    for reason, count in sorted(groups.items(), key=lambda kv: -kv[1]):
+        terminalreporter.write_line(f"  {count:>3} skipped: {reason}", red=True)

@@ -13,7 +13,8 @@ BPE_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
 # Points at a bpe_simple_vocab_16e6.txt.gz anywhere on disk; checked before the installed packages.
 BPE_ENV_VAR = "HF_VTRAIN_CLIP_BPE"
 # Packages whose wheels ship the file next to their __init__.py. They are only located (find_spec), never
-# imported: both import torchvision, which must not be installed next to torch 2.13 (FIELD_NOTES).
+# imported: both import torchvision, which must not be installed next to torch 2.13 (PyPI's torchvision fails to import there:
+# 'operator torchvision::nms does not exist').
 BPE_PACKAGES = ("clip", "open_clip")
 
 # As in CLIP's SimpleTokenizer: 49152 BPE tokens = 256 bytes + 48894 merges + 2 (the merges' own header and a
@@ -137,7 +138,7 @@ def build_clip_tokenizer(
     vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
     merges = read_bpe_merges(bpe)
     # vocab=/merges= take the data itself: the old vocab_file=/merges_file= keywords are ignored by transformers 5
-    # and silently give a 3-token tokenizer (FIELD_NOTES).
+    # and silently give a 3-token tokenizer.
     tokenizer = CLIPTokenizer(
         vocab=vocab,
         merges=merges,

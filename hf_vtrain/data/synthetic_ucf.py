@@ -390,7 +390,7 @@ def _negatives(rng, caption: str, k: int) -> list[str]:
 
 
 def _records(plan: list[dict], params: dict) -> tuple[list[dict], dict[str, str]]:
-    """FIELD_NOTES records for the training videos, and the Chinese -> English translations used."""
+    """FG-CLIP-format video records (README, "UCF-Crime") for the training videos, and the Chinese -> English translations used."""
     fps = params["fps"]
     records, translations = [], {}
     chinese_left = params["num_chinese_captions"]
@@ -463,7 +463,7 @@ def make_synthetic_ucf_crime(
     `videos/Testing_Normal_Videos_Anomaly/Normal_Videos_NNN_x264.mp4` (normal numbers run on across both);
     `Anomaly_Train.txt` / `Anomaly_Test.txt` (one `<folder>/<file>.mp4` per line);
     `Temporal_Anomaly_Annotation_for_Testing_Videos.txt` (`<file>.mp4  <Class>  s1  e1  s2  e2`, frames,
-    end-exclusive, -1 for none, class `Normal` for normal videos); `ucf_fgclip_train.json` (FIELD_NOTES schema: one
+    end-exclusive, -1 for none, class `Normal` for normal videos); `ucf_fgclip_train.json` (the FG-CLIP video-record schema: one
     record per anomalous training video with 1-2 regions whose keyframe boxes (absolute frame numbers, normalised
     xyxy) contain the event, `timestamps` the event's span in seconds or null for about 30% of them; each normal
     training video cut into `clip_duration` timestamped clips without regions; `region_negatives`: per region

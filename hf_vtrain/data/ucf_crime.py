@@ -2,7 +2,7 @@
 test-video datasets and their batch collators.
 
 Conventions:
-- Training records (FIELD_NOTES schema) are JSON objects {"video", "global_caption", "region_captions",
+- Training records (FG-CLIP video records, README "UCF-Crime") are JSON objects {"video", "global_caption", "region_captions",
   "box_infos", "timestamps"} plus the optional "region_negatives" (per region a list of K hard-negative captions,
   K = 10 in FG-CLIP; [] or null for a region without). "video" is relative to `video_dir`; keyframe "frame"s are
   0-based frame numbers of the whole video (not of the clip); boxes are normalised xyxy; "timestamps" is null (the
@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..metrics.vad import SNIPPET_FRAMES, read_temporal_annotation, read_test_list, video_key
-from .common import CorpusError, EpochSeeded, RowTransform
+from .common import CorpusError, EpochSeeded, RowTransform, VideoLocator
 from .video_io import ReaderCache, VideoDecodeError, center_crop, clip_generator, probe_video, resize_short_side
 
 logger = logging.getLogger(__name__)
@@ -84,9 +84,14 @@ class VADDataArguments:
     train_json: str = field(
         default="ucf_fgclip_train.json",
         metadata={"help": "Training records: a JSON list of {video, global_caption, region_captions, box_infos, "
-                  "timestamps[, region_negatives]} (FIELD_NOTES)."},
+                  "timestamps[, region_negatives]} (README, \"UCF-Crime\")."},
     )  # fmt: skip
-    video_dir: str = field(default="videos", metadata={"help": "Folder the records' and lists' video paths are in."})
+    video_dir: str = field(
+        default="videos",
+        metadata={"help": "Folder the records' and lists' video paths are in. A path is looked for under video_dir, "
+                  "then data_root, then as given, then by its file name under video_dir (UCF-Crime names are "
+                  "unique; two files of one name are an error naming both)."},
+    )  # fmt: skip
     train_list: Optional[str] = field(
         default=None, metadata={"help": "Anomaly_Train.txt; when given, every training record's video must be in it."}
     )
@@ -185,9 +190,6 @@ class VADDataArguments:
         if path and self.data_root and not os.path.isabs(path):
             return os.path.join(self.data_root, path)
         return path
-
-    def video_path(self, relative: str) -> str:
-        return os.path.join(self.resolve(self.video_dir), relative)
 
     def synthetic_kwargs(self) -> dict:
         return {
@@ -320,7 +322,7 @@ def _probe(path: str, decode_last: bool, threads: int) -> dict:
     return {"num_frames": info.num_frames, "fps": info.fps}
 
 
-def _parse_record(i: int, raw: Any, where: str, args: VADDataArguments, problems: list[str]) -> Optional[_Record]:
+def _parse_record(i: int, raw: Any, where: str, locate, problems: list[str]) -> Optional[_Record]:
     """Structure checks of one training record (no video needed). None when it cannot even be checked against
     its video; `valid` False when it has problems (reported) but its video is still checked."""
     if not isinstance(raw, dict):
@@ -413,7 +415,7 @@ def _parse_record(i: int, raw: Any, where: str, args: VADDataArguments, problems
             if timestamps[0] < 0 or timestamps[0] >= timestamps[1]:
                 problems.append(f"{where}: timestamps {list(timestamps)} must have 0 <= start < end")
                 bad = True
-    return _Record(i, video.strip(), video_key(video), args.video_path(video.strip()), video_class(video),
+    return _Record(i, video.strip(), video_key(video), locate(video.strip()), video_class(video),
                    caption if isinstance(caption, str) else "", [t if isinstance(t, str) else "" for t in
                    region_captions], keyframes, negatives, timestamps, valid=not bad)  # fmt: skip
 
@@ -461,6 +463,15 @@ def _check_corpus(args: VADDataArguments):
         if raw_records is not None and not isinstance(raw_records, list):
             problems.append(f"{train_json}: expected a JSON list of records, got {type(raw_records).__name__}")
             raw_records = None
+    locator = VideoLocator(args.resolve(args.video_dir), args.data_root)
+    located: dict[str, str] = {}  # path -> why it is not found (missing, or its file name is ambiguous)
+
+    def locate(name: str) -> str:
+        path, problem = locator.locate(name)
+        if problem:
+            located[path] = problem
+        return path
+
     records: list[_Record] = []
     dropped = Counter()
     for i, raw in enumerate(raw_records or []):
@@ -468,7 +479,7 @@ def _check_corpus(args: VADDataArguments):
         if isinstance(raw, dict) and isinstance(raw.get("video"), str):
             where += f" ('{raw['video']}')"
             key = video_key(raw["video"])
-            if key in test_keys:  # the leakage trap (FIELD_NOTES): a public training set held 140 test videos
+            if key in test_keys:  # the leakage trap: a public FG-CLIP-for-UCF training set held 140 of the 290 test videos
                 if args.drop_test_videos_from_train:
                     dropped[key] += 1
                     continue
@@ -477,7 +488,7 @@ def _check_corpus(args: VADDataArguments):
                 continue
             if train_keys is not None and key not in train_keys:
                 problems.append(f"{where}: video is not in the train list {args.resolve(args.train_list)}")
-        record = _parse_record(i, raw, where, args, problems)
+        record = _parse_record(i, raw, where, locate, problems)
         if record is not None:
             records.append(record)
     if dropped:
@@ -541,12 +552,14 @@ def _check_corpus(args: VADDataArguments):
     # 4. videos: every training and test video is opened (and its last frame decoded), in parallel
     test_videos = []
     for rel, key, lineno in test_entries:
-        test_videos.append({"key": key, "video": rel, "path": args.video_path(rel), "line": lineno,
+        test_videos.append({"key": key, "video": rel, "path": locate(rel), "line": lineno,
                             "class_name": video_class(rel)})  # fmt: skip
     paths = list(dict.fromkeys([r.path for r in records] + [v["path"] for v in test_videos]))
+    paths = [p for p in paths if p not in located]
     with ThreadPoolExecutor(max_workers=args.validate_workers) as pool:
         probes = dict(zip(paths, pool.map(
             lambda p: _probe(p, args.validate_decode_last_frame, args.decode_threads), paths)))  # fmt: skip
+    probes.update({path: {"error": problem} for path, problem in located.items()})
     reported = set()
     usable = []
     for record in records:
@@ -911,9 +924,11 @@ def _load_tokenizer(args: VADDataArguments):
     return AutoTokenizer.from_pretrained(args.resolve(args.tokenizer_name_or_path))
 
 
-def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0) -> VADCorpus:
+def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokenizer_loader=None) -> VADCorpus:
     """Validates the corpus (raises CorpusError listing every problem) and builds the training-clip and test-video
-    datasets with their lazy transforms. `tokenizer` defaults to AutoTokenizer(tokenizer_name_or_path)."""
+    datasets with their lazy transforms. The tokenizer is `tokenizer`, else `tokenizer_loader()`, else
+    AutoTokenizer(tokenizer_name_or_path); a loader runs after the corpus check, so a corpus with problems is
+    reported before any weight or tokenizer is fetched."""
     import datasets
 
     if args.synthetic:
@@ -923,7 +938,8 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0) -> VAD
     report, records, test_videos, annotations = _check_corpus(args)
     if not report.ok:
         raise CorpusError(report)
-    tokenizer = tokenizer if tokenizer is not None else _load_tokenizer(args)
+    if tokenizer is None:
+        tokenizer = tokenizer_loader() if tokenizer_loader is not None else _load_tokenizer(args)
 
     if args.max_train_videos is not None:
         keep = set(list(dict.fromkeys(r.key for r in records))[: args.max_train_videos])

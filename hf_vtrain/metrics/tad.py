@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..exit_codes import BAD_INPUT
+
 DEFAULT_TIOU_THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7)
 # OpenTAD's remove_duplicate_annotations treats segments within 1 ms (same label) as the same instance.
 DUPLICATE_TOLERANCE = 1e-3
@@ -34,6 +36,8 @@ class TADMetricResult:
     num_ground_truth: int
     num_predictions: int
     num_ignored_predictions: int
+    num_outside_subset_predictions: int = 0
+    outside_subset: str = "false_positive"
 
     def as_dict(self, prefix: str = "") -> dict[str, float]:
         out = {f"{prefix}mAP@{t:g}": float(100.0 * m) for t, m in zip(self.tiou_thresholds, self.mAP)}
@@ -45,6 +49,13 @@ class TADMetricResult:
         rows += [f"{t:<8.2f} {100.0 * m:>9.2f}" for t, m in zip(self.tiou_thresholds, self.mAP)]
         rows.append(f"{'average':<8} {100.0 * self.average_mAP:>9.2f}")
         return "\n".join(rows)
+
+    def outside_subset_note(self) -> str:
+        """One line on the predictions that fell on videos outside the evaluated subset and what was done with them."""
+        what = ("counted as false positives (OpenTAD / ActivityNet rule)" if self.outside_subset == "false_positive"
+                else "ignored (outside_subset='ignore')")
+        return (f"{self.num_outside_subset_predictions} of {self.num_predictions} predictions are on videos outside "
+                f"the evaluated subset: {what}")
 
 
 def load_class_names(path: str | os.PathLike) -> list[str]:
@@ -64,6 +75,7 @@ def evaluate_detections(
     tiou_thresholds: Sequence[float] = DEFAULT_TIOU_THRESHOLDS,
     class_names: Sequence[str] | None = None,
     ignore_labels: Sequence[str] = ("Ambiguous",),
+    outside_subset: str = "false_positive",
 ) -> TADMetricResult:
     """Per-class AP at each tIoU threshold and their mean, as in ActivityNet / OpenTAD.
 
@@ -77,14 +89,20 @@ def evaluate_detections(
         class_names: the classes to evaluate, e.g. from `load_class_names`; default: every ground-truth label of
             the evaluated videos except `ignore_labels`, sorted.
         ignore_labels: ground-truth labels that are not classes (THUMOS' "Ambiguous").
+        outside_subset: what a prediction on a video that is not evaluated (another subset, or absent from the
+            ground truth) counts as: "false_positive" (default; OpenTAD's and ActivityNet's evaluators: such a video
+            has no ground truth, so each of its detections of a class is a false positive of that class) or
+            "ignore" (dropped, as if the prediction file held only the evaluated videos). Either way the count is
+            `num_outside_subset_predictions`.
 
     Detections of a class are ranked by score with a stable sort, so ties keep input order (videos in the order of
     the predictions dict, then list order); each is matched to the still-unmatched ground truth of its video with
     the highest tIoU >= t (equal tIoU: the earlier annotation), else it is a false positive. AP is the all-point
     interpolated area under the precision-recall curve. A class without ground truth gets AP NaN and is left out
     of the mean; the mean is 0.0 when no class has ground truth. Predictions of an evaluated video without
-    annotations are false positives. Predictions whose label is not a class, or whose video is not evaluated (not
-    in the database or another subset), are ignored and counted in `num_ignored_predictions`.
+    annotations are false positives, and so are those of a video outside the evaluated subset unless
+    `outside_subset="ignore"`. Predictions whose label is not a class are ignored; `num_ignored_predictions`
+    counts every prediction left out of the ranking.
 
     Raises:
         ValueError: malformed input (the message names the file or argument, video and entry), a ground-truth
@@ -94,6 +112,8 @@ def evaluate_detections(
     if thresholds.ndim != 1 or thresholds.size == 0 or not np.all((thresholds > 0) & (thresholds <= 1)):
         raise ValueError(f"tiou_thresholds must be a non-empty sequence of numbers in (0, 1], got {tiou_thresholds}")
     ignore = set(ignore_labels)
+    if outside_subset not in ("false_positive", "ignore"):
+        raise ValueError(f"outside_subset must be 'false_positive' or 'ignore', got {outside_subset!r}")
 
     gt_source, gt_data = _load(ground_truth, "ground truth")
     pred_source, pred_data = _load(predictions, "predictions")
@@ -125,6 +145,10 @@ def evaluate_detections(
     det_cls, det_vid, det_start, det_end, det_score, num_predictions = _parse_predictions(
         pred_data, pred_source, class_index, video_index
     )
+    outside = det_vid < 0
+    if outside_subset == "false_positive":
+        # One extra video index without ground truth: its detections rank with the others and never match.
+        det_vid = np.where(outside, len(videos), det_vid)
     keep = (det_cls >= 0) & (det_vid >= 0)
     ap = _average_precision(
         np.asarray(gt_cls, np.int64),
@@ -137,7 +161,7 @@ def evaluate_detections(
         det_end[keep],
         det_score[keep],
         num_classes=len(names),
-        num_videos=len(videos),
+        num_videos=len(videos) + 1,
         thresholds=thresholds,
     )
     has_gt = ~np.isnan(ap[:, 0]) if len(names) else np.zeros(0, bool)
@@ -151,6 +175,8 @@ def evaluate_detections(
         num_ground_truth=len(gt_cls),
         num_predictions=num_predictions,
         num_ignored_predictions=int(num_predictions - keep.sum()),
+        num_outside_subset_predictions=int(outside.sum()),
+        outside_subset=outside_subset,
     )
 
 
@@ -422,6 +448,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--class-index", dest="class_index", help="category_idx.txt: the classes, one per line")
     parser.add_argument("--tiou-thresholds", dest="tiou_thresholds", type=float, nargs="+",
                         default=list(DEFAULT_TIOU_THRESHOLDS))
+    parser.add_argument("--outside-subset", dest="outside_subset", choices=("false_positive", "ignore"),
+                        default="false_positive",
+                        help="predictions on videos outside the evaluated subset: false positives (OpenTAD's and "
+                             "ActivityNet's rule, the default) or ignored")
     parser.add_argument("--json", dest="json_out", help="also write the metrics (percent) and per-class AP here")
     args = parser.parse_args(argv)
     try:
@@ -432,7 +462,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             subset=None if args.subset == "all" else args.subset,
             tiou_thresholds=args.tiou_thresholds,
             class_names=class_names,
+            outside_subset=args.outside_subset,
         )
+        print(result.outside_subset_note())
         print(result.table())
         if args.json_out:
             report = dict(result.as_dict())
@@ -445,15 +477,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 num_ground_truth=result.num_ground_truth,
                 num_predictions=result.num_predictions,
                 num_ignored_predictions=result.num_ignored_predictions,
+                num_outside_subset_predictions=result.num_outside_subset_predictions,
+                outside_subset=result.outside_subset,
             )
             with open(args.json_out, "w", encoding="utf8") as f:
                 json.dump(report, f, indent=2, allow_nan=False)
     except OSError as e:
         print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 1
+        return BAD_INPUT
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return BAD_INPUT
     return 0
 
 

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..exit_codes import BAD_INPUT
+
 SNIPPET_FRAMES = 16
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".mpg", ".mpeg")
 NO_SEGMENT = -1
@@ -408,10 +410,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 json.dump(report, f, indent=2, allow_nan=False)
     except OSError as e:
         print(f"error: {e.filename or ''}: {e.strerror or e}", file=sys.stderr)
-        return 1
+        return BAD_INPUT
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return BAD_INPUT
     return 0
 
 

@@ -72,7 +72,15 @@ class VTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
-        super().__post_init__()
+        try:
+            super().__post_init__()
+        except ValueError as err:
+            if "support bf16" not in str(err):
+                raise
+            raise ValueError(
+                "bf16: true needs a GPU with bf16 (NVIDIA Ampere or newer) and none is visible here; set bf16: false "
+                "(--bf16 false) to train in fp32, with use_cpu: true (--use_cpu true) on a machine without a GPU"
+            ) from None
         if deepspeed_zero_stage(self) == 3 and not _zero3_gathers_on_save(self):
             raise ValueError(ZERO3_NEEDS_GATHER)
         if self.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
@@ -426,6 +434,7 @@ class _StepCallback(TrainerCallback):
             self.trainer._step_lrs = {g.get("name", f"group{i}"): g["lr"] for i, g in enumerate(optimizer.param_groups)}
 
     def on_step_end(self, args, state, control, **kwargs):
+        self.trainer.steps_trained += 1
         if self.trainer.ema is not None:
             self.trainer.ema.update(self.trainer.model)
 
@@ -473,6 +482,7 @@ class VTrainer(Trainer):
         self._loss_parts: dict[str, torch.Tensor] = {}
         self._loss_part_count = 0
         self.nonfinite_steps: list[dict] = []
+        self.steps_trained = 0  # optimizer steps this process ran (a resume at the last step runs none)
         self._num_update_steps_per_epoch = None
         self._step_lrs: dict[str, float] = {}
         self._log_clock: tuple[float, int] | None = None  # (time, global_step) of the last log line; set at train start
@@ -645,7 +655,7 @@ class VTrainer(Trainer):
         """Loads weights through the model class's own `from_pretrained`, so keys renamed on save come back.
 
         The stock path calls `load_state_dict` on the raw file: for VideoMAE it leaves q_bias/v_bias at their
-        initial values (transformers#43701, FIELD_NOTES). Missing or unexpected keys are an error here.
+        initial values (transformers#43701). Missing or unexpected keys are an error here.
         """
         model = model if model is not None else self.model
         weights = os.path.join(resume_from_checkpoint, "model.safetensors")
@@ -672,7 +682,8 @@ class VTrainer(Trainer):
             self.ema.load_from(reference.state_dict(), num_updates, model=self.model)
 
 
-    # ---- pushes: the Trainer's background checkpoint pushes fail silently (FIELD_NOTES); ours are watched
+    # ---- pushes: the Trainer's background checkpoint pushes fail silently (transformers 5.23: only the final push
+    # raises); ours are watched
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         """An unreachable store at start does not stop training: the failure is recorded and reported, and every
         later push tries to create the repository again."""
@@ -758,7 +769,7 @@ class VTrainer(Trainer):
             "## Reproduce",
             "",
             "```bash",
-            f"accelerate launch {info.get('command', 'hf_vtrain/run.py')}",
+            info.get("command", "python -m hf_vtrain.run recipe_resolved.yaml"),
             "```",
             "",
             "The full resolved recipe is in `recipe_resolved.yaml`.",

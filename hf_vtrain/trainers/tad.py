@@ -32,6 +32,8 @@ from ..postprocess import (
     save_raw_detections,
     to_opentad_results,
 )
+from ..parser import RecipeError
+from ..pretrained_sources import check_pretrained_source, loading
 from ..tasks import TaskRun
 from .base import VTrainer, VTrainingArguments, check_config_overrides, config_errors, ensure_random_checkpoint
 from .base import write_json_atomic
@@ -130,9 +132,11 @@ def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corp
         lora = {"lora_r": model_args.lora_r, "lora_alpha": model_args.lora_alpha,
                 "lora_dropout": model_args.lora_dropout, "lora_target_modules": list(model_args.lora_target_modules)}
     if model_args.model_name_or_path:
-        model = AdaTADForActionDetection.from_pretrained(model_args.model_name_or_path)
+        check_pretrained_source("model_name_or_path", model_args.model_name_or_path, "AdaTAD model")
+        with loading("model_name_or_path", model_args.model_name_or_path, "AdaTAD model"):
+            model = AdaTADForActionDetection.from_pretrained(model_args.model_name_or_path)
         if model.config.id2label != id2label:
-            raise ValueError(
+            raise RecipeError(
                 f"{model_args.model_name_or_path}: model classes {list(model.config.id2label.values())} differ from "
                 f"the corpus class map {corpus.class_names}"
             )
@@ -141,11 +145,12 @@ def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corp
                               model_args.lora_target_modules)
         elif lora and any(getattr(model.config, k) != v for k, v in lora.items()):
             saved = {k: getattr(model.config, k) for k in lora}
-            raise ValueError(f"{model_args.model_name_or_path} already has LoRA {saved}; the recipe asks for {lora}")
+            raise RecipeError(f"model_name_or_path: {model_args.model_name_or_path} already has LoRA {saved}; the "
+                              f"recipe asks for {lora}")
         _log_lora(model)
         return model
     if not model_args.backbone_name_or_path:
-        raise ValueError("set backbone_name_or_path (a VideoMAE checkpoint) or model_name_or_path (an AdaTAD model)")
+        raise RecipeError("set backbone_name_or_path (a VideoMAE checkpoint) or model_name_or_path (an AdaTAD model)")
     path = model_args.backbone_name_or_path
     if model_args.create_random_backbone:
         from transformers import VideoMAEConfig, VideoMAEModel
@@ -154,7 +159,9 @@ def build_model(model_args: TADModelArguments, data_args: TADDataArguments, corp
             VideoMAEModel(VideoMAEConfig(**backbone_overrides)).save_pretrained(tmp)
 
         ensure_random_checkpoint(path, backbone_overrides, build, "VideoMAE")
-    with config_errors("model_config_overrides / backbone_config_overrides"):
+    check_pretrained_source("backbone_name_or_path", path, "VideoMAE checkpoint")
+    with config_errors("model_config_overrides / backbone_config_overrides"), \
+            loading("backbone_name_or_path", path, "VideoMAE checkpoint"):
         model = AdaTADForActionDetection.from_videomae_pretrained(
             path, backbone_config_overrides=backbone_overrides, **config_overrides, **lora
         )
@@ -287,7 +294,10 @@ class TADTrainer(VTrainer):
             handle.write(table + "\n")
         print(f"\nmAP (tIoU 0.3-0.7), {len(self.corpus.videos)} videos:\n{table}\n")
         database = self.corpus.ground_truth["database"]
-        for video in self.corpus.videos[: self.args.plot_eval_videos]:
+        drawn = self.corpus.videos[: self.args.plot_eval_videos]
+        print(f"timelines/: {len(drawn)} of {len(self.corpus.videos)} evaluation videos, the first in the annotation "
+              f"file (plot_eval_videos: {self.args.plot_eval_videos})")
+        for video in drawn:
             vid = video["video_id"]
             plot_detection_timeline(
                 vid, video["duration"], database.get(vid, {}).get("annotations", []),

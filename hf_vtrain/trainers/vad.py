@@ -20,6 +20,8 @@ import torch
 from ..data.ucf_crime import VADCorpus, VADDataArguments, expand_eval_scores, load_ucf_crime
 from ..metrics.vad import evaluate_frame_auc
 from ..models.fgclip_video import FGCLIPVideoModel
+from ..parser import RecipeError
+from ..pretrained_sources import check_pretrained_source, loading
 from ..tasks import TaskRun
 from .base import VTrainer, VTrainingArguments, check_config_overrides, config_errors, ensure_random_checkpoint
 from .base import write_json_atomic
@@ -89,19 +91,27 @@ def load_tokenizer(model_args: VADModelArguments, data_args: VADDataArguments):
     from transformers import AutoTokenizer
 
     if data_args.tokenizer_name_or_path:
-        source = data_args.resolve(data_args.tokenizer_name_or_path)
+        key, source = "tokenizer_name_or_path", data_args.resolve(data_args.tokenizer_name_or_path)
     elif _has_tokenizer(model_args.model_name_or_path):
-        source = model_args.model_name_or_path
+        key, source = "model_name_or_path", model_args.model_name_or_path
     elif model_args.clip_name_or_path:
-        source = model_args.clip_name_or_path
+        key, source = "clip_name_or_path", model_args.clip_name_or_path
     else:
-        raise ValueError(f"{model_args.model_name_or_path} holds no tokenizer: set tokenizer_name_or_path")
-    return AutoTokenizer.from_pretrained(source)
+        raise RecipeError(f"model_name_or_path: {model_args.model_name_or_path} holds no tokenizer: set "
+                          f"tokenizer_name_or_path")
+    check_pretrained_source(key, source, "CLIP tokenizer")
+    with loading(key, source, "CLIP tokenizer"):
+        return AutoTokenizer.from_pretrained(source)
 
 
 def build_model(model_args: VADModelArguments, data_args: VADDataArguments) -> FGCLIPVideoModel:
     overrides = dict(model_args.model_config_overrides)
-    with config_errors("model_config_overrides"):
+    if model_args.model_name_or_path:
+        key, source, what = "model_name_or_path", model_args.model_name_or_path, "FGCLIPVideoModel"
+    else:
+        key, source, what = "clip_name_or_path", model_args.clip_name_or_path, "CLIP checkpoint"
+    check_pretrained_source(key, source, what)
+    with config_errors("model_config_overrides"), loading(key, source, what):
         if model_args.model_name_or_path:
             return FGCLIPVideoModel.from_pretrained(model_args.model_name_or_path, **overrides)
         if data_args.num_frames > overrides.get("max_frames", 256):
@@ -215,7 +225,10 @@ class VADTrainer(VTrainer):
             handle.write(table + "\n")
         print(f"\nframe-level metrics (UCF-Crime protocol):\n{table}\n")
         chosen = interleave_anomalous_and_normal(self.corpus.test_videos, self.corpus.annotations)
-        for video in chosen[: self.args.plot_eval_videos]:
+        drawn = chosen[: self.args.plot_eval_videos]
+        print(f"score_plots/: {len(drawn)} of {len(chosen)} test videos, anomalous and normal alternately "
+              f"(plot_eval_videos: {self.args.plot_eval_videos})")
+        for video in drawn:
             key = video["key"]
             plot_anomaly_scores(
                 key, self.last_scores["scores"][key], int(video["num_frames"]), self.corpus.annotations.get(key, []),
@@ -231,9 +244,11 @@ def setup_vad(model_args: VADModelArguments, data_args: VADDataArguments, traini
         if not model_args.model_name_or_path and model_args.create_random_clip:
             overrides = model_args.clip_config_overrides
             ensure_random_checkpoint(path, overrides, _build_random_clip(overrides), "CLIP (+ CLIP tokenizer)")
-        tokenizer = load_tokenizer(model_args, data_args)
-        corpus = load_ucf_crime(data_args, tokenizer, seed=training_args.seed)
+        # The corpus check comes first (cheap, every problem listed); the tokenizer and weights after it.
+        corpus = load_ucf_crime(data_args, seed=training_args.seed,
+                                tokenizer_loader=lambda: load_tokenizer(model_args, data_args))
         logger.info("corpus: %s", corpus.report.format())
+        tokenizer = corpus.tokenizer
         model = build_model(model_args, data_args)
     return TaskRun(
         model=model,

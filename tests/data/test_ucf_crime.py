@@ -380,6 +380,51 @@ def test_leakage_check_and_drop(root, tokenizer, tmp_path):
     assert any("not in the train list" in p and "Arson099" in p for p in report.problems)
 
 
+def test_video_paths_rooted_elsewhere_are_found(root, tokenizer, tmp_path):
+    """A training JSON written elsewhere: paths with an extra leading folder, absolute paths, bare file names, and a
+    JSON kept beside (not inside) the video folder. Each record resolves to the same file as the official path; the
+    leakage check still compares by video name."""
+    records = _records(root)
+    video_dir = os.path.join(root, "videos")
+    rooted = []
+    for i, r in enumerate(records):
+        rel = r["video"]
+        form = i % 3
+        video = (f"Videos/{rel}" if form == 0 else os.path.join(os.path.abspath(video_dir), rel) if form == 1
+                 else os.path.basename(rel))
+        rooted.append(dict(r, video=video))
+    side = tmp_path / "beside"  # the user's notes: the JSON next to the video folder, data_root elsewhere
+    side.mkdir()
+    path = _write_records(side / "train.json", rooted)
+    expected = load_ucf_crime(_args(root), tokenizer)
+    corpus = load_ucf_crime(_args(root, train_json=path), tokenizer)
+    assert corpus.report.ok, corpus.report.format()
+    got, want = corpus.train_dataset.with_format(None), expected.train_dataset.with_format(None)
+    assert got["path"] == want["path"] and got["key"] == want["key"]
+    # a test video named with a foreign root in the training JSON is still a leak
+    test_rel = open(os.path.join(root, "Anomaly_Test.txt")).read().splitlines()[0]
+    leak = {"video": f"/elsewhere/UCF_Crimes/Videos/{test_rel}", "global_caption": "a test video",
+            "region_captions": [], "box_infos": [], "timestamps": None}
+    report = validate_ucf_crime(_args(root, train_json=_write_records(side / "leak.json", rooted + [leak])))
+    assert any("in the test list" in p for p in report.problems), report.format()
+    # two files of one name: an error naming both, not a guess
+    copy_root = tmp_path / "copy"
+    shutil.copytree(root, copy_root)
+    first = records[0]["video"]
+    twin = copy_root / "videos" / "extra" / os.path.basename(first)
+    twin.parent.mkdir()
+    shutil.copyfile(copy_root / "videos" / first, twin)
+    ambiguous = [dict(records[0], video=os.path.basename(first))] + records[1:]
+    report = validate_ucf_crime(_args(copy_root, train_json=_write_records(copy_root / "amb.json", ambiguous)))
+    problems = [p for p in report.problems if "matches 2 files" in p]
+    assert len(problems) == 1 and str(twin) in problems[0] and first in problems[0], report.format()
+    # not found anywhere: one problem naming where it looked
+    lost = [dict(records[0], video="Nowhere/Abuse999_x264.mp4")] + records[1:]
+    report = validate_ucf_crime(_args(root, train_json=_write_records(side / "lost.json", lost), train_list=None))
+    assert [p for p in report.problems if "video file not found (looked at" in p and "Abuse999" in p], \
+        report.format()
+
+
 def test_non_english_captions_counted_and_translated(root, tokenizer, tmp_path):
     corpus = load_ucf_crime(_args(root), tokenizer)
     counts = corpus.caption_language_counts

@@ -125,8 +125,9 @@ def test_unknown_predicted_labels_are_ignored():
 
 
 def test_video_without_ground_truth_contributes_false_positives():
-    # v2 is in the subset with no annotations: its 0.9 detection is a FP ranked first -> AP 0.5 as above.
-    # v3 belongs to another subset and v4 to no video: their detections are ignored, whatever their scores.
+    # v2 is in the subset with no annotations: its 0.9 detection is a false positive.
+    # v3 belongs to another subset and v4 to no video. OpenTAD's and ActivityNet's evaluators look each detection's
+    # video up among the evaluated ones and count a miss as a false positive: the default here too.
     gt = gt_db({"v1": [("A", 0, 10)], "v2": []})
     gt["database"]["v3"] = {"subset": "training", "annotations": [{"label": "A", "segment": [0, 10]}]}
     pr = preds({
@@ -135,13 +136,23 @@ def test_video_without_ground_truth_contributes_false_positives():
         "v2": [("A", 0, 10, 0.9)],
         "v1": [("A", 0, 10, 0.8)],
     })
+    # Ranked FP(v3), FP(v4), FP(v2), TP(v1): precision 1/4 at recall 1 -> AP 1/4.
     r = evaluate_detections(gt, pr)
+    assert r.ap[0] == approx([0.25] * 5)
+    assert (r.num_ground_truth, r.num_predictions, r.num_ignored_predictions) == (1, 4, 0)
+    assert r.num_outside_subset_predictions == 2
+    assert r.outside_subset_note().startswith("2 of 4 predictions are on videos outside the evaluated subset: counted")
+    # The other rule stays reachable: v3's and v4's detections dropped -> FP(v2), TP(v1): AP 1/2.
+    r = evaluate_detections(gt, pr, outside_subset="ignore")
     assert r.ap[0] == approx([0.5] * 5)
-    assert (r.num_ground_truth, r.num_predictions, r.num_ignored_predictions) == (1, 4, 2)
-    # subset=None evaluates v3 as well: its GT is missed (FP on v3 first) -> 2 GT, ranked FP(v3), FP(v2), TP(v1):
-    # precision 0, 0, 1/3; recall 0, 0, 1/2 -> 1/2 * 1/3 = 1/6.
-    r = evaluate_detections(gt, pr, subset=None)
-    assert r.ap[0] == approx([1 / 6] * 5)
+    assert (r.num_ignored_predictions, r.num_outside_subset_predictions) == (2, 2)
+    assert "ignored" in r.outside_subset_note()
+    # subset=None evaluates v3 as well: its GT is missed; v4 is still outside. 2 GT, ranked FP(v3), FP(v4), FP(v2),
+    # TP(v1): precision 1/4 at recall 1/2 -> 1/2 * 1/4 = 1/8; ignoring v4: FP(v3), FP(v2), TP(v1) -> 1/6.
+    assert evaluate_detections(gt, pr, subset=None).ap[0] == approx([1 / 8] * 5)
+    assert evaluate_detections(gt, pr, subset=None, outside_subset="ignore").ap[0] == approx([1 / 6] * 5)
+    with pytest.raises(ValueError, match="outside_subset"):
+        evaluate_detections(gt, pr, outside_subset="drop")
 
 
 def test_duplicate_ground_truth_is_removed():
@@ -283,8 +294,10 @@ def test_slow_input_path_gives_the_same_result():
 
 
 def reference_evaluate(gt, pr, subset="validation", thresholds=DEFAULT_TIOU_THRESHOLDS, class_names=None,
-                       ignore=("Ambiguous",)):
-    """Loop-for-loop ActivityNet compute_average_precision_detection + interpolated_prec_rec, no numpy."""
+                       ignore=("Ambiguous",), outside_subset="false_positive"):
+    """Loop-for-loop ActivityNet compute_average_precision_detection + interpolated_prec_rec, no numpy. As there, a
+    detection whose video is not among the evaluated ones finds no ground truth and is a false positive
+    (outside_subset="ignore": it is dropped first)."""
     gts = {}
     for vid, video in gt["database"].items():
         if subset is not None and video["subset"] != subset:
@@ -304,7 +317,8 @@ def reference_evaluate(gt, pr, subset="validation", thresholds=DEFAULT_TIOU_THRE
     for c in classes:
         gt_c = {vid: [(s, e) for lab, s, e in anns if lab == c] for vid, anns in gts.items()}
         npos = sum(len(v) for v in gt_c.values())
-        dets = [(vid, p) for vid, plist in pr["results"].items() if vid in gts for p in plist if p["label"] == c]
+        dets = [(vid, p) for vid, plist in pr["results"].items() if vid in gts or outside_subset == "false_positive"
+                for p in plist if p["label"] == c]
         dets = sorted(dets, key=lambda d: -d[1]["score"])  # sorted() is stable
         row = []
         for t in thresholds:
@@ -316,7 +330,7 @@ def reference_evaluate(gt, pr, subset="validation", thresholds=DEFAULT_TIOU_THRE
             for vid, p in dets:
                 s, e = p["segment"]
                 ious = []
-                for gs, ge in gt_c[vid]:
+                for gs, ge in gt_c.get(vid, []):
                     inter = max(0.0, min(e, ge) - max(s, gs))
                     ious.append(inter / ((ge - gs) + (e - s) - inter))
                 hit = False
@@ -379,12 +393,16 @@ def random_case(seed, n_videos=8, n_classes=3, max_gt=12, max_det=40, tied_score
 def test_agrees_with_reference_implementation(seed, tied):
     gt, pr = random_case(seed, tied_scores=tied)
     for subset in ("validation", None):
-        r = evaluate_detections(gt, pr, subset=subset)
-        classes, ap, m_ap = reference_evaluate(gt, pr, subset=subset)
-        assert r.class_names == classes
-        np.testing.assert_allclose(r.ap, np.array(ap), rtol=0, atol=1e-12)
-        np.testing.assert_allclose(r.mAP, m_ap, rtol=0, atol=1e-12)
-        assert np.isfinite(r.mAP).all()
+        for outside in ("false_positive", "ignore"):
+            r = evaluate_detections(gt, pr, subset=subset, outside_subset=outside)
+            classes, ap, m_ap = reference_evaluate(gt, pr, subset=subset, outside_subset=outside)
+            assert r.class_names == classes
+            np.testing.assert_allclose(r.ap, np.array(ap), rtol=0, atol=1e-12)
+            np.testing.assert_allclose(r.mAP, m_ap, rtol=0, atol=1e-12)
+            assert np.isfinite(r.mAP).all()
+    # The case generator puts predictions on a training-subset video and on videos absent from the ground truth,
+    # so the two rules differ here.
+    assert evaluate_detections(gt, pr).num_outside_subset_predictions > 0
     # An extra class never seen in the ground truth, and other thresholds.
     names = ["C0", "C1", "C2", "C9"]
     thresholds = (0.1, 0.25, 0.5, 0.75, 0.95)
@@ -422,7 +440,8 @@ def test_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr
     # A: 5/6 (see above), B: 0 (missed), C: no GT -> mAP 41.67 at every tIoU.
     lines = proc.stdout.splitlines()
-    assert lines[1].split() == ["0.30", "41.67"] and lines[-1].split() == ["average", "41.67"]
+    assert lines[0].startswith("0 of 3 predictions are on videos outside the evaluated subset")
+    assert lines[2].split() == ["0.30", "41.67"] and lines[-1].split() == ["average", "41.67"]
     report = json.loads(out_path.read_text())
     assert report["average_mAP"] == pytest.approx(125 / 3)
     assert report["per_class_AP"]["C"]["0.5"] is None and report["num_predictions"] == 3
@@ -439,7 +458,7 @@ def test_cli(tmp_path):
         ((gt_path, gt_path), ["gt.json", "'results'"]),
     ]:
         proc = run_cli(*args)
-        assert proc.returncode != 0
+        assert proc.returncode == 2  # bad input (hf_vtrain.exit_codes)
         assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         for word in expected:
             assert word in proc.stderr, (word, proc.stderr)

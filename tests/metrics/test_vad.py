@@ -337,7 +337,7 @@ def test_cli_success_and_json(tmp_path):
 def test_cli_errors_are_one_line(tmp_path, scores, message):
     ann, test_list, score_file = _write_inputs(tmp_path, scores)
     proc = _run_cli(ann, score_file, "--test-list", test_list)
-    assert proc.returncode == 1
+    assert proc.returncode == 2  # bad input (hf_vtrain.exit_codes)
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert proc.stderr.startswith(message.format(score_file=score_file)), proc.stderr
@@ -347,6 +347,6 @@ def test_cli_bad_annotation_and_missing_file(tmp_path):
     ann, test_list, score_file = _write_inputs(tmp_path, {"Abuse028_x264": [0.1]})
     ann.write_text("Abuse028_x264  Abuse  165  oops  -1  -1\n")
     proc = _run_cli(ann, score_file)
-    assert proc.returncode == 1 and proc.stderr.startswith(f"error: {ann}:1: frame numbers must be integers")
+    assert proc.returncode == 2 and proc.stderr.startswith(f"error: {ann}:1: frame numbers must be integers")
     proc = _run_cli(tmp_path / "missing.txt", score_file)
-    assert proc.returncode == 1 and "missing.txt" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "missing.txt" in proc.stderr and "Traceback" not in proc.stderr

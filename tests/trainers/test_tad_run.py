@@ -88,7 +88,8 @@ def test_whole_run_writes_everything(root):
     logged = [e for e in state["log_history"] if "cls_loss" in e]
     assert logged and all("reg_loss" in e and "lr/adapters" in e for e in logged)
     card = (out / "README.md").read_text()
-    assert "eval_average_mAP" in card and "hf_vtrain/run.py" in card
+    assert "eval_average_mAP" in card and "python -m hf_vtrain.run" in card
+    assert info["command"].startswith("python -m hf_vtrain.run ")
 
 
 def _state(trainer):
@@ -340,3 +341,86 @@ def test_evaluation_refuses_dropped_or_doubled_windows(root, tmp_path):
         trainer._compute_tad_metrics(EvalPrediction(predictions=detections, label_ids=doubled))
     with pytest.raises(RuntimeError, match="dropped or counted twice"):
         trainer._compute_tad_metrics(EvalPrediction(predictions=detections[1:], label_ids=meta[1:]))
+
+
+def _cli(argv, cwd, env=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "hf_vtrain.run", *argv], capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout, env={**os.environ, "PYTHONPATH": REPO, **(env or {})})
+
+
+def _one_error_line(proc, status=2):
+    assert proc.returncode == status, (proc.returncode, proc.stderr[-3000:])
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr[-3000:]
+    return errors[0]
+
+
+def test_resume_values_are_checked_before_anything_loads(root, tmp_path):
+    # a path that does not exist: one message, status 2 (was a FileNotFoundError traceback, status 1)
+    line = _one_error_line(_cli(tiny_argv(root, tmp_path / "o", resume_from_checkpoint=tmp_path / "nope" /
+                                          "checkpoint-5"), tmp_path))
+    assert "resume_from_checkpoint" in line and "does not exist" in line
+    # a finished run's top folder: trainer_state.json and weights, no optimizer state -> refused, naming the newest
+    # checkpoint inside (a "resume" from it trained nothing and wrote train_loss 0.0 over the run's results)
+    run = tmp_path / "finished"
+    for folder in (run, run / "checkpoint-4", run / "checkpoint-12"):
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text("{}")
+    for folder in (run / "checkpoint-4", run / "checkpoint-12"):
+        (folder / "optimizer.pt").write_bytes(b"")
+    with pytest.raises(RecipeError, match=r"is a run folder, not a checkpoint .* newest checkpoint is .*checkpoint-12"):
+        run_module.prepare(tiny_argv(root, tmp_path / "o", resume_from_checkpoint=run))
+    assert run_module.check_resume_folder(str(run / "checkpoint-12")) == str(run / "checkpoint-12")
+    with pytest.raises(RecipeError, match="a file"):
+        run_module.check_resume_folder(str(run / "trainer_state.json"))
+    with pytest.raises(RecipeError, match="no complete checkpoint"):
+        run_module.prepare(tiny_argv(root, tmp_path / "empty", resume_from_checkpoint="latest"))
+    empty = tmp_path / "weights_only"
+    empty.mkdir()
+    with pytest.raises(RecipeError, match="not a checkpoint .*model_name_or_path"):
+        run_module.check_resume_folder(str(empty))
+
+
+def test_a_finished_run_started_again_keeps_its_results(root, tmp_path):
+    """The same command after a run has finished resumes from its last checkpoint, at the last step: nothing is
+    trained, and train_results.json keeps the figures of the run that trained (not train_loss 0.0)."""
+    out = tmp_path / "run"
+    argv = tiny_argv(root, out, num_train_epochs=1, eval_start_epoch=1, plot_eval_videos=0)
+    run_module.execute(run_module.prepare(argv))
+    before = json.loads((out / "train_results.json").read_text())
+    weights = (out / "model.safetensors").read_bytes()
+    assert before["train_loss"] > 0
+    again = run_module.prepare(argv)
+    assert again.resume == str(out / "checkpoint-2")
+    results = run_module.execute(again)
+    assert again.trainer.steps_trained == 0 and "train_loss" not in results
+    assert json.loads((out / "train_results.json").read_text()) == before
+    assert (out / "model.safetensors").read_bytes() == weights
+
+
+def test_status_codes_of_the_command_line(root, tmp_path):
+    run_module.prepare(tiny_argv(root, tmp_path / "warm"))  # the corpus and backbone exist
+    # --validate_data_only with problems: 2, the same status as a run that finds them (was 1)
+    proc = _cli(tiny_argv(root, tmp_path / "v", data_root=str(tmp_path / "no_corpus"), synthetic="false")
+                + ["--validate_data_only", "true"], tmp_path)
+    assert proc.returncode == 2 and "not found" in proc.stdout, proc.stdout + proc.stderr
+    # bf16 on a machine without a GPU: one line naming the keys that change it
+    import torch
+
+    if not torch.cuda.is_available():
+        line = _one_error_line(_cli(tiny_argv(root, tmp_path / "b", use_cpu="false", bf16="true"), tmp_path))
+        assert "bf16: true needs a GPU" in line and "--bf16 false" in line and "--use_cpu true" in line
+    # a Hub id with HF_HUB_OFFLINE=1: one line at once, naming the key and how to point it at a local copy
+    proc = _cli(tiny_argv(root, tmp_path / "h", backbone_name_or_path="MCG-NJU/videomae-small-finetuned-kinetics",
+                          create_random_backbone="false"), tmp_path, env={"HF_HUB_OFFLINE": "1"})
+    line = _one_error_line(proc)
+    assert "backbone_name_or_path: MCG-NJU/videomae-small-finetuned-kinetics is not a local folder" in line
+    assert "HF_HUB_OFFLINE" in line and "hf download" in line
+    # a local folder that is not there
+    line = _one_error_line(_cli(tiny_argv(root, tmp_path / "m", backbone_name_or_path=str(tmp_path / "nowhere"),
+                                          create_random_backbone="false"), tmp_path))
+    assert "backbone_name_or_path: folder" in line and "not found" in line
+    # an unknown task
+    line = _one_error_line(_cli(tiny_argv(root, tmp_path / "t", task="segmentation"), tmp_path))
+    assert "unknown task 'segmentation'" in line

@@ -40,8 +40,8 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("vad_mp")
     out = {name: root / name for name in ("one", "two", "zero3")}
     torchrun(root, tiny_argv(root, out["one"], per_device_train_batch_size=4, **COMMON), 1)
-    proc = torchrun(root, tiny_argv(root, out["two"], per_device_train_batch_size=2, **COMMON), 2)
-    log = proc.stdout + proc.stderr
+    torchrun(root, tiny_argv(root, out["two"], per_device_train_batch_size=2, **COMMON), 2)
+    log = (out["two"] / "train.log").read_text()
     assert "Instantaneous batch size per device = 2" in log and "accumulation) = 4" in log  # 2 ranks x 2
     return root, out
 
@@ -94,11 +94,16 @@ def test_zero3_trains_the_vad_task(runs, require_deepspeed):
     assert json.loads((out["zero3"] / "ema" / "ema_state.json").read_text())["num_updates"] == 3
     for name in ("model.safetensors", "ema/model.safetensors"):
         zero3 = weights(out["zero3"], name)
-        # against DDP: measured bit for bit (the gradient norm differs in the 8th digit, the clipped Adam step not)
+        # against DDP: measured bit for bit on one machine, 5e-6 on another (AVX-512), there only in a key bias: a
+        # key bias adds a constant to every key of a query, which softmax ignores, so its exact gradient is 0 and
+        # Adam turns rounding noise into lr-sized steps. Key biases get 1e-5, every other tensor 1e-6.
         for other, bound in (("two", 1e-6), ("one", 1e-4)):
             diffs, worst = _max_diff(zero3, weights(out[other], name))
             print(f"{name}: ZeRO-3 vs {other}: max {diffs[worst]:.3g} ({worst})")
-            assert diffs[worst] < bound, (name, other, worst, diffs[worst])
+            others = {k: v for k, v in diffs.items() if not k.endswith("k_proj.bias")}
+            worst_other = max(others, key=others.get)
+            assert others[worst_other] < bound, (name, other, worst_other, others[worst_other])
+            assert diffs[worst] < max(bound, 1e-5), (name, other, worst, diffs[worst])
     moved, worst = _max_diff(weights(out["zero3"]), weights(out["zero3"], "ema/model.safetensors"))
     assert moved[worst] > 1e-3  # raw and EMA weights are different things
     _assert_same_scores_and_metrics(out["one"], out["zero3"])

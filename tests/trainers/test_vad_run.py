@@ -114,7 +114,7 @@ def test_whole_run_writes_everything(root):
     assert logged and all("region_loss" in e and "hard_negative_loss" in e and "lr/text" in e for e in logged)
     assert sum("eval_auc" in e for e in state["log_history"]) == 2  # epochs 1 and 2
     card = (out / "README.md").read_text()
-    assert "eval_auc" in card and "hf_vtrain/run.py" in card
+    assert "eval_auc" in card and "python -m hf_vtrain.run" in card
 
     # the saved run loads back as a model (with its tokenizer) and scores the same
     reloaded = run_module.prepare(tiny_argv(root, root / "reloaded", model_name_or_path=str(out),
@@ -226,7 +226,8 @@ def test_debug_launcher_runs_end_to_end_on_the_synthetic_corpus(root, tmp_path):
     out = tmp_path / "debug"
     overrides = {"data_root": str(root / "corpus"), "synthetic": "true", **CORPUS, "clip_name_or_path": str(clip),
                  "image_size": 32, "use_cpu": "true", "bf16": "false", "output_dir": str(out), "report_to": "none",
-                 "dataloader_num_workers": 0, "save_steps": 1, "model_config_overrides": TINY_MODEL.replace(
+                 "dataloader_num_workers": 0, "save_steps": 1, "log_level": "info",
+                 "model_config_overrides": TINY_MODEL.replace(
                      "max_frames: 8", "max_frames: 64")}
     argv = [a for key, value in overrides.items() for a in (f"--{key}", str(value))]
     # CI=true makes transformers propagate its records to the root logger; each line must still appear once
@@ -235,7 +236,7 @@ def test_debug_launcher_runs_end_to_end_on_the_synthetic_corpus(root, tmp_path):
                           text=True, cwd=tmp_path, env=env, timeout=600)
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-4000:]
-    assert log.count("***** Running training *****") == 1  # one process, one log line
+    assert log.count("***** Running training *****") == 1  # one process, one log line (log_level info: on the console)
     assert (out / "train.log").read_text().count("***** Running training *****") == 1
     resolved = yaml.safe_load((out / "recipe_resolved.yaml").read_text())
     assert resolved["num_frames"] == 64 and resolved["gradient_accumulation_steps"] == 4

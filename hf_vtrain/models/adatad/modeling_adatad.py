@@ -1,7 +1,7 @@
 """AdaTAD: end-to-end temporal action detection with a VideoMAE backbone, temporal adapters and an ActionFormer head.
 
-Facts (layer order, inits, target assignment, loss normaliser) follow OpenTAD's AdaTAD THUMOS recipe; see
-FIELD_NOTES "THUMOS-14 temporal action detection". Decoding and NMS live in `hf_vtrain.postprocess`.
+Facts (layer order, inits, target assignment, loss normaliser) follow OpenTAD's AdaTAD THUMOS recipe
+(sming256/OpenTAD, configs/adatad/thumos/e2e_thumos_videomae_s_768x1_160_adapter.py; Liu et al., CVPR 2024). Decoding and NMS live in `hf_vtrain.postprocess`.
 """
 
 import logging

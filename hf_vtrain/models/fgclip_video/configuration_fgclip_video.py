@@ -1,8 +1,7 @@
 """FG-CLIP-style video model configuration: a CLIP checkpoint with FG-CLIP's long-caption positions, a small temporal
 transformer over frame embeddings, box-region features, the three contrastive losses and UCF-Crime anomaly prompts.
 
-Defaults follow FG-CLIP v1 (FIELD_NOTES "UCF-Crime anomaly detection (FG-CLIP)"; qihoo360/FG-CLIP
-`fgclip/model/clip_strc/fgclip.py`).
+Defaults follow FG-CLIP v1 (Xie et al., ICML 2025; qihoo360/FG-CLIP `fgclip/model/clip_strc/fgclip.py`).
 """
 
 from huggingface_hub.dataclasses import strict
