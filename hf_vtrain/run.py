@@ -266,7 +266,7 @@ def prepare(argv: list[str]) -> PreparedRun:
     model_args, data_args, training_args, set_keys = parse_args(
         argv, (spec.model_args, spec.data_args, spec.training_args), extra_keys=RUN_KEYS
     )
-    from hf_vtrain.trainers.base import outside_zero_init
+    from hf_vtrain.trainers.distributed import outside_zero_init
 
     setup_logging(training_args)
     from transformers import enable_full_determinism, set_seed
@@ -300,7 +300,7 @@ def prepare(argv: list[str]) -> PreparedRun:
 
 def execute(run: PreparedRun) -> dict:
     """train/resume -> save, metrics, curves -> final evaluation -> model card -> optional push."""
-    from hf_vtrain.plotting import plot_training_curves
+    from hf_vtrain.plotting.curves import plot_training_curves
 
     trainer, output_dir = run.trainer, run.training_args.output_dir
     title = f"{run.task_name}: {os.path.basename(os.path.abspath(output_dir))}"

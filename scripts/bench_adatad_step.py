@@ -16,7 +16,8 @@ import time
 import torch
 
 from hf_vtrain.models.adatad import AdaTADConfig, AdaTADForActionDetection
-from hf_vtrain.trainers.base import VTrainingArguments, assign_param_groups, build_optimizer_groups
+from hf_vtrain.trainers.arguments import VTrainingArguments
+from hf_vtrain.trainers.optimization import assign_param_groups, build_optimizer_groups
 
 
 def main() -> None:

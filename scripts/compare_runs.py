@@ -17,7 +17,7 @@ if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
 from hf_vtrain.exit_codes import run_tool  # noqa: E402
-from hf_vtrain.plotting_compare import format_comparison, load_run, pick_metric, plot_comparison  # noqa: E402
+from hf_vtrain.plotting.compare import format_comparison, load_run, pick_metric, plot_comparison  # noqa: E402
 
 
 def main(argv=None) -> dict:

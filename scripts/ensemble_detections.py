@@ -4,7 +4,7 @@ and writes OpenTAD predictions (plus the mAP when a ground truth is available).
     python scripts/ensemble_detections.py RUN_A/raw_detections.npz RUN_B/raw_detections.npz ...
         [--ground-truth RUN_A/ground_truth.json] [--weights 1,1] [--out predictions.json] [--save-raw fused.npz]
 
-Fusion rule (hf_vtrain.postprocess.fuse_raw_detections): weights are normalised to sum 1; in every window the
+Fusion rule (hf_vtrain.models.adatad.postprocessing_adatad.fuse_raw_detections): weights are normalised to sum 1; in every window the
 candidates of all inputs are pooled with their scores multiplied by their input's weight; identical candidates (same
 start, end and class) are one candidate scored by the weighted sum, i.e. the weighted mean over inputs where an input
 that does not propose it counts 0. The pooled candidates then go through the normal merge and soft-NMS, with the
@@ -25,7 +25,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from hf_vtrain.exit_codes import run_tool  # noqa: E402
 from hf_vtrain.metrics.tad import evaluate_detections  # noqa: E402
-from hf_vtrain.postprocess import (  # noqa: E402
+from hf_vtrain.models.adatad.postprocessing_adatad import (  # noqa: E402
     fuse_raw_detections,
     load_raw_detections,
     raw_ground_truth,

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check of the AdaTAD THUMOS-14 recipe in its own shape (VideoMAE-S, 768 frames x 160 px, batch 8, fp16,
 # activation checkpointing) on a corpus in THUMOS-14 / OpenTAD format: the real one, or a synthetic one, e.g.
-#   python -m hf_vtrain.data.synthetic thumos14 CORPUS --num-classes 20 --fps 30 --min-duration 30 --max-duration 40
+#   python -m hf_vtrain.data.synthetic_thumos14 CORPUS --num-classes 20 --fps 30 --min-duration 30 --max-duration 40
 # The VideoMAE-S backbone is random (written on first use) unless BACKBONE names a real checkpoint; step time and
 # memory do not depend on the weights. Prints figures and writes the logs under OUT_DIR:
 #   1. scripts/bench_adatad_step.py: the training step alone (no data loading), evaluation windows/s, peak memory;

@@ -27,7 +27,7 @@ if str(REPO_ROOT) not in sys.path:
 
 from hf_vtrain.exit_codes import run_tool  # noqa: E402
 from hf_vtrain.metrics.tad import evaluate_detections  # noqa: E402
-from hf_vtrain.postprocess import load_raw_detections, raw_ground_truth, raw_results  # noqa: E402
+from hf_vtrain.models.adatad.postprocessing_adatad import load_raw_detections, raw_ground_truth, raw_results  # noqa: E402
 
 
 def _floats(text: str) -> list[float]:

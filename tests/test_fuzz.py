@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hf_vtrain.data.synthetic import make_synthetic_thumos14
+from hf_vtrain.data.synthetic_thumos14 import make_synthetic_thumos14
 from hf_vtrain.data.thumos14 import TADDataArguments, validate_thumos14
 from hf_vtrain.metrics.tad import evaluate_detections
 from hf_vtrain.metrics.vad import read_temporal_annotation
@@ -132,7 +132,7 @@ def test_metric_input_fuzz(gt, pred):
 
 @pytest.fixture(scope="module")
 def ucf_corpus(tmp_path_factory):
-    from hf_vtrain.data.synthetic_ucf import make_synthetic_ucf_crime
+    from hf_vtrain.data.synthetic_ucf_crime import make_synthetic_ucf_crime
 
     root = tmp_path_factory.mktemp("fuzz_ucf") / "c"
     make_synthetic_ucf_crime(root, num_train_normal=1, num_train_anomalous=1, num_test_normal=1,

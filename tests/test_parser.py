@@ -91,7 +91,7 @@ def test_duplicate_field_names_refused():
 
 
 def test_yaml_booleans_in_string_fields(tmp_path):
-    from hf_vtrain.trainers.base import VTrainingArguments
+    from hf_vtrain.trainers.arguments import VTrainingArguments
 
     # on the command line the text is kept for string-typed fields: `--eval_strategy no` is "no", not False
     (args, _) = parse_args(["--output_dir", "o", "--eval_strategy", "no", "--save_strategy", "epoch"],

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from hf_vtrain.metrics.tad import evaluate_detections
-from hf_vtrain.postprocess import (
+from hf_vtrain.models.adatad.postprocessing_adatad import (
     RawDetections,
     decode_window_detections,
     fuse_raw_detections,

@@ -1,12 +1,114 @@
-"""What the corpus loaders share: the error that lists a corpus's problems, and the glue between per-row sample
-transforms and `datasets`' batched `set_transform`."""
+"""What the corpus loaders share: the validation report and the error that lists a corpus's problems, path resolution
+and video lookup, the glue between per-row sample transforms and `datasets`' batched `set_transform`, epoch-seeded
+transforms, and atomic JSON writes."""
 
 from __future__ import annotations
 
 import abc
+import dataclasses
+import hashlib
+import json
+import math
 import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
 
 import torch
+
+from .video_io import VideoDecodeError, probe_video
+
+
+@dataclass
+class CorpusArguments:
+    """Base of every corpus's data-argument dataclass: where the corpus lives (relative paths resolve against
+    `data_root`), and the synthetic-corpus switch whose generator takes the `synthetic_<name>` fields as `<name>=`."""
+
+    data_root: Optional[str] = field(
+        default=None, metadata={"help": "Base directory; relative paths below resolve against it."}
+    )
+    synthetic: bool = field(
+        default=False, metadata={"help": "Generate the synthetic corpus into data_root when it is missing."}
+    )
+
+    def __post_init__(self):
+        if self.synthetic and not self.data_root:
+            raise ValueError("synthetic: true needs data_root (where the synthetic corpus is written)")
+
+    def resolve(self, path: Optional[str]) -> Optional[str]:
+        if path and self.data_root and not os.path.isabs(path):
+            return os.path.join(self.data_root, path)
+        return path
+
+    def synthetic_kwargs(self) -> dict:
+        """The generator's keyword arguments: every `synthetic_<name>` field as `<name>` (lists as tuples)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            if f.name.startswith("synthetic_"):
+                value = getattr(self, f.name)
+                out[f.name[len("synthetic_"):]] = tuple(value) if isinstance(value, list) else value
+        return out
+
+
+@dataclass
+class ValidationReport:
+    """Every problem of a corpus at once (each naming the file and entry), plus notes: facts that are not problems.
+    A corpus's report adds its counts and says them in `summary_lines`."""
+
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def summary_lines(self) -> list[str]:
+        """The first lines of `format`: what was checked, with counts."""
+        return [f"corpus check: {len(self.problems)} problem(s)"]
+
+    def format(self) -> str:
+        lines = self.summary_lines()
+        lines += [f"  note: {note}" for note in self.notes]
+        if self.problems:
+            lines.append(f"  {len(self.problems)} problem(s):")
+            lines += [f"    - {p}" for p in self.problems]
+        else:
+            lines.append("  no problems")
+        return "\n".join(lines)
+
+
+def is_finite_number(x) -> bool:
+    """A JSON number (not a bool) that is finite."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _fingerprint(path: str, block: int = 1 << 16) -> tuple:
+    """Size plus a hash of the first and last 64 KiB: equal for copies of one file, cheap for large videos."""
+    size = os.path.getsize(path)
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        digest.update(f.read(block))
+        if size > block:
+            f.seek(max(size - block, block))
+            digest.update(f.read(block))
+    return size, digest.hexdigest()
+
+
+def probe_file(path: str, decode_last: bool, threads: int, identity: bool = False) -> dict:
+    """What corpus validation learns of one video file: {"num_frames", "fps"} from video_io.probe_video, or {"error":
+    why it is missing or undecodable (without the path, which the caller's message names)}. `identity` adds what a
+    duplicate-file check needs: the real path, the inode and a content fingerprint."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return {"error": "video file not found"}
+    try:
+        info = probe_video(path, decode_last=decode_last, num_threads=threads)
+    except VideoDecodeError as err:
+        return {"error": str(err).removeprefix(f"{path}: ")}
+    out = {"num_frames": info.num_frames, "fps": info.fps}
+    if identity:
+        out.update(realpath=os.path.realpath(path), inode=(stat.st_dev, stat.st_ino), fingerprint=_fingerprint(path))
+    return out
 
 
 class CorpusError(ValueError):
@@ -94,3 +196,19 @@ class VideoLocator:
         where = ", ".join(dict.fromkeys(candidates))
         by_name = f", nor by file name under {self.roots[0]}" if self.by_file_name and self.roots else ""
         return candidates[0], f"video file not found (looked at {where}{by_name})"
+
+
+def write_json_atomic(path: str, obj: Any, indent: int | None = None) -> str:
+    """Writes JSON to a temporary name in the same folder, then renames: a kill or a full disk never leaves a
+    half-written file under `path` (the old one, if any, stays whole). Creates the folder. Returns `path`."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "w", encoding="utf-8") as handle:
+            json.dump(obj, handle, indent=indent)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path

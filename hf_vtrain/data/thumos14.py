@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
 from collections import Counter
@@ -20,21 +19,26 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from .common import CorpusError, EpochSeeded, RowTransform
-from .video_io import ReaderCache, VideoDecodeError, clip_generator, probe_video, sample_indices
+from .common import (
+    CorpusArguments,
+    CorpusError,
+    EpochSeeded,
+    RowTransform,
+    ValidationReport,
+    is_finite_number,
+    probe_file,
+    write_json_atomic,
+)
+from .video_io import ReaderCache, clip_generator, sample_indices
 
 
 # ----------------------------------------------------------------------------------------------- arguments
 
 
 @dataclass
-class TADDataArguments:
+class TADDataArguments(CorpusArguments):
     """Where a temporal action detection corpus lives and how windows are read from it."""
 
-    dataset_name: str = field(default="thumos14", metadata={"help": "Corpus slug (the corpus loaders table key)."})
-    data_root: Optional[str] = field(
-        default=None, metadata={"help": "Base directory; relative paths below resolve against it."}
-    )
     annotation_path: str = field(
         default="annotations/thumos_14_anno.json", metadata={"help": "OpenTAD annotation JSON ({'database': ...})."}
     )
@@ -88,9 +92,6 @@ class TADDataArguments:
     validate_workers: int = field(default=8, metadata={"help": "Threads probing videos during validation."})
     max_train_videos: Optional[int] = field(default=None, metadata={"help": "Debug: first n training videos."})
     max_eval_videos: Optional[int] = field(default=None, metadata={"help": "Debug: first n evaluation videos."})
-    synthetic: bool = field(
-        default=False, metadata={"help": "Generate the synthetic corpus into data_root when it is missing."}
-    )
     synthetic_num_train_videos: int = field(default=24, metadata={"help": "Synthetic: training videos."})
     synthetic_num_test_videos: int = field(default=8, metadata={"help": "Synthetic: evaluation videos."})
     synthetic_num_classes: int = field(default=3, metadata={"help": "Synthetic: classes (first THUMOS names)."})
@@ -103,6 +104,7 @@ class TADDataArguments:
     synthetic_num_ambiguous: int = field(default=0, metadata={"help": "Synthetic: 'Ambiguous' annotations."})
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("sample_stride", "window_size", "eval_window_stride", "decode_threads", "validate_workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -115,49 +117,22 @@ class TADDataArguments:
                 )
         if self.color_jitter is not None and len(self.color_jitter) != 4:
             raise ValueError("color_jitter must hold 4 numbers (brightness, contrast, saturation, hue) or be null")
-        if self.synthetic and not self.data_root:
-            raise ValueError("synthetic: true needs data_root (where the synthetic corpus is written)")
-
-    def resolve(self, path: str) -> str:
-        if self.data_root and not os.path.isabs(path):
-            return os.path.join(self.data_root, path)
-        return path
 
     def video_path(self, video_id: str) -> str:
         return os.path.join(self.resolve(self.video_dir), video_id + self.video_ext)
-
-    def synthetic_kwargs(self) -> dict:
-        return {
-            "num_train_videos": self.synthetic_num_train_videos,
-            "num_test_videos": self.synthetic_num_test_videos,
-            "num_classes": self.synthetic_num_classes,
-            "seed": self.synthetic_seed,
-            "height": self.synthetic_height,
-            "width": self.synthetic_width,
-            "fps": self.synthetic_fps,
-            "min_duration": self.synthetic_min_duration,
-            "max_duration": self.synthetic_max_duration,
-            "num_ambiguous": self.synthetic_num_ambiguous,
-        }
 
 
 # ----------------------------------------------------------------------------------------------- validation
 
 
 @dataclass
-class ValidationReport:
-    annotation_path: str
-    problems: list[str] = field(default_factory=list)
+class TADValidationReport(ValidationReport):
+    annotation_path: str = ""
     num_videos: dict[str, int] = field(default_factory=dict)  # per subset, videos checked
     num_segments: dict[str, int] = field(default_factory=dict)  # per subset, segments kept
     ignored_segments: dict[str, int] = field(default_factory=dict)  # per ignored label, segments dropped
-    notes: list[str] = field(default_factory=list)  # facts that are not problems
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def format(self) -> str:
+    def summary_lines(self) -> list[str]:
         counts = "; ".join(
             f"{subset}: {n} videos, {self.num_segments.get(subset, 0)} segments"
             for subset, n in self.num_videos.items()
@@ -166,13 +141,7 @@ class ValidationReport:
         if self.ignored_segments:
             ignored = ", ".join(f"{label}: {n}" for label, n in sorted(self.ignored_segments.items()))
             lines.append(f"  ignored segments (excluded, not errors): {ignored}")
-        lines += [f"  note: {note}" for note in self.notes]
-        if self.problems:
-            lines.append(f"  {len(self.problems)} problem(s):")
-            lines += [f"    - {p}" for p in self.problems]
-        else:
-            lines.append("  no problems")
-        return "\n".join(lines)
+        return lines
 
 
 @dataclass
@@ -185,36 +154,6 @@ class _VideoEntry:
     segments: list = field(default_factory=list)  # kept [start, end] seconds, clipped to [0, duration]
     labels: list = field(default_factory=list)  # kept class ids
     probe: Optional[dict] = None
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _fingerprint(path: str, block: int = 1 << 16) -> tuple:
-    """Size plus a hash of the first and last 64 KiB: equal for copies of one file, cheap for large videos."""
-    size = os.path.getsize(path)
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
-        digest.update(f.read(block))
-        if size > block:
-            f.seek(max(size - block, block))
-            digest.update(f.read(block))
-    return size, digest.hexdigest()
-
-
-def _probe(path: str, decode_last: bool, threads: int) -> dict:
-    """video_io.probe_video plus what the duplicate-file check needs (real path, inode, content fingerprint)."""
-    try:
-        stat = os.stat(path)
-    except OSError:
-        return {"error": "video file not found"}
-    try:
-        info = probe_video(path, decode_last=decode_last, num_threads=threads)
-    except VideoDecodeError as err:
-        return {"error": f"not decodable: {err}"}
-    return {"num_frames": info.num_frames, "fps": info.fps, "realpath": os.path.realpath(path),
-            "inode": (stat.st_dev, stat.st_ino), "fingerprint": _fingerprint(path)}  # fmt: skip
 
 
 def _load_database(path: str, problems: list[str]) -> Optional[dict]:
@@ -262,10 +201,10 @@ def _load_class_map(path: str, problems: list[str]) -> Optional[list[str]]:
     return names
 
 
-def _check_corpus(args: TADDataArguments) -> tuple[ValidationReport, list[str], dict[str, list[_VideoEntry]]]:
+def _check_corpus(args: TADDataArguments) -> tuple[TADValidationReport, list[str], dict[str, list[_VideoEntry]]]:
     """Everything validate_thumos14 reports, plus the parsed entries that load_thumos14 builds its tables from."""
     ann_path = args.resolve(args.annotation_path)
-    report = ValidationReport(annotation_path=ann_path)
+    report = TADValidationReport(annotation_path=ann_path)
     problems = report.problems
     database = _load_database(ann_path, problems)
     class_names = _load_class_map(args.resolve(args.class_map_path), problems) or []
@@ -296,7 +235,7 @@ def _check_corpus(args: TADDataArguments) -> tuple[ValidationReport, list[str], 
             continue
         entry = _VideoEntry(video_id, subset, args.video_path(video_id), info.get("frame"), info.get("duration"))
         frame_ok = isinstance(entry.frame, int) and not isinstance(entry.frame, bool) and entry.frame > 0
-        duration_ok = _is_number(entry.duration) and entry.duration > 0
+        duration_ok = is_finite_number(entry.duration) and entry.duration > 0
         if not frame_ok:
             problems.append(f"{where}: 'frame' must be a positive integer, got {entry.frame!r}")
         if not duration_ok:
@@ -321,7 +260,7 @@ def _check_corpus(args: TADDataArguments) -> tuple[ValidationReport, list[str], 
             if not isinstance(label, str) or label not in class_index:
                 problems.append(f"{at}: label {label!r} is not in the class map")
                 bad = True
-            if not (isinstance(segment, (list, tuple)) and len(segment) == 2 and all(map(_is_number, segment))):
+            if not (isinstance(segment, (list, tuple)) and len(segment) == 2 and all(map(is_finite_number, segment))):
                 problems.append(f"{at}: segment must be [start, end] in seconds, got {segment!r}")
                 continue
             start, end = float(segment[0]), float(segment[1])
@@ -355,7 +294,7 @@ def _check_corpus(args: TADDataArguments) -> tuple[ValidationReport, list[str], 
     # 2. video files, probed in parallel (decord releases the GIL while reading and decoding)
     all_entries = [e for s in subsets for e in entries[s]]
     with ThreadPoolExecutor(max_workers=args.validate_workers) as pool:
-        probes = list(pool.map(lambda e: _probe(e.path, args.validate_decode_last_frame, args.decode_threads),
+        probes = list(pool.map(lambda e: probe_file(e.path, args.validate_decode_last_frame, args.decode_threads, identity=True),
                                all_entries))  # fmt: skip
     for entry, probe in zip(all_entries, probes):
         where = f"video '{entry.video_id}' ({entry.subset}, {entry.path})"
@@ -366,7 +305,7 @@ def _check_corpus(args: TADDataArguments) -> tuple[ValidationReport, list[str], 
         n, fps = probe["num_frames"], probe["fps"]
         if isinstance(entry.frame, int) and entry.frame != n:
             problems.append(f"{where}: annotation 'frame' {entry.frame} != {n} frames in the file (decord)")
-        if _is_number(entry.duration) and abs(entry.duration - n / fps) > 1.0 / fps:
+        if is_finite_number(entry.duration) and abs(entry.duration - n / fps) > 1.0 / fps:
             problems.append(
                 f"{where}: annotation 'duration' {entry.duration} s differs from the file's {n} frames / "
                 f"{fps:g} fps = {n / fps:.4f} s by more than one frame period ({1.0 / fps:.4f} s)"
@@ -406,7 +345,7 @@ def _check_corpus(args: TADDataArguments) -> tuple[ValidationReport, list[str], 
     return report, class_names, entries
 
 
-def validate_thumos14(args: TADDataArguments) -> ValidationReport:
+def validate_thumos14(args: TADDataArguments) -> TADValidationReport:
     """Checks the whole corpus (annotation file, class map, every video of both subsets) and reports every problem,
     each naming the file, video id and annotation index. Ignored labels ("Ambiguous") are counted, not problems."""
     return _check_corpus(args)[0]
@@ -624,7 +563,7 @@ class TADCorpus:
     train_videos: list[dict]  # training videos in video_index order, same keys
     ground_truth: dict  # OpenTAD JSON of the evaluation subset, ignored labels removed
     ground_truth_path: str
-    report: ValidationReport
+    report: TADValidationReport
     train_transform: TrainWindowTransform
     eval_transform: EvalWindowTransform
 
@@ -699,15 +638,6 @@ def ground_truth_json(entries: list[_VideoEntry], class_names: list[str]) -> dic
     }
 
 
-def write_json_atomic(obj: Any, path: str) -> str:
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)
-    return path
-
-
 def load_thumos14(
     args: TADDataArguments,
     seed: int = 0,
@@ -723,7 +653,7 @@ def load_thumos14(
     import datasets
 
     if args.synthetic:
-        from .synthetic import ensure_synthetic_thumos14
+        from .synthetic_thumos14 import ensure_synthetic_thumos14
 
         ensure_synthetic_thumos14(args.data_root, **args.synthetic_kwargs())
     report, class_names, entries = _check_corpus(args)
@@ -769,7 +699,7 @@ def load_thumos14(
         name = f"thumos14_{args.eval_subset}_{hashlib.sha1(text.encode()).hexdigest()[:16]}.json"
     else:
         name = f"thumos14_{args.eval_subset}_ground_truth.json"
-    ground_truth_path = write_json_atomic(ground_truth, os.path.join(ground_truth_dir, name))
+    ground_truth_path = write_json_atomic(os.path.join(ground_truth_dir, name), ground_truth)
     return TADCorpus(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +37,17 @@ import numpy as np
 import torch
 
 from ..metrics.vad import SNIPPET_FRAMES, read_temporal_annotation, read_test_list, video_key
-from .common import CorpusError, EpochSeeded, RowTransform, VideoLocator
-from .video_io import ReaderCache, VideoDecodeError, center_crop, clip_generator, probe_video, resize_short_side
+from .common import (
+    CorpusArguments,
+    CorpusError,
+    EpochSeeded,
+    RowTransform,
+    ValidationReport,
+    VideoLocator,
+    is_finite_number,
+    probe_file,
+)
+from .video_io import ReaderCache, center_crop, clip_generator, resize_short_side
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +82,9 @@ __all__ = [
 
 
 @dataclass
-class VADDataArguments:
+class VADDataArguments(CorpusArguments):
     """Where a UCF-Crime-format anomaly corpus lives and how training clips and test videos are read from it."""
 
-    dataset_name: str = field(default="ucf_crime", metadata={"help": "Corpus slug (the corpus loaders table key)."})
-    data_root: Optional[str] = field(
-        default=None, metadata={"help": "Base directory; relative paths below resolve against it."}
-    )
     train_json: str = field(
         default="ucf_fgclip_train.json",
         metadata={"help": "Training records: a JSON list of {video, global_caption, region_captions, box_infos, "
@@ -148,9 +152,6 @@ class VADDataArguments:
         default=True, metadata={"help": "Validation decodes each video's last frame besides opening it."}
     )
     validate_workers: int = field(default=4, metadata={"help": "Threads probing videos during validation."})
-    synthetic: bool = field(
-        default=False, metadata={"help": "Generate the synthetic UCF-Crime corpus into data_root when it is missing."}
-    )
     synthetic_num_train_normal: int = field(default=8, metadata={"help": "Synthetic: normal training videos."})
     synthetic_num_train_anomalous: int = field(default=12, metadata={"help": "Synthetic: anomalous training videos."})
     synthetic_num_test_normal: int = field(default=6, metadata={"help": "Synthetic: normal test videos."})
@@ -173,6 +174,7 @@ class VADDataArguments:
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic: generator seed."})
 
     def __post_init__(self):
+        super().__post_init__()
         for name in ("num_frames", "image_size", "max_regions", "max_caption_tokens", "max_region_tokens",
                      "max_eval_snippets", "decode_threads", "validate_workers"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -183,45 +185,14 @@ class VADDataArguments:
             raise ValueError(f"non_english_captions must be 'keep' or 'translate', got {self.non_english_captions!r}")
         if self.non_english_captions == "translate" and not self.translation_file:
             raise ValueError("non_english_captions: translate needs translation_file")
-        if self.synthetic and not self.data_root:
-            raise ValueError("synthetic: true needs data_root (where the synthetic corpus is written)")
-
-    def resolve(self, path: Optional[str]) -> Optional[str]:
-        if path and self.data_root and not os.path.isabs(path):
-            return os.path.join(self.data_root, path)
-        return path
-
-    def synthetic_kwargs(self) -> dict:
-        return {
-            "num_train_normal": self.synthetic_num_train_normal,
-            "num_train_anomalous": self.synthetic_num_train_anomalous,
-            "num_test_normal": self.synthetic_num_test_normal,
-            "num_test_anomalous": self.synthetic_num_test_anomalous,
-            "anomaly_classes": tuple(self.synthetic_anomaly_classes),
-            "fps": self.synthetic_fps,
-            "height": self.synthetic_height,
-            "width": self.synthetic_width,
-            "min_duration": self.synthetic_min_duration,
-            "max_duration": self.synthetic_max_duration,
-            "num_chinese_captions": self.synthetic_num_chinese_captions,
-            "num_region_negatives": self.synthetic_num_region_negatives,
-            "seed": self.synthetic_seed,
-        }
 
 
 # ----------------------------------------------------------------------------------------------- validation
 
 
 @dataclass
-class VADValidationReport:
-    """Every problem of the corpus at once (each naming the file and entry), plus counts and notes.
-
-    (thumos14's ValidationReport does not fit: its header and counts are THUMOS's segments; CorpusError is shared.)
-    """
-
-    train_json: str
-    problems: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+class VADValidationReport(ValidationReport):
+    train_json: str = ""
     num_records: int = 0  # training records kept
     num_train_videos: int = 0
     num_test_videos: int = 0
@@ -229,23 +200,12 @@ class VADValidationReport:
     caption_language_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     dropped_test_videos: list[str] = field(default_factory=list)
 
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def format(self) -> str:
+    def summary_lines(self) -> list[str]:
         per_class = ", ".join(f"{c}: {n}" for c, n in sorted(self.records_per_class.items()))
-        lines = [
+        return [
             f"UCF-Crime corpus check of {self.train_json}: {self.num_records} training records of "
             f"{self.num_train_videos} videos ({per_class or 'none'}), {self.num_test_videos} test videos"
         ]
-        lines += [f"  note: {note}" for note in self.notes]
-        if self.problems:
-            lines.append(f"  {len(self.problems)} problem(s):")
-            lines += [f"    - {p}" for p in self.problems]
-        else:
-            lines.append("  no problems")
-        return "\n".join(lines)
 
 
 def video_class(path: str) -> str:
@@ -269,10 +229,6 @@ def video_class(path: str) -> str:
 def is_non_english(text: str) -> bool:
     """True when the text holds a letter outside ASCII (Chinese, accented Latin, ...); punctuation does not count."""
     return any(ord(ch) > 127 and ch.isalpha() for ch in text)
-
-
-def _is_number(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _is_int(x) -> bool:
@@ -312,14 +268,6 @@ def _read_list(path: str, problems: list[str], what: str) -> Optional[list[tuple
             if entry and not entry.startswith("#"):
                 out.append((entry, video_key(entry), lineno))
     return out
-
-
-def _probe(path: str, decode_last: bool, threads: int) -> dict:
-    try:
-        info = probe_video(path, decode_last=decode_last, num_threads=threads)
-    except VideoDecodeError as err:
-        return {"error": str(err)}
-    return {"num_frames": info.num_frames, "fps": info.fps}
 
 
 def _parse_record(i: int, raw: Any, where: str, locate, problems: list[str]) -> Optional[_Record]:
@@ -373,7 +321,7 @@ def _parse_record(i: int, raw: Any, where: str, locate, problems: list[str]) -> 
                 problems.append(f"{at}: keyframe {j}: 'frame' must be an integer >= 0, got {frame!r}")
                 bad = True
                 continue
-            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(_is_number, bbox))):
+            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(map(is_finite_number, bbox))):
                 problems.append(f"{at}: keyframe {j} (frame {frame}): 'bbox' must be 4 numbers, got {bbox!r}")
                 bad = True
                 continue
@@ -406,7 +354,7 @@ def _parse_record(i: int, raw: Any, where: str, locate, problems: list[str]) -> 
                 negatives[r] = list(negs)
     timestamps = raw.get("timestamps")
     if timestamps is not None:
-        if not (isinstance(timestamps, (list, tuple)) and len(timestamps) == 2 and all(map(_is_number, timestamps))):
+        if not (isinstance(timestamps, (list, tuple)) and len(timestamps) == 2 and all(map(is_finite_number, timestamps))):
             problems.append(f"{where}: 'timestamps' must be null or [start, end] seconds, got {timestamps!r}")
             bad = True
             timestamps = None
@@ -558,7 +506,10 @@ def _check_corpus(args: VADDataArguments):
     paths = [p for p in paths if p not in located]
     with ThreadPoolExecutor(max_workers=args.validate_workers) as pool:
         probes = dict(zip(paths, pool.map(
-            lambda p: _probe(p, args.validate_decode_last_frame, args.decode_threads), paths)))  # fmt: skip
+            lambda p: probe_file(p, args.validate_decode_last_frame, args.decode_threads), paths)))  # fmt: skip
+    # a located problem names the places it looked at; a probe's error is about the file found
+    probes = {path: dict(probe, error=f"{path}: {probe['error']}") if "error" in probe else probe
+              for path, probe in probes.items()}
     probes.update({path: {"error": problem} for path, problem in located.items()})
     reported = set()
     usable = []
@@ -915,6 +866,11 @@ class VADCorpus:
     def set_epoch(self, epoch: int) -> None:
         self.train_transform.set_epoch(epoch)
 
+    @staticmethod
+    def expand_eval_scores(scores, num_snippets: int) -> np.ndarray:
+        """The fed snippets' scores of one test video back to one score per snippet (`expand_eval_scores`)."""
+        return expand_eval_scores(scores, num_snippets)
+
 
 def _load_tokenizer(args: VADDataArguments):
     if not args.tokenizer_name_or_path:
@@ -932,7 +888,7 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokeni
     import datasets
 
     if args.synthetic:
-        from .synthetic_ucf import ensure_synthetic_ucf_crime
+        from .synthetic_ucf_crime import ensure_synthetic_ucf_crime
 
         ensure_synthetic_ucf_crime(args.data_root, **args.synthetic_kwargs())
     report, records, test_videos, annotations = _check_corpus(args)

@@ -1,4 +1,4 @@
-"""Video anomaly detection: FG-CLIP video fine-tuning on UCF-Crime-format corpora, evaluated by frame AUC.
+"""The trainer of task `vad` (video anomaly detection, FG-CLIP video): snippet scoring and the UCF-Crime frame AUC.
 
 Training batches come from the loader's train collator (clips, captions, region boxes, hard negatives) and the model
 returns its named contrastive losses. Evaluation uses the eval collator (one fed frame per 16-frame snippet of each
@@ -12,111 +12,18 @@ from __future__ import annotations
 import logging
 import os
 from collections import Counter
-from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from ..data.ucf_crime import VADCorpus, VADDataArguments, expand_eval_scores, load_ucf_crime
+from ..data.common import write_json_atomic
 from ..metrics.vad import evaluate_frame_auc
-from ..models.fgclip_video import FGCLIPVideoModel
-from ..parser import RecipeError
-from ..pretrained_sources import check_pretrained_source, loading
-from ..tasks import TaskRun
-from .base import VTrainer, VTrainingArguments, check_config_overrides, config_errors, ensure_random_checkpoint
-from .base import write_json_atomic
+from .base import VTrainer
 
 logger = logging.getLogger(__name__)
 
 SCORE_PADDING = -1.0  # snippet scores are in [0, 1]; the width beyond a video's fed snippets holds this
-
-
-@dataclass
-class VADModelArguments:
-    model_name_or_path: str | None = field(
-        default=None, metadata={"help": "A saved FGCLIPVideoModel (folder or hub id) to start from."}
-    )
-    clip_name_or_path: str | None = field(
-        default=None,
-        metadata={"help": "Any Hugging Face CLIP checkpoint (hub id or folder), e.g. openai/clip-vit-base-patch16; "
-                          "every CLIP weight must load (FGCLIPVideoModel.from_clip_pretrained)."},
-    )
-    create_random_clip: bool = field(
-        default=False,
-        metadata={"help": "Demo/tests only: when clip_name_or_path does not exist, first write a tiny RANDOMLY "
-                          "INITIALISED CLIPModel (clip_config_overrides) and the real CLIP tokenizer there, then load "
-                          "it through the same path as a real checkpoint."},
-    )
-    clip_config_overrides: dict = field(
-        default_factory=dict,
-        metadata={"help": "CLIPConfig fields for create_random_clip (text_config, vision_config, projection_dim, "
-                          "...); ignored when loading an existing checkpoint."},
-    )
-    model_config_overrides: dict = field(
-        default_factory=dict,
-        metadata={"help": "FGCLIPVideoConfig fields (temporal module, loss weights, anomaly prompts, ...)."},
-    )
-
-    def __post_init__(self):
-        from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
-
-        from ..models.fgclip_video import FGCLIPVideoConfig
-
-        if not self.model_name_or_path and not self.clip_name_or_path:
-            raise ValueError("set clip_name_or_path (a CLIP checkpoint) or model_name_or_path (an FGCLIPVideoModel)")
-        # At parse time, before anything is written or loaded.
-        check_config_overrides("model_config_overrides", self.model_config_overrides, FGCLIPVideoConfig)
-        check_config_overrides("clip_config_overrides", self.clip_config_overrides, CLIPConfig,
-                               nested={"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig})
-
-
-def _build_random_clip(overrides: dict):
-    from transformers import CLIPConfig, CLIPModel
-
-    from ..data.clip_tokenizer import build_clip_tokenizer
-
-    def build(tmp: str) -> None:
-        CLIPModel(CLIPConfig(**overrides)).save_pretrained(tmp)
-        build_clip_tokenizer(tmp)
-
-    return build
-
-
-def _has_tokenizer(path: str | None) -> bool:
-    return bool(path) and os.path.isfile(os.path.join(path, "tokenizer_config.json"))
-
-
-def load_tokenizer(model_args: VADModelArguments, data_args: VADDataArguments):
-    """data_args.tokenizer_name_or_path, else the saved model's folder when it holds one, else the CLIP checkpoint."""
-    from transformers import AutoTokenizer
-
-    if data_args.tokenizer_name_or_path:
-        key, source = "tokenizer_name_or_path", data_args.resolve(data_args.tokenizer_name_or_path)
-    elif _has_tokenizer(model_args.model_name_or_path):
-        key, source = "model_name_or_path", model_args.model_name_or_path
-    elif model_args.clip_name_or_path:
-        key, source = "clip_name_or_path", model_args.clip_name_or_path
-    else:
-        raise RecipeError(f"model_name_or_path: {model_args.model_name_or_path} holds no tokenizer: set "
-                          f"tokenizer_name_or_path")
-    check_pretrained_source(key, source, "CLIP tokenizer")
-    with loading(key, source, "CLIP tokenizer"):
-        return AutoTokenizer.from_pretrained(source)
-
-
-def build_model(model_args: VADModelArguments, data_args: VADDataArguments) -> FGCLIPVideoModel:
-    overrides = dict(model_args.model_config_overrides)
-    if model_args.model_name_or_path:
-        key, source, what = "model_name_or_path", model_args.model_name_or_path, "FGCLIPVideoModel"
-    else:
-        key, source, what = "clip_name_or_path", model_args.clip_name_or_path, "CLIP checkpoint"
-    check_pretrained_source(key, source, what)
-    with config_errors("model_config_overrides"), loading(key, source, what):
-        if model_args.model_name_or_path:
-            return FGCLIPVideoModel.from_pretrained(model_args.model_name_or_path, **overrides)
-        if data_args.num_frames > overrides.get("max_frames", 256):
-            overrides["max_frames"] = data_args.num_frames  # temporal positions for every training frame
-        return FGCLIPVideoModel.from_clip_pretrained(model_args.clip_name_or_path, **overrides)
 
 
 def interleave_anomalous_and_normal(videos: list[dict], annotations: dict) -> list[dict]:
@@ -132,7 +39,7 @@ def interleave_anomalous_and_normal(videos: list[dict], annotations: dict) -> li
 class VADTrainer(VTrainer):
     """Train collator for training, eval collator for evaluation; snippet scoring and frame AUC."""
 
-    def __init__(self, *args, corpus: VADCorpus, **kwargs):
+    def __init__(self, *args, corpus: Any, **kwargs):
         super().__init__(*args, **kwargs)
         self.corpus = corpus
         self.eval_collator = corpus.eval_collator
@@ -199,7 +106,7 @@ class VADTrainer(VTrainer):
             if num_snippets != video["num_snippets"]:
                 raise RuntimeError(f"{video['key']}: {num_snippets} snippets scored, the corpus has "
                                    f"{video['num_snippets']}")
-            per_video[video["key"]] = expand_eval_scores(row[:fed], num_snippets).tolist()
+            per_video[video["key"]] = self.corpus.expand_eval_scores(row[:fed], num_snippets).tolist()
         ordered = {v["key"]: per_video[v["key"]] for v in videos}
         num_frames = {v["key"]: int(v["num_frames"]) for v in videos}
         payload = {"scores": ordered, "num_frames": num_frames}
@@ -215,7 +122,7 @@ class VADTrainer(VTrainer):
     def write_final_outputs(self, output_dir: str) -> None:
         """anomaly_scores.json (readable by `python -m hf_vtrain.metrics.vad`), the metric table, and score-over-time
         plots for the first `plot_eval_videos` test videos (anomalous and normal alternately)."""
-        from ..plotting_vad import plot_anomaly_scores
+        from ..plotting.vad import plot_anomaly_scores
 
         if self.last_scores is None:
             return
@@ -235,30 +142,3 @@ class VADTrainer(VTrainer):
                 os.path.join(output_dir, "score_plots", f"{key}.png"), class_name=video["class_name"],
                 fps=video.get("fps"),
             )
-
-
-def setup_vad(model_args: VADModelArguments, data_args: VADDataArguments, training_args: VTrainingArguments):
-    # The main process writes what is missing (synthetic corpus, demo CLIP) before the others read it.
-    with training_args.main_process_first(desc="corpus and model"):
-        path = model_args.clip_name_or_path
-        if not model_args.model_name_or_path and model_args.create_random_clip:
-            overrides = model_args.clip_config_overrides
-            ensure_random_checkpoint(path, overrides, _build_random_clip(overrides), "CLIP (+ CLIP tokenizer)")
-        # The corpus check comes first (cheap, every problem listed); the tokenizer and weights after it.
-        corpus = load_ucf_crime(data_args, seed=training_args.seed,
-                                tokenizer_loader=lambda: load_tokenizer(model_args, data_args))
-        logger.info("corpus: %s", corpus.report.format())
-        tokenizer = corpus.tokenizer
-        model = build_model(model_args, data_args)
-    return TaskRun(
-        model=model,
-        train_dataset=corpus.train_dataset,
-        eval_dataset=corpus.eval_dataset,
-        data_collator=corpus.train_collator,
-        trainer_kwargs={"corpus": corpus, "processing_class": tokenizer},
-        epoch_hooks=[corpus.set_epoch],
-        corpus=corpus,
-    )
-
-
-__all__ = ["VADModelArguments", "VADTrainer", "build_model", "setup_vad"]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hf_vtrain.data.common import CorpusError, set_dataset_epoch
-from hf_vtrain.data.synthetic import make_synthetic_thumos14
+from hf_vtrain.data.synthetic_thumos14 import make_synthetic_thumos14
 from hf_vtrain.data.thumos14 import (
     TADDataArguments,
     collate_tad,
@@ -339,7 +339,7 @@ def test_validation_reports_every_problem_at_once(corpus_root, tmp_path):
     assert report.ignored_segments == {"Ambiguous": 1 + len(leaked)}  # counted, not a problem
     expected = {
         "video_validation_0000002": "not found",
-        "video_test_0000001": "not decodable",
+        "video_test_0000001": "cannot be decoded",
         "video_validation_0000001": "'frame' 105 != 100",
         "video_validation_0000003": "annotation 0: segment",
         "video_test_0000002": "label 'Juggling' is not in the class map",

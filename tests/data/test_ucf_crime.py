@@ -11,7 +11,7 @@ import torch
 
 from hf_vtrain.data.clip_tokenizer import build_clip_tokenizer
 from hf_vtrain.data.common import CorpusError
-from hf_vtrain.data.synthetic_ucf import make_synthetic_ucf_crime
+from hf_vtrain.data.synthetic_ucf_crime import make_synthetic_ucf_crime
 from hf_vtrain.data.ucf_crime import (
     VADDataArguments,
     crop_boxes,

@@ -10,7 +10,9 @@ from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel, TrainerCallback
 from transformers.utils import ModelOutput
 
-from hf_vtrain.trainers.base import VTrainer, VTrainingArguments, warmup_cosine_lambda
+from hf_vtrain.trainers.base import VTrainer
+from hf_vtrain.trainers.arguments import VTrainingArguments
+from hf_vtrain.trainers.optimization import warmup_cosine_lambda
 from tests.callbacks import StopAt
 
 
@@ -237,7 +239,7 @@ def test_nonfinite_loss_skipped_when_allowed(tmp_path):
 
 
 def test_random_demo_checkpoint_is_written_once_and_checked(tmp_path):
-    from hf_vtrain.trainers.base import ensure_random_checkpoint
+    from hf_vtrain.tasks.common import ensure_random_checkpoint
 
     path = str(tmp_path / "ckpt")
 

@@ -440,7 +440,6 @@ def test_zero3_resume_is_exact(runs):
 def test_zero3_lora_exports_reproduce_the_evaluated_model(runs):
     """LoRA under ZeRO-3: no process holds whole weights, so the final save exports lora_adapter/ and merged_model/
     from the whole EMA weights just written; both reproduce the evaluated (EMA) model, and LoRA moved the backbone."""
-    from hf_vtrain.lora import load_lora_adapter
     from hf_vtrain.models.adatad import AdaTADForActionDetection
     from tests.trainers.test_tad_run import LORA
 
@@ -450,7 +449,7 @@ def test_zero3_lora_exports_reproduce_the_evaluated_model(runs):
                               **NO_SAVE), 2)
     evaluated = AdaTADForActionDetection.from_pretrained(out / "ema").eval()
     merged = AdaTADForActionDetection.from_pretrained(out / "merged_model").eval()
-    reloaded = load_lora_adapter(str(out / "lora_adapter"))
+    reloaded = AdaTADForActionDetection.from_lora_adapter(str(out / "lora_adapter"))
     assert evaluated.config.lora_r == 4 and merged.config.lora_r == 0
     video = torch.randint(0, 256, (2, 32, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

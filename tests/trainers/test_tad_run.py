@@ -248,7 +248,7 @@ def lora_run(root):
 
 
 def test_lora_run_trains_lora_and_detector_only(lora_run):
-    from hf_vtrain.lora import lora_formula
+    from hf_vtrain.models.adatad.lora_adatad import lora_formula
 
     model = lora_run.prepared.trainer.model
     for name, param in model.named_parameters():
@@ -274,7 +274,6 @@ def _eval_batch(prepared):
 
 def test_lora_exports_match_the_evaluated_model(lora_run):
     """merged_model/ (merge_and_unload) and lora_adapter/ (peft) reproduce the EMA LoRA model the run evaluated."""
-    from hf_vtrain.lora import load_lora_adapter
     from hf_vtrain.models.adatad import AdaTADForActionDetection
 
     out = lora_run.out
@@ -284,7 +283,7 @@ def test_lora_exports_match_the_evaluated_model(lora_run):
     evaluated = AdaTADForActionDetection.from_pretrained(out / "ema").eval()  # LoRA, EMA weights
     merged = AdaTADForActionDetection.from_pretrained(out / "merged_model").eval()
     assert merged.config.lora_r == 0
-    reloaded = load_lora_adapter(str(out / "lora_adapter"))
+    reloaded = AdaTADForActionDetection.from_lora_adapter(str(out / "lora_adapter"))
     batch = _eval_batch(lora_run.prepared)
     with torch.no_grad():
         expected = evaluated(**batch).class_logits

@@ -15,8 +15,8 @@ import yaml
 from hf_vtrain import run as run_module
 from hf_vtrain.data.common import CorpusError
 from hf_vtrain.parser import RecipeError
-from hf_vtrain.trainers.base import ensure_random_checkpoint
-from hf_vtrain.trainers.vad import _build_random_clip
+from hf_vtrain.tasks.common import ensure_random_checkpoint
+from hf_vtrain.tasks.vad import _build_random_clip
 from tests.callbacks import StopAt
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

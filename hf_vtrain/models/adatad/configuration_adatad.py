@@ -61,7 +61,7 @@ class AdaTADConfig(PreTrainedConfig):
         detector_drop_path_rate (affine drop path in the detector transformer blocks), center_sample_radius,
         cls_prior_prob, focal_alpha, focal_gamma, loss_normalizer_init, loss_normalizer_momentum, reg_loss_weight.
 
-    Post-processing (used by `hf_vtrain.postprocess`, never inside `forward`):
+    Post-processing (used by `hf_vtrain.models.adatad.postprocessing_adatad`, never inside `forward`):
         score_threshold, pre_nms_topk (per window), nms_sigma, max_segments (per video), class_agnostic,
         voting_threshold (segment voting, class-agnostic mode only; OpenTAD's `voting_thresh`).
 

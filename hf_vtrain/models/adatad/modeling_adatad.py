@@ -1,7 +1,7 @@
 """AdaTAD: end-to-end temporal action detection with a VideoMAE backbone, temporal adapters and an ActionFormer head.
 
 Facts (layer order, inits, target assignment, loss normaliser) follow OpenTAD's AdaTAD THUMOS recipe
-(sming256/OpenTAD, configs/adatad/thumos/e2e_thumos_videomae_s_768x1_160_adapter.py; Liu et al., CVPR 2024). Decoding and NMS live in `hf_vtrain.postprocess`.
+(sming256/OpenTAD, configs/adatad/thumos/e2e_thumos_videomae_s_768x1_160_adapter.py; Liu et al., CVPR 2024). Decoding and NMS live in `hf_vtrain.models.adatad.postprocessing_adatad`.
 """
 
 import logging
@@ -19,7 +19,7 @@ from transformers import PreTrainedModel, VideoMAEConfig, VideoMAEModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from ...losses import diou_loss_1d, sigmoid_focal_loss
+from .losses_adatad import diou_loss_1d, sigmoid_focal_loss
 from .configuration_adatad import AdaTADConfig
 
 
@@ -444,7 +444,7 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
     Parameter name prefixes: `videomae.` (ViT), `adapters.` (temporal adapters), `projection.`, `neck.`, `head.`
     (detector). The running loss normaliser is the buffer `loss_normalizer`. With `config.lora_r > 0` the targeted
     VideoMAE Linear layers are peft LoRA layers: `<name>.base_layer.weight` (frozen) and `<name>.lora_A.default.weight`,
-    `<name>.lora_B.default.weight` (see `hf_vtrain.lora`).
+    `<name>.lora_B.default.weight` (see `hf_vtrain.models.adatad.lora_adatad`).
     """
 
     def __init__(self, config: AdaTADConfig):
@@ -485,7 +485,7 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
                 param.requires_grad_(".lora_" in name)
 
     def _inject_lora(self):
-        from ...lora import inject_lora
+        from .lora_adatad import inject_lora
 
         inject_lora(self, self.config)
 
@@ -517,6 +517,34 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
 
     # ----------------------------------------------------------------------------------------------------------------
     # Loading
+
+    @classmethod
+    def from_lora_adapter(cls, adapter_dir: str, base_model_name_or_path: str | None = None, merge: bool = False):
+        """Rebuilds a LoRA AdaTAD model from an adapter folder written by `lora_adatad.export_lora`: the plain AdaTAD
+        model of the folder's config.json, its frozen VideoMAE weights from `base_model_name_or_path` (default: the
+        adapter config's; a VideoMAE checkpoint, or an AdaTAD one whose backbone is used), then
+        `PeftModel.from_pretrained`. Returns the `PeftModel` in eval mode, or the merged plain model with
+        `merge=True`."""
+        from peft import PeftConfig, PeftModel
+        from transformers import AutoConfig
+
+        from .lora_adatad import strip_lora_state_dict
+
+        config = AdaTADConfig.from_pretrained(adapter_dir)
+        base_path = base_model_name_or_path or PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path
+        if not base_path:
+            raise ValueError(f"{adapter_dir}: the adapter config names no base model; pass base_model_name_or_path")
+        model = cls(config)
+        if getattr(AutoConfig.from_pretrained(base_path), "model_type", None) == "adatad":
+            source = cls.from_pretrained(base_path)
+            backbone = {k[len("videomae."):]: v for k, v in strip_lora_state_dict(source.state_dict()).items()
+                        if k.startswith("videomae.")}
+        else:
+            backbone = VideoMAEModel.from_pretrained(base_path, config=config.backbone_config).state_dict()
+        model.load_videomae_state_dict(backbone)
+        peft_model = PeftModel.from_pretrained(model, adapter_dir)
+        peft_model.eval()
+        return peft_model.merge_and_unload() if merge else peft_model
 
     @classmethod
     def from_videomae_pretrained(

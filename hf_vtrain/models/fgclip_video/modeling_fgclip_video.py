@@ -32,8 +32,8 @@ from transformers import initialization as init
 from transformers.models.clip.modeling_clip import CLIPTextEmbeddings
 from transformers.utils import ModelOutput
 
-from ...losses_contrastive import fgclip_losses
-from ...ops import roi_align
+from .losses_fgclip_video import fgclip_losses
+from .roi_align import roi_align
 from .configuration_fgclip_video import FGCLIPVideoConfig
 
 

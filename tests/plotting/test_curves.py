@@ -3,7 +3,7 @@ lines are drawn once and named together, and no legend sits on the plotted lines
 
 import matplotlib.pyplot as plt
 
-from hf_vtrain.plotting import plot_training_curves, training_curves_figure
+from hf_vtrain.plotting.curves import plot_training_curves, training_curves_figure
 
 HISTORY = [
     {"step": 10, "epoch": 1.0, "loss": 2.0, "cls_loss": 1.5, "lr/adapters": 1e-3, "lr/detector": 1e-3, "lr/head": 5e-4},

@@ -17,7 +17,7 @@ import torch
 
 def _point_positions(config, num_points: int, device) -> torch.Tensor:
     # Imported here: the model module is heavy and only this helper needs it.
-    from .models.adatad.modeling_adatad import build_point_table
+    from .modeling_adatad import build_point_table
 
     strides = [2**level for level in range(config.num_pyramid_levels)]
     seq_len = int(round(num_points / sum(1.0 / s for s in strides)))

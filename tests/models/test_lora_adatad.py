@@ -1,4 +1,4 @@
-"""LoRA on AdaTAD's VideoMAE backbone (hf_vtrain.lora): parameter counts against the formula, freezing by the recipe,
+"""LoRA on AdaTAD's VideoMAE backbone (hf_vtrain.models.adatad.lora_adatad): parameter counts against the formula, freezing by the recipe,
 start equal to the plain model, save/load, the peft adapter folder and the merged export, refused Mixup/CutMix."""
 
 import os
@@ -8,15 +8,15 @@ import pytest
 import torch
 from transformers import VideoMAEModel
 
-from hf_vtrain import lora
+from hf_vtrain.models.adatad import lora_adatad as lora
 from hf_vtrain.models.adatad import AdaTADConfig, AdaTADForActionDetection
 from hf_vtrain.parser import RecipeError, parse_args
 from hf_vtrain.run import RUN_KEYS
 from hf_vtrain.tasks import get_task
-from hf_vtrain.trainers.base import assign_param_groups, format_param_report
+from hf_vtrain.trainers.optimization import assign_param_groups, format_param_report
 from tests.models.test_adatad import random_video, tiny_backbone_config, tiny_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _recipe_args(name, tmp_path, *extra):
@@ -138,7 +138,7 @@ def test_merged_and_adapter_exports_give_the_same_outputs(tmp_path):
         merged_diff = (merged(video).class_logits - expected).abs().max().item()
     assert merged_diff < 1e-5
 
-    reloaded = lora.load_lora_adapter(paths["adapter"])
+    reloaded = AdaTADForActionDetection.from_lora_adapter(paths["adapter"])
     with torch.no_grad():
         adapter_diff = (reloaded(video).class_logits - expected).abs().max().item()
     assert adapter_diff < 1e-5  # same weights; float32 rounding (different memory layout) at most
@@ -154,7 +154,7 @@ def test_mixup_and_cutmix_are_refused_with_the_reason(tmp_path):
 
 
 def test_lora_keys_are_not_taken_from_model_config_overrides(tmp_path):
-    from hf_vtrain.trainers.tad import build_model
+    from hf_vtrain.tasks.tad import build_model
 
     model_args, _ = _recipe_args("adatad_thumos14_lora_demo.yaml", tmp_path,
                                  "--model_config_overrides", "{lora_r: 4}")

@@ -174,7 +174,8 @@ def export_lora(model, output_dir: str, base_model_name_or_path: str | None = No
     VideoMAE weights with `merge_and_unload`, loadable with `AdaTADForActionDetection.from_pretrained`).
 
     The adapter folder holds the LoRA weights and, as `modules_to_save`, every trained module outside the frozen
-    backbone (temporal adapters, detector): it reloads onto the pretrained VideoMAE alone (`load_lora_adapter`).
+    backbone (temporal adapters, detector): it reloads onto the pretrained VideoMAE alone
+    (`AdaTADForActionDetection.from_lora_adapter`).
     """
     if base_model_name_or_path and os.path.isdir(base_model_name_or_path):
         base_model_name_or_path = os.path.abspath(base_model_name_or_path)
@@ -188,30 +189,3 @@ def export_lora(model, output_dir: str, base_model_name_or_path: str | None = No
         merged.save_pretrained(merged_dir)
     logger.info("LoRA exports: adapter %s, merged model %s", adapter_dir, merged_dir)
     return {"adapter": adapter_dir, "merged": merged_dir}
-
-
-def load_lora_adapter(adapter_dir: str, base_model_name_or_path: str | None = None, merge: bool = False):
-    """Rebuilds a LoRA AdaTAD model from an adapter folder written by `export_lora`: the plain AdaTAD model of the
-    folder's config.json, its frozen VideoMAE weights from `base_model_name_or_path` (default: the adapter config's;
-    a VideoMAE checkpoint, or an AdaTAD one whose backbone is used), then `PeftModel.from_pretrained`. Returns the
-    `PeftModel` in eval mode, or the merged plain model with `merge=True`."""
-    from peft import PeftConfig, PeftModel
-    from transformers import AutoConfig, VideoMAEModel
-
-    from .models.adatad import AdaTADConfig, AdaTADForActionDetection
-
-    config = AdaTADConfig.from_pretrained(adapter_dir)
-    base_path = base_model_name_or_path or PeftConfig.from_pretrained(adapter_dir).base_model_name_or_path
-    if not base_path:
-        raise ValueError(f"{adapter_dir}: the adapter config names no base model; pass base_model_name_or_path")
-    model = AdaTADForActionDetection(config)
-    if getattr(AutoConfig.from_pretrained(base_path), "model_type", None) == "adatad":
-        source = AdaTADForActionDetection.from_pretrained(base_path)
-        backbone = {k[len("videomae."):]: v for k, v in strip_lora_state_dict(source.state_dict()).items()
-                    if k.startswith("videomae.")}
-    else:
-        backbone = VideoMAEModel.from_pretrained(base_path, config=config.backbone_config).state_dict()
-    model.load_videomae_state_dict(backbone)
-    peft_model = PeftModel.from_pretrained(model, adapter_dir)
-    peft_model.eval()
-    return peft_model.merge_and_unload() if merge else peft_model

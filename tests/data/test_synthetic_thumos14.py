@@ -8,8 +8,8 @@ import decord
 import numpy as np
 import pytest
 
-from hf_vtrain.data import synthetic
-from hf_vtrain.data.synthetic import (
+from hf_vtrain.data import synthetic_thumos14 as synthetic
+from hf_vtrain.data.synthetic_thumos14 import (
     THUMOS14_CLASSES,
     ensure_synthetic_thumos14,
     make_synthetic_thumos14,
@@ -169,7 +169,7 @@ def test_rejects_sizes_decord_cannot_read(tmp_path):
 
 def test_cli(tmp_path, capsys):
     out = tmp_path / "cli"
-    paths = synthetic.main(["thumos14", str(out), "--num-train-videos", "1", "--num-test-videos", "1",
+    paths = synthetic.main([str(out), "--num-train-videos", "1", "--num-test-videos", "1",
                             "--fps", "8", "--min-duration", "4", "--max-duration", "4",
                             "--height", "32", "--width", "64"])  # fmt: skip
     assert json.loads(capsys.readouterr().out) == paths

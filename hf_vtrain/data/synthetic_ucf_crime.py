@@ -16,7 +16,6 @@ from typing import Sequence
 
 import numpy as np
 
-# Shared with the THUMOS-14 generator.
 from .synthetic import (
     PARAMS_FILE,
     moving_background,
@@ -549,7 +548,7 @@ def ensure_synthetic_ucf_crime(root: str | os.PathLike, **params) -> dict[str, s
 
 def main(argv: Sequence[str] | None = None) -> dict:
     defaults = default_kwargs(make_synthetic_ucf_crime)
-    parser = argparse.ArgumentParser(prog="python -m hf_vtrain.data.synthetic_ucf", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m hf_vtrain.data.synthetic_ucf_crime", description=__doc__)
     parser.add_argument("out_dir")
     for name in ("num_train_normal", "num_train_anomalous", "num_test_normal", "num_test_anomalous", "fps",
                  "height", "width", "num_chinese_captions", "num_region_negatives", "seed"):  # fmt: skip

@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from .metrics.vad import SNIPPET_FRAMES  # noqa: E402
+from ..metrics.vad import SNIPPET_FRAMES  # noqa: E402
 
 
 def plot_anomaly_scores(

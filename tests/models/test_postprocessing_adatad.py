@@ -8,7 +8,7 @@ import torch
 from transformers import VideoMAEConfig
 
 from hf_vtrain.models.adatad import AdaTADConfig, AdaTADDetectionOutput
-from hf_vtrain.postprocess import decode_window_detections, merge_video_detections, soft_nms, to_opentad_results
+from hf_vtrain.models.adatad.postprocessing_adatad import decode_window_detections, merge_video_detections, soft_nms, to_opentad_results
 
 
 def _gaussian_decay(score, inter, len_a, len_b, sigma=0.7):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from hf_vtrain.losses import diou_loss_1d, sigmoid_focal_loss
+from hf_vtrain.models.adatad.losses_adatad import diou_loss_1d, sigmoid_focal_loss
 
 
 def test_focal_loss_hand_values():

@@ -10,8 +10,8 @@ import decord
 import numpy as np
 import pytest
 
-from hf_vtrain.data import synthetic_ucf
-from hf_vtrain.data.synthetic_ucf import ensure_synthetic_ucf_crime, make_synthetic_ucf_crime
+from hf_vtrain.data import synthetic_ucf_crime as synthetic_ucf
+from hf_vtrain.data.synthetic_ucf_crime import ensure_synthetic_ucf_crime, make_synthetic_ucf_crime
 from hf_vtrain.metrics.vad import read_temporal_annotation, read_test_list, video_key
 
 FPS = 15

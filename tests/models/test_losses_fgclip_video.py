@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from hf_vtrain.losses_contrastive import clip_contrastive_loss, fgclip_losses, gather_features, hard_negative_loss
+from hf_vtrain.models.fgclip_video.losses_fgclip_video import clip_contrastive_loss, fgclip_losses, gather_features, hard_negative_loss
 from tests.distributed import spawn_two_ranks
 
 

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from hf_vtrain.ops import roi_align
+from hf_vtrain.models.fgclip_video.roi_align import roi_align
 
 
 def ramp(n=1, c=1, h=4, w=4, dtype=torch.float64):

@@ -1,0 +1,26 @@
+"""The task table: task id -> the module that holds the task's wiring (its recipe-key dataclasses, model building,
+setup, validation), whose `SPEC` is a `TaskSpec`. A new task adds its module and one line here; modules are imported
+on first use, so `--help` of one task does not import every model."""
+
+from __future__ import annotations
+
+import importlib
+
+from ..parser import RecipeError
+from .common import TaskRun, TaskSpec
+
+TASKS: dict[str, str] = {
+    "tad": "hf_vtrain.tasks.tad",
+    "vad": "hf_vtrain.tasks.vad",
+}
+
+
+def get_task(name: str | None) -> TaskSpec:
+    if name is None:
+        raise RecipeError(f"the recipe sets no 'task'; choose one of {sorted(TASKS)}")
+    if not isinstance(name, str) or name not in TASKS:
+        raise RecipeError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+    return importlib.import_module(TASKS[name]).SPEC
+
+
+__all__ = ["TASKS", "TaskRun", "TaskSpec", "get_task"]

@@ -1,0 +1,112 @@
+"""What every task's wiring shares: the spec a task registers in the task table, what its `setup` returns, the checks of
+`*_config_overrides` recipe entries, and the random demo checkpoints the demo recipes write on first use."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from ..data.common import write_json_atomic
+from ..parser import RecipeError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskRun:
+    """What a task's `setup` hands to run.py: the pieces of one Trainer."""
+
+    model: Any
+    train_dataset: Any
+    eval_dataset: Any
+    data_collator: Any
+    trainer_kwargs: dict
+    epoch_hooks: list
+    corpus: Any
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One entry of the task table (hf_vtrain.tasks.TASKS)."""
+
+    description: str
+    model_args: type
+    data_args: type
+    training_args: type
+    trainer_cls: type
+    setup: Callable[..., TaskRun]      # (model_args, data_args, training_args) -> TaskRun
+    validate: Callable[..., Any]       # (data_args) -> report with .ok and .format()
+
+
+def check_config_overrides(
+    recipe_key: str, overrides: Any, config_cls, nested: dict | None = None, extra: tuple[str, ...] = ()
+) -> None:
+    """Refuses keys of a `*_config_overrides` recipe entry that `config_cls` does not have, naming the entry and the
+    closest field names. A PretrainedConfig keeps any keyword as an attribute, so a typo would be ignored without a
+    word (and YAML reads `{chunk_size:4}`, no space after the colon, as the key 'chunk_size:4'). `nested` maps a key
+    (e.g. CLIP's text_config) to the config class its mapping is checked against; `extra` names keys the caller
+    handles itself."""
+    if not isinstance(overrides, dict):
+        raise RecipeError(f"{recipe_key} must be a mapping of {config_cls.__name__} fields, got {overrides!r}")
+    known = {f.name for f in dataclasses.fields(config_cls)} | set(extra)
+    for key, value in overrides.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), sorted(known), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            colon = " (YAML needs a space after ':' in {key: value})" if ":" in str(key) else ""
+            raise RecipeError(f"{recipe_key}: {key!r} is not a {config_cls.__name__} field{colon}{hint}")
+        if nested and key in nested and isinstance(value, dict):
+            check_config_overrides(f"{recipe_key}.{key}", value, nested[key])
+
+
+@contextlib.contextmanager
+def config_errors(recipe_key: str):
+    """A config that fails its own validation (huggingface_hub's @strict checks) ends the run with one message naming
+    the recipe entry, instead of a traceback from inside huggingface_hub."""
+    from huggingface_hub.errors import StrictDataclassError
+
+    try:
+        yield
+    except StrictDataclassError as err:
+        cause = err.__cause__ if err.__cause__ is not None else err
+        raise RecipeError(f"{recipe_key}: {cause}") from err
+
+
+RANDOM_INIT_FILE = "random_init.json"
+
+
+def ensure_random_checkpoint(path: str, overrides: dict, build, what: str) -> None:
+    """Demo/tests: makes sure `path` holds a randomly initialised checkpoint built with `overrides`.
+
+    Missing: `build(tmp_dir)` writes it under its own seed (so the global RNG, and so the init of everything built
+    after it, is the same whether or not this run had to write it) and it appears under `path` only when complete,
+    with the overrides recorded in random_init.json. Present and written here with other overrides: an error - a
+    stale demo checkpoint would otherwise be used silently. Present without that file: a real checkpoint, used as is.
+    """
+    record = {"overrides": json.loads(json.dumps(overrides, sort_keys=True)), "seed": 0}
+    marker = os.path.join(path, RANDOM_INIT_FILE)
+    if os.path.exists(path):
+        if os.path.isfile(marker):
+            with open(marker) as handle:
+                stored = json.load(handle)
+            if stored != record:
+                keys = sorted(k for k in set(stored["overrides"]) | set(record["overrides"])
+                              if stored["overrides"].get(k) != record["overrides"].get(k))
+                raise ValueError(f"{path} holds a random {what} written with other settings (differing: {keys}); "
+                                 f"delete it or point the recipe to another folder")
+        return
+    logger.warning("writing a RANDOMLY INITIALISED %s to %s (demo/tests switch)", what, path)
+    tmp = path.rstrip("/") + f".tmp{os.getpid()}"
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(record["seed"])
+        build(tmp)
+    write_json_atomic(os.path.join(tmp, RANDOM_INIT_FILE), record)
+    os.replace(tmp, path)

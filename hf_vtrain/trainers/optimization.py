@@ -1,0 +1,86 @@
+"""Parameter groups (per-module learning rates and freezing by name patterns), the optimizer's groups, and learning-rate
+schedules sized in epochs and stepped per iteration."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from torch import nn
+
+from .arguments import VTrainingArguments
+
+
+def _is_no_decay(name: str, param: nn.Parameter) -> bool:
+    return param.ndim <= 1 or name.endswith(".bias") or "norm" in name.lower()
+
+
+def assign_param_groups(model: nn.Module, args: VTrainingArguments) -> list[dict]:
+    """Assigns every parameter to a group and freezes lr-0 groups. Returns the group table (for the report).
+
+    Freezing happens here, before the model is wrapped for DDP, so every process agrees on what is trainable.
+    """
+    specs = []
+    for i, group in enumerate(args.param_groups):
+        patterns = group["patterns"] if isinstance(group["patterns"], list) else [group["patterns"]]
+        specs.append({
+            "name": group.get("name", f"group{i}"),
+            "regex": [re.compile(p) for p in patterns],
+            "lr": float(group["lr"]),
+            "weight_decay": float(group.get("weight_decay", args.weight_decay)),
+        })
+    default = {"name": "default", "regex": [], "lr": args.learning_rate, "weight_decay": args.weight_decay}
+    table = {s["name"]: {**s, "params": []} for s in specs + [default]}
+    for name, param in model.named_parameters():
+        spec = next((s for s in specs if any(r.search(name) for r in s["regex"])), default)
+        table[spec["name"]]["params"].append((name, param))
+        # The recipe is the one home of freezing: a model's own requires_grad flags are overridden both ways.
+        param.requires_grad_(spec["lr"] != 0.0)
+    return list(table.values())
+
+
+def build_optimizer_groups(table: list[dict], args: VTrainingArguments) -> list[dict]:
+    groups = []
+    for entry in table:
+        if entry["lr"] == 0.0:
+            continue
+        decay, no_decay = [], []
+        for name, param in entry["params"]:
+            if not param.requires_grad:
+                continue
+            (no_decay if (not args.decay_bias_and_norm and _is_no_decay(name, param)) else decay).append(param)
+        for params, wd, suffix in ((decay, entry["weight_decay"], ""), (no_decay, 0.0, "/no_decay")):
+            if params:
+                groups.append({"params": params, "lr": entry["lr"], "weight_decay": wd,
+                               "name": entry["name"] + suffix})
+    return groups
+
+
+def format_param_report(table: list[dict]) -> str:
+    lines = ["parameter groups:"]
+    total_train = total_frozen = 0
+    for entry in table:
+        trainable = sum(p.numel() for _, p in entry["params"] if p.requires_grad)
+        frozen = sum(p.numel() for _, p in entry["params"] if not p.requires_grad)
+        total_train += trainable
+        total_frozen += frozen
+        if not entry["params"]:
+            continue
+        state = "frozen" if entry["lr"] == 0.0 else f"lr {entry['lr']:g}, wd {entry['weight_decay']:g}"
+        lines.append(f"  {entry['name']:<12} {len(entry['params']):>5} tensors  trainable {trainable:>12,}  "
+                     f"frozen {frozen:>12,}  ({state})")
+    lines.append(f"  total trainable {total_train:,} / frozen {total_frozen:,}")
+    return "\n".join(lines)
+
+
+def warmup_cosine_lambda(warmup_steps: int, total_steps: int, min_ratio: float):
+    """Multiplier per optimizer step: linear 0->1 over warmup, then cosine 1->min_ratio until total_steps."""
+
+    def fn(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        span = max(total_steps - warmup_steps, 1)
+        progress = min(max(step - warmup_steps, 0) / span, 1.0)
+        return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    return fn
