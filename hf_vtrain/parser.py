@@ -1,7 +1,9 @@
 """Flat YAML recipes: the file gives defaults, `--key value` on the command line overrides them.
 
 Keys are the field names of the task's dataclasses (model, data and training arguments); an unknown key is an
-error that names the key and the closest valid one, before anything is loaded.
+error that names the key and the closest valid one, before anything is loaded. A recipe may hold `phases:`, a list
+of mappings: phase k is the recipe with `phases[k]`'s keys laid over it and the command line's over both, checked
+like any recipe (errors name `phases[k].key`); `name` names a phase.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import difflib
 import os
 import types
 import typing
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
@@ -182,22 +185,75 @@ def _coerce(value: Any, tp: Any, key: str, source: str) -> Any:
     return value  # enums and unions (e.g. TrainingArguments' str | IntervalStrategy): validated by the dataclass
 
 
-def parse_args(argv: list[str], dataclass_types: tuple, extra_keys: tuple[str, ...] = ("task",)) -> tuple:
-    """Builds one instance of each dataclass from a recipe and command-line overrides.
+PHASES_KEY = "phases"
+PHASE_NAME_KEY = "name"
+# Keys a phase may not set: the task is the run's, the folders and the resume point are derived per phase.
+NOT_IN_PHASES = ("task", "output_dir", "resume_from_checkpoint", "validate_data_only", PHASES_KEY)
 
-    Returns (instances..., resolved) where `resolved` is the flat dict of every key that was set.
-    """
+
+@dataclass
+class RecipeLayers:
+    """A command line read but not yet checked: the recipe file's keys, each phase's, and the command line's."""
+
+    recipe: str | None
+    base: dict[str, Any]
+    overrides: dict[str, Any]
+    phases: list[dict[str, Any]] | None
+
+
+def read_layers(argv: list[str]) -> RecipeLayers:
     recipe, overrides = split_argv(argv)
+    base = dict(read_recipe(recipe)) if recipe is not None else {}
+    phases = base.pop(PHASES_KEY, None)
+    where = recipe or "command line"
+    if PHASES_KEY in overrides:
+        raise RecipeError(f"command line: '{PHASES_KEY}' can only be set in a recipe file (a list of mappings)")
+    if phases is not None:
+        if not isinstance(phases, list) or not phases or not all(isinstance(p, dict) for p in phases):
+            raise RecipeError(f"{where}: '{PHASES_KEY}' must be a non-empty list of mappings (one per phase), got "
+                              f"{phases!r}")
+        names = []
+        for k, phase in enumerate(phases):
+            for key in phase:
+                if not isinstance(key, str):
+                    raise RecipeError(f"{where}: {PHASES_KEY}[{k}]: key {key!r} is not a string")
+                if key in NOT_IN_PHASES:
+                    raise RecipeError(f"{where}: {PHASES_KEY}[{k}].{key}: a phase cannot set '{key}' (it belongs to "
+                                      f"the whole run)")
+            name = phase.get(PHASE_NAME_KEY, f"{k + 1}")
+            if not isinstance(name, str) or not name or not all(c.isalnum() or c in "-_" for c in name):
+                raise RecipeError(f"{where}: {PHASES_KEY}[{k}].{PHASE_NAME_KEY}: {name!r} must be letters, digits, "
+                                  f"'-' or '_' (it names the phase's folder)")
+            names.append(name)
+        if len(set(names)) != len(names):
+            raise RecipeError(f"{where}: {PHASES_KEY}: two phases share a name ({names})")
+        if "resume_from_checkpoint" in overrides or "resume_from_checkpoint" in base:
+            raise RecipeError(f"{where}: a recipe with phases resumes by itself (each phase from its newest "
+                              f"checkpoint, finished phases skipped): run the same command again without "
+                              f"resume_from_checkpoint")
+    return RecipeLayers(recipe, base, overrides, phases)
+
+
+def merged_values(layers: RecipeLayers, phase: int | None = None) -> tuple[dict, dict, dict]:
+    """(values, sources, labels) of the recipe, laid over by phase `phase`'s keys, then by the command line's."""
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
-    if recipe is not None:
-        for key, value in read_recipe(recipe).items():
-            values[key] = value
-            sources[key] = recipe
-    for key, value in overrides.items():
-        values[key] = value
-        sources[key] = "command line"
+    labels: dict[str, str] = {}
+    for key, value in layers.base.items():
+        values[key], sources[key], labels[key] = value, layers.recipe, key
+    if phase is not None:
+        for key, value in layers.phases[phase].items():
+            if key == PHASE_NAME_KEY:
+                continue
+            values[key], sources[key], labels[key] = value, layers.recipe, f"{PHASES_KEY}[{phase}].{key}"
+    for key, value in layers.overrides.items():
+        values[key], sources[key], labels[key] = value, "command line", key
+    return values, sources, labels
 
+
+def parse_values(values: dict, sources: dict, labels: dict, dataclass_types: tuple, extra_keys: tuple[str, ...],
+                 where: str) -> tuple:
+    """One instance of each dataclass from checked values; (instances..., values)."""
     owner: dict[str, Any] = {}
     types_of: dict[str, Any] = {}
     for cls in dataclass_types:
@@ -211,20 +267,34 @@ def parse_args(argv: list[str], dataclass_types: tuple, extra_keys: tuple[str, .
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
             hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise RecipeError(f"{sources[key]}: unknown key '{key}'{hint}")
+            raise RecipeError(f"{sources[key]}: unknown key '{labels[key]}'{hint}")
 
     instances = []
     for cls in dataclass_types:
         kwargs = {}
         for name, tp in _field_types(cls).items():
             if name in values:
-                kwargs[name] = _coerce(values[name], tp, name, sources[name])
+                kwargs[name] = _coerce(values[name], tp, labels[name], sources[name])
         try:
             instances.append(cls(**kwargs))
         except (ValueError, TypeError) as err:
-            where = recipe or "command line"
             raise RecipeError(f"{where}: invalid {cls.__name__} settings: {err}") from None
     return (*instances, values)
+
+
+def parse_args(argv: list[str], dataclass_types: tuple, extra_keys: tuple[str, ...] = ("task",),
+               phase: int | None = None) -> tuple:
+    """Builds one instance of each dataclass from a recipe and command-line overrides (with `phase`, that phase's
+    keys in between).
+
+    Returns (instances..., resolved) where `resolved` is the flat dict of every key that was set.
+    """
+    layers = read_layers(argv)
+    values, sources, labels = merged_values(layers, phase)
+    where = layers.recipe or "command line"
+    if phase is not None:
+        where = f"{where}: {PHASES_KEY}[{phase}]"
+    return parse_values(values, sources, labels, dataclass_types, extra_keys, where)
 
 
 def peek_key(argv: list[str], key: str, default: Any = None) -> Any:
@@ -236,3 +306,34 @@ def peek_key(argv: list[str], key: str, default: Any = None) -> Any:
     if recipe is not None:
         return read_recipe(recipe).get(key, default)
     return default
+
+
+def _type_name(tp) -> str:
+    base, optional = _unwrap_optional(tp)
+    name = getattr(base, "__name__", None) if typing.get_origin(base) is None else None
+    text = name or str(base).replace("typing.", "")
+    return f"{text} | None" if optional else text
+
+
+def format_help(dataclass_types: tuple, title: str) -> str:
+    """Every key a task accepts, grouped by dataclass: name, type, default and help text."""
+    lines = [title, ""]
+    for cls in dataclass_types:
+        lines.append(f"{cls.__name__} ({cls.__module__}):")
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                default = "(required)"
+            default = getattr(default, "value", default)
+            help_text = " ".join(str(f.metadata.get("help", "")).split())
+            lines.append(f"  --{f.name} ({_type_name(hints.get(f.name, Any))}, default {default!r})")
+            if help_text:
+                lines.append(f"      {help_text}")
+        lines.append("")
+    return "\n".join(lines)

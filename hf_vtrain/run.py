@@ -25,9 +25,10 @@ if __package__ in (None, ""):  # `python hf_vtrain/run.py`: make the package imp
     __package__ = "hf_vtrain"
 
 import yaml  # noqa: E402
+from accelerate import PartialState  # noqa: E402
 
 from hf_vtrain import __version__  # noqa: E402
-from hf_vtrain.parser import RecipeError, parse_args, peek_key  # noqa: E402
+from hf_vtrain.parser import RecipeError, parse_args, peek_key, read_layers  # noqa: E402
 from hf_vtrain.tasks import get_task  # noqa: E402
 
 logger = logging.getLogger("hf_vtrain")
@@ -259,13 +260,18 @@ class PreparedRun:
     resume: str | None
 
 
-def prepare(argv: list[str]) -> PreparedRun:
-    """Everything before `train()`: parse, seed, logging, run info, checkpoint detection, data, model, trainer."""
+def prepare(argv: list[str], phase=None) -> PreparedRun:
+    """Everything before `train()`: parse, seed, logging, run info, checkpoint detection, data, model, trainer. A
+    `phase` (hf_vtrain.phases.Phase, already parsed) is one phase of a phased recipe."""
     task_name = peek_key(argv, "task")
     spec = get_task(task_name)
-    model_args, data_args, training_args, set_keys = parse_args(
-        argv, (spec.model_args, spec.data_args, spec.training_args), extra_keys=RUN_KEYS
-    )
+    if phase is None:
+        model_args, data_args, training_args, set_keys = parse_args(
+            argv, (spec.model_args, spec.data_args, spec.training_args), extra_keys=RUN_KEYS
+        )
+    else:
+        model_args, data_args, training_args, set_keys = (phase.model_args, phase.data_args, phase.training_args,
+                                                          phase.set_keys)
     from hf_vtrain.trainers.distributed import outside_zero_init
 
     setup_logging(training_args)
@@ -282,9 +288,17 @@ def prepare(argv: list[str]) -> PreparedRun:
     run_info = {}
     if training_args.should_save:
         run_info = write_run_info(output_dir, task_name, argv, set_keys, (model_args, data_args, training_args))
+        if phase is not None:
+            run_info["phase"] = {"index": phase.index, "name": phase.name, "epoch_offset": phase.epoch_offset}
 
     with outside_zero_init():  # the DeepSpeed engine partitions the model when training starts (ZeRO-3)
         task = spec.setup(model_args, data_args, training_args)
+        if training_args.init_from and resume is None:  # a resume takes the checkpoint's weights
+            from hf_vtrain.phases import init_weights_from
+
+            init_from = phase.init_from if phase is not None else training_args.init_from
+            init_weights_from(task.model, init_from, training_args.init_from_ema,
+                              training_args.init_from_allow_unexpected)
     trainer = spec.trainer_cls(
         model=task.model,
         args=training_args,
@@ -292,14 +306,17 @@ def prepare(argv: list[str]) -> PreparedRun:
         eval_dataset=task.eval_dataset,
         data_collator=task.data_collator,
         epoch_hooks=task.epoch_hooks,
+        epoch_offset=phase.epoch_offset if phase is not None else 0,
+        schedule_epochs=phase.total_epochs if phase is not None else None,
         **task.trainer_kwargs,
     )
     trainer.run_info = {**run_info, "task": task_name, "description": spec.description}
     return PreparedRun(task_name, model_args, data_args, training_args, trainer, task, resume)
 
 
-def execute(run: PreparedRun) -> dict:
-    """train/resume -> save, metrics, curves -> final evaluation -> model card -> optional push."""
+def execute(run: PreparedRun, leave: bool = True) -> dict:
+    """train/resume -> save, metrics, curves -> final evaluation -> model card -> optional push. `leave`: end the
+    process group afterwards (a phase leaves it to the phased run, which goes on with the next phase)."""
     from hf_vtrain.plotting.curves import plot_training_curves
 
     trainer, output_dir = run.trainer, run.training_args.output_dir
@@ -342,12 +359,38 @@ def execute(run: PreparedRun) -> dict:
         push_final(trainer, run.task_name)
     # Each process leaves its process group here, after its last collective, rather than at interpreter exit
     # (PyTorch asks for it: pending NCCL work is otherwise not waited for).
-    trainer.accelerator.end_training()
+    if leave:
+        trainer.accelerator.end_training()
     return results
 
 
 class PushError(RuntimeError):
     """The final state of the run never reached the store; local files are intact."""
+
+
+def push_folder(training_args, folder: str, task_name: str, attempts: int = 3, wait: float = 2.0) -> None:
+    """The top folder of a phased run (final model, card, curves; not the phases' checkpoints) to hub_model_id,
+    retried; raises PushError if it never reached the store."""
+    from huggingface_hub import HfApi
+
+    repo = training_args.hub_model_id
+    api = HfApi(token=training_args.hub_token)
+    error = None
+    for attempt in range(1, attempts + 1):
+        try:
+            api.create_repo(repo, private=training_args.hub_private_repo, exist_ok=True)
+            api.upload_folder(repo_id=repo, folder_path=folder, commit_message=f"hf_vtrain {task_name}: end of training",
+                              ignore_patterns=["phase*/**", "checkpoint-*/**", "runs/**", "*.tmp*"])
+            logger.warning("final model pushed to %s", repo)
+            return
+        except Exception as err:  # any transport or server error: retried, then reported
+            error = err
+            logger.warning("push of %s to %s failed (attempt %d/%d): %s: %s", folder, repo, attempt, attempts,
+                           type(err).__name__, err)
+            if attempt < attempts:
+                time.sleep(wait * 2 ** (attempt - 1))
+    raise PushError(f"the final push to {repo} failed after {attempts} attempts ({type(error).__name__}: {error}). "
+                    f"Everything is intact in {folder}; push it again with `hf upload {repo} {folder}`.")
 
 
 def push_final(trainer, task_name: str, attempts: int = 3, wait: float = 2.0) -> None:
@@ -378,17 +421,92 @@ def push_final(trainer, task_name: str, attempts: int = 3, wait: float = 2.0) ->
     logger.info("final state pushed to %s", repo)
 
 
+def run_phases(argv: list[str]) -> dict:
+    """A recipe with `phases:`: every phase checked first, then each one trained as its own run (finished ones
+    skipped while unchanged), then the top folder assembled and, if asked, pushed."""
+    from hf_vtrain import phases as phasing
+
+    spec = get_task(peek_key(argv, "task"))
+    plan = phasing.plan_phases(argv, spec, RUN_KEYS)
+    push = plan[-1].training_args.push_to_hub
+    for phase in plan:  # the phases' own pushes are off: the top folder, with the final model, is pushed at the end
+        phase.training_args.push_to_hub = False
+    results: dict = {}
+    last_trainer = None
+    for phase in plan:
+        resolved = resolved_recipe(peek_key(argv, "task"), phase.model_args, phase.data_args, phase.training_args)
+        if phasing.finished(phase, resolved):
+            logger.warning("%s finished before with these settings: skipped", phase.label)
+            continue
+        logger.warning("%s: %d epochs (epochs %d-%d of %d) in %s", phase.label, phase.epochs, phase.epoch_offset + 1,
+                       phase.epoch_offset + phase.epochs, phase.total_epochs, phase.folder)
+        run = prepare(argv, phase)
+        results = execute(run, leave=False)
+        last_trainer = run.trainer
+        if run.trainer.is_world_process_zero():
+            phasing.mark_finished(phase, resolved, run.trainer)
+        run.trainer.accelerator.wait_for_everyone()
+    output_dir = os.path.dirname(plan[-1].folder)
+    state = PartialState()
+    if state.is_main_process:
+        title = f"{peek_key(argv, 'task')}: {os.path.basename(os.path.abspath(output_dir))} ({len(plan)} phases)"
+        info = {"hf_vtrain_version": __version__, "git_commit": git_commit(), **invocation(argv)}
+        phasing.assemble_top_folder(plan, output_dir, title, info)
+        print(f"phases: {', '.join(p.name for p in plan)} -> final model and curves in {output_dir}")
+        if push:
+            push_folder(plan[-1].training_args, output_dir, peek_key(argv, "task"))
+    state.wait_for_everyone()
+    if last_trainer is not None:
+        last_trainer.accelerator.end_training()
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if "--help" in argv or "-h" in argv:
+        return print_help([a for a in argv if a not in ("--help", "-h")])
+    from hf_vtrain.phases import has_phases
+
     if peek_key(argv, "validate_data_only"):
         spec = get_task(peek_key(argv, "task"))
         # Training arguments are only named here, not built: a data check needs no GPU for a bf16 recipe.
         training_keys = tuple(f.name for f in dataclasses.fields(spec.training_args) if f.init)
-        _, data_args, _ = parse_args(argv, (spec.model_args, spec.data_args), extra_keys=RUN_KEYS + training_keys)
-        report = spec.validate(data_args)
-        print(report.format())
-        return {"ok": report.ok}
+        phases = read_layers(argv).phases
+        checked, ok = [], True
+        for k in range(len(phases)) if phases else [None]:  # each distinct corpus of the phases once
+            _, data_args, _ = parse_args(argv, (spec.model_args, spec.data_args), extra_keys=RUN_KEYS + training_keys,
+                                         phase=k)
+            if data_args in checked:
+                continue
+            checked.append(data_args)
+            report = spec.validate(data_args)
+            print(report.format())
+            ok = ok and report.ok
+        return {"ok": ok}
+    if has_phases(argv):
+        return run_phases(argv)
     return execute(prepare(argv))
+
+
+def print_help(argv: list[str]) -> dict:
+    """`--help`: the tasks; with a recipe or `--task T`: every key that task accepts, grouped by dataclass."""
+    from hf_vtrain.parser import format_help
+    from hf_vtrain.tasks import TASKS
+
+    task = peek_key(argv, "task") if argv else None
+    if task is None:
+        lines = ["usage: python -m hf_vtrain.run RECIPE.yaml [--key value ...]   (or accelerate launch / torchrun "
+                 "hf_vtrain/run.py ...)", "", "tasks (the recipe's 'task' key):"]
+        for name in TASKS:
+            lines.append(f"  {name:<5} {get_task(name).description}")
+        lines += ["", "python -m hf_vtrain.run RECIPE.yaml --help (or --task T --help) lists every key of a task.",
+                  "Run keys: --validate_data_only true checks the recipe's corpus and exits."]
+        print("\n".join(lines))
+        return {"help": True}
+    spec = get_task(task)
+    print(format_help((spec.model_args, spec.data_args, spec.training_args),
+                      f"task {task}: {spec.description}; keys (YAML recipe keys and --key command-line flags):"))
+    return {"help": True}
 
 
 def _leave(status: int) -> None:
@@ -420,6 +538,9 @@ def cli() -> None:
     except tuple(cls for cls, _ in expected) as err:
         status = next(code for cls, code in expected if isinstance(err, cls))
         print(f"error: {err}", file=sys.stderr)
+    except BrokenPipeError:  # `--help | head`: the reader left; Python's own advice for this case
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(exit_codes.OK)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         _leave(status)  # the same status, without the teardown that once aborted a finished process
     sys.exit(status)

@@ -34,6 +34,11 @@ def test_recipe_parses(recipe):
         [recipe, "--output_dir", "/tmp/unused", *cpu], (spec.model_args, spec.data_args, spec.training_args),
         extra_keys=RUN_KEYS,
     )
+    from hf_vtrain.phases import has_phases, plan_phases
+
+    if has_phases([recipe]):  # every phase parses too
+        plan = plan_phases([recipe, "--output_dir", "/tmp/unused", *cpu], spec, RUN_KEYS)
+        assert len(plan) >= 2 and all(p.folder.startswith("/tmp/unused/phase") for p in plan)
     with open(recipe) as handle:
         first = handle.readline()
     assert first.startswith("#"), "a recipe starts with a comment: what it reproduces, the reference, the launch line"

@@ -40,7 +40,36 @@ def _state_file(run_dir: str) -> str | None:
     return max(found)[1] if found else None
 
 
+def _load_phased_run(run_dir: str) -> RunRecord:
+    """A phased run's top folder: the phases' log histories merged (steps and epochs counting on across phases, from
+    log_history.json); the recipe holds the keys all phases share as they are and the others as `phases[k].<key>`."""
+    with open(os.path.join(run_dir, "phases.json"), encoding="utf-8") as handle:
+        phases = json.load(handle)
+    recipes = []
+    for phase in phases:
+        with open(os.path.join(run_dir, phase["folder"], "recipe_resolved.yaml"), encoding="utf-8") as handle:
+            recipes.append({k: v for k, v in (yaml.safe_load(handle) or {}).items()
+                            if k not in IGNORED_KEYS and k != "init_from"})
+    keys = set().union(*recipes)
+    recipe = {}
+    for key in sorted(keys):
+        values = [json.dumps(r.get(key), sort_keys=True, default=str) for r in recipes]
+        if len(set(values)) == 1 and all(key in r for r in recipes):
+            recipe[key] = recipes[0][key]
+        else:
+            recipe.update({f"phases[{k}].{key}": r[key] for k, r in enumerate(recipes) if key in r})
+    history = []
+    merged = os.path.join(run_dir, "log_history.json")
+    if os.path.isfile(merged):
+        with open(merged, encoding="utf-8") as handle:
+            history = json.load(handle)
+    return RunRecord(os.path.basename(os.path.abspath(run_dir)), run_dir, recipe, history)
+
+
 def load_run(run_dir: str) -> RunRecord:
+    """A run folder (recipe_resolved.yaml + trainer_state.json), a phase's folder, or a phased run's top folder."""
+    if os.path.isfile(os.path.join(run_dir, "phases.json")):
+        return _load_phased_run(run_dir)
     recipe_path = os.path.join(run_dir, "recipe_resolved.yaml")
     if not os.path.isfile(recipe_path):
         raise FileNotFoundError(f"{run_dir}: no recipe_resolved.yaml (not an hf_vtrain run folder?)")
@@ -84,8 +113,15 @@ def pick_metric(runs: list[RunRecord], metric: str | None = None) -> str | None:
     return next((n for n in names if n != "eval_loss"), "eval_loss" if "eval_loss" in names else None)
 
 
+def train_counterpart(metric: str | None) -> str | None:
+    """The training figure a model logs beside an eval metric (its batch_metrics: eval_accuracy <-> train_accuracy)."""
+    return "train_" + metric.removeprefix("eval_") if metric and metric.startswith("eval_") else None
+
+
 def summarize(run: RunRecord, metric: str | None, lower_is_better: bool = False) -> dict:
     evals = [e for e in run.log_history if metric and metric in e]
+    train_key = train_counterpart(metric)
+    trains = [e[train_key] for e in run.log_history if train_key and train_key in e]
     losses = [e for e in run.log_history if "loss" in e and "step" in e]
     out = {"run": run.name, "evals": len(evals), "final_loss": losses[-1]["loss"] if losses else None,
            "steps": max((e.get("step", 0) for e in run.log_history), default=0)}
@@ -93,6 +129,8 @@ def summarize(run: RunRecord, metric: str | None, lower_is_better: bool = False)
         best = (min if lower_is_better else max)(evals, key=lambda e: e[metric])
         out.update(best=best[metric], best_epoch=best.get("epoch"), final=evals[-1][metric],
                    final_epoch=evals[-1].get("epoch"))
+    if trains:
+        out["final_train"] = trains[-1]
     return out
 
 
@@ -117,16 +155,26 @@ def format_comparison(runs: list[RunRecord], metric: str | None, lower_is_better
             lines.append(f"    {run.name:<{col}}  {value[:width]}{'...' if len(value) > width else ''}")
     lines.append("")
     lines.append(f"metric: {metric or '(none logged)'} ({'lower' if lower_is_better else 'higher'} is better)")
+    summaries = [summarize(run, metric, lower_is_better) for run in runs]
+    with_train = any("final_train" in s for s in summaries)
     header = f"  {'run':<{col}} {'best':>10} {'@epoch':>7} {'final':>10} {'@epoch':>7} {'evals':>5} {'last loss':>10}"
+    if with_train:
+        header += f" {'train (final)':>13} {'gap':>8}"
     lines.append(header)
-    for run in runs:
-        s = summarize(run, metric, lower_is_better)
+    for run, s in zip(runs, summaries):
         best = f"{s['best']:.4g}" if "best" in s else "-"
         final = f"{s['final']:.4g}" if "final" in s else "-"
         be = f"{s['best_epoch']:g}" if s.get("best_epoch") is not None else "-"
         fe = f"{s['final_epoch']:g}" if s.get("final_epoch") is not None else "-"
         loss = f"{s['final_loss']:.4g}" if s["final_loss"] is not None else "-"
-        lines.append(f"  {run.name:<{col}} {best:>10} {be:>7} {final:>10} {fe:>7} {s['evals']:>5} {loss:>10}")
+        line = f"  {run.name:<{col}} {best:>10} {be:>7} {final:>10} {fe:>7} {s['evals']:>5} {loss:>10}"
+        if with_train:
+            train = f"{s['final_train']:.4g}" if "final_train" in s else "-"
+            gap = f"{s['final_train'] - s['final']:.4g}" if "final_train" in s and "final" in s else "-"
+            line += f" {train:>13} {gap:>8}"
+        lines.append(line)
+    if with_train:
+        lines.append(f"  (train: the last epoch mean of {train_counterpart(metric)}; gap: train - final eval)")
     return "\n".join(lines)
 
 
@@ -145,7 +193,11 @@ def plot_comparison(runs: list[RunRecord], metric: str | None, path: str, title:
             ax_loss.plot(*zip(*evals), color=colour, ls="--", marker=".", lw=1.0, label=f"{run.name} eval")
         points = [(e.get("epoch", 0), e[metric]) for e in run.log_history if metric and metric in e]
         if points:
-            ax_metric.plot(*zip(*points), color=colour, marker="o", label=run.name)
+            ax_metric.plot(*zip(*points), color=colour, marker="o", label=f"{run.name} eval")
+        train_key = train_counterpart(metric)
+        train_points = [(e.get("epoch", 0), e[train_key]) for e in run.log_history if train_key and train_key in e]
+        if train_points:
+            ax_metric.plot(*zip(*train_points), color=colour, ls="--", lw=1.0, label=f"{run.name} train")
     ax_loss.set(xlabel="step", ylabel="loss", title="loss (solid: training, dashed: evaluation)")
     ax_metric.set(xlabel="epoch", ylabel=metric or "metric", title=f"evaluation: {metric or 'nothing logged'}")
     for ax in (ax_loss, ax_metric):

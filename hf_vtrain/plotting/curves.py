@@ -41,16 +41,16 @@ def _legend_below(ax, handles, labels) -> None:
     ax.legend(handles, labels, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=3, frameon=False)
 
 
-def plot_training_curves(log_history: list[dict], path: str, title: str = "") -> str:
+def plot_training_curves(log_history: list[dict], path: str, title: str = "", boundaries: list[dict] = ()) -> str:
     """Writes `training_curves_figure` as a PNG at `path`."""
-    fig = training_curves_figure(log_history, title)
+    fig = training_curves_figure(log_history, title, boundaries)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=100, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def training_curves_figure(log_history: list[dict], title: str = ""):
+def training_curves_figure(log_history: list[dict], title: str = "", boundaries: list[dict] = ()):
     """Three panels: loss and its parts per step, lr per group per step, eval metrics (and the eval
     loss, right axis) per epoch. Every line is in its panel's legend; identical lines are drawn once and named
     together."""
@@ -61,6 +61,9 @@ def training_curves_figure(log_history: list[dict], title: str = ""):
     lrs = _merge_identical({k.removeprefix("lr/"): v for k, v in lrs.items()})
     evals = _series(log_history, "epoch", lambda k: k.startswith("eval_") and not k.endswith(
         ("_runtime", "_samples_per_second", "_steps_per_second")) and k != "eval_loss")
+    # a model's batch_metrics (epoch means, train_<name>) beside the eval metrics: the train/val gap
+    evals.update(_series(log_history, "epoch", lambda k: k.startswith("train_") and not k.startswith(
+        ("train_runtime", "train_samples_per_second", "train_steps_per_second", "train_loss"))))
     eval_loss = _series(log_history, "epoch", lambda k: k == "eval_loss")
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 5.2))
@@ -71,7 +74,7 @@ def training_curves_figure(log_history: list[dict], title: str = ""):
         axes[1].plot(xs, ys, label=key)
     axes[1].set(xlabel="step", ylabel="learning rate", title="learning rate per group")
     for key, (xs, ys) in sorted(evals.items()):
-        axes[2].plot(xs, ys, marker="o", label=key.removeprefix("eval_"))
+        axes[2].plot(xs, ys, marker="o", label=key.removeprefix("eval_"), ls="--" if key.startswith("train_") else "-")
     axes[2].set(xlabel="epoch", ylabel="metric", title="evaluation")
     extra_handles, extra_labels = [], []
     if eval_loss:
@@ -80,6 +83,11 @@ def training_curves_figure(log_history: list[dict], title: str = ""):
         twin.plot(xs, ys, "k--", alpha=0.6, marker=".", label="eval loss (right axis)")
         twin.set_ylabel("eval loss")
         extra_handles, extra_labels = twin.get_legend_handles_labels()
+    for boundary in boundaries:  # phases: where each one after the first starts
+        for ax, x in zip(axes, (boundary["step"], boundary["step"], boundary["epoch"])):
+            ax.axvline(x, color="grey", lw=1, ls=":")
+            ax.text(x, 1.0, f" {boundary['name']}", transform=ax.get_xaxis_transform(), fontsize=7, va="top",
+                    color="grey")
     for ax, data in zip(axes, (losses, lrs, evals)):
         handles, labels = ax.get_legend_handles_labels()
         if ax is axes[2]:

@@ -36,7 +36,38 @@ class VTrainingArguments(TrainingArguments):
         metadata={"help": "Length the cosine is sized for, in epochs (default num_train_epochs). OpenTAD sizes it "
                           "for 100 epochs and stops at 60."},
     )
-    min_lr_ratio: float = field(default=0.0, metadata={"help": "Cosine floor as a fraction of each group's lr."})
+    min_lr_ratio: float = field(
+        default=0.0, metadata={"help": "Floor of the cosine and linear schedules, as a fraction of each group's lr."}
+    )
+    lr_milestones: list[float] = field(
+        default_factory=list,
+        metadata={"help": "lr_scheduler_type multistep: the epochs after which every group's lr is multiplied by "
+                          "lr_gamma (stepped per iteration: at step round(milestone x steps per epoch))."},
+    )
+    lr_gamma: float = field(default=0.1, metadata={"help": "lr_scheduler_type multistep: factor at each milestone."})
+    continue_schedule: bool = field(
+        default=False,
+        metadata={"help": "Phases: this phase's lr continues the curve sized over every phase's epochs (from the "
+                          "epochs before it) instead of starting its own warmup and decay."},
+    )
+    init_from: str | None = field(
+        default=None,
+        metadata={"help": "Start from these weights, matched by parameter name: a model folder (a run's output, a "
+                          "checkpoint), or 'previous' in a phase (the phase before it). Keys the model has and the "
+                          "folder lacks are listed; keys the folder has and the model lacks are an error unless "
+                          "init_from_allow_unexpected. Not applied when resuming (the checkpoint has the weights)."},
+    )
+    init_from_ema: bool = field(
+        default=False, metadata={"help": "init_from: take the folder's EMA weights (ema/) instead of the raw ones."}
+    )
+    init_from_allow_unexpected: bool = field(
+        default=False, metadata={"help": "init_from: ignore (and list) weights the model has no place for."}
+    )
+    freeze_norm_stats: bool = field(
+        default=False,
+        metadata={"help": "BatchNorm layers whose parameters are all frozen stay in eval mode while training, so their "
+                          "running statistics do not move either."},
+    )
     ema_decay: float = field(default=0.0, metadata={"help": "EMA decay per optimizer step; 0 disables EMA."})
     eval_with_ema: bool = field(default=True, metadata={"help": "Evaluate with EMA weights when EMA is on."})
     eval_start_epoch: int = field(default=0, metadata={"help": "First epoch (1-based) to evaluate at."})
@@ -57,6 +88,11 @@ class VTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        # multistep is no transformers SchedulerType: the base class converts the name to one, so it sees another
+        # name and gets this one back (VTrainer.create_scheduler builds every schedule itself).
+        schedule = getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)
+        if schedule == "multistep":
+            self.lr_scheduler_type = "constant"
         try:
             super().__post_init__()
         except ValueError as err:
@@ -66,6 +102,9 @@ class VTrainingArguments(TrainingArguments):
                 "bf16: true needs a GPU with bf16 (NVIDIA Ampere or newer) and none is visible here; set bf16: false "
                 "(--bf16 false) to train in fp32, with use_cpu: true (--use_cpu true) on a machine without a GPU"
             ) from None
+        if schedule == "multistep":
+            self.lr_scheduler_type = "multistep"
+        self._check_schedule(str(schedule))
         if deepspeed_zero_stage(self) == 3 and not zero3_gathers_on_save(self):
             raise ValueError(ZERO3_NEEDS_GATHER)
         if self.fsdp or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true"):
@@ -86,6 +125,40 @@ class VTrainingArguments(TrainingArguments):
                     re.compile(pattern)
                 except re.error as err:
                     raise ValueError(f"param_groups[{i}]: bad regex {pattern!r}: {err}") from None
+
+
+    @property
+    def schedule_name(self) -> str:
+        return str(getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type))
+
+    def _check_schedule(self, schedule: str) -> None:
+        """Every schedule is sized in epochs and stepped per iteration (VTrainer.create_scheduler); a key no schedule
+        of this kind reads is an error, not ignored."""
+        if schedule not in SCHEDULES:
+            raise ValueError(f"lr_scheduler_type {schedule!r} is not one hf_vtrain sizes in epochs; use one of "
+                             f"{', '.join(SCHEDULES)} (warmup_epochs in front of any)")
+        if self.lr_scheduler_kwargs:
+            raise ValueError(f"lr_scheduler_kwargs {self.lr_scheduler_kwargs} would not be read: the schedule keys are "
+                             f"warmup_epochs, cosine_epochs, min_lr_ratio, lr_milestones and lr_gamma")
+        if self.warmup_epochs > 0 and self.warmup_steps:
+            raise ValueError("set warmup_epochs or warmup_steps, not both")
+        if schedule == "multistep":
+            milestones = list(self.lr_milestones)
+            if not milestones or any(m <= 0 for m in milestones) or milestones != sorted(set(milestones)):
+                raise ValueError(f"lr_scheduler_type multistep needs lr_milestones: increasing epochs > 0, got "
+                                 f"{milestones}")
+            if not 0.0 < self.lr_gamma <= 1.0:
+                raise ValueError(f"lr_gamma must be in (0, 1], got {self.lr_gamma}")
+        elif self.lr_milestones or self.lr_gamma != 0.1:
+            raise ValueError(f"lr_milestones and lr_gamma are read by lr_scheduler_type multistep only (this recipe: "
+                             f"{schedule})")
+        if self.min_lr_ratio and schedule not in ("cosine", "linear"):
+            raise ValueError(f"min_lr_ratio is read by the cosine and linear schedules only (this recipe: {schedule})")
+        if self.cosine_epochs is not None and schedule != "cosine":
+            raise ValueError(f"cosine_epochs is read by lr_scheduler_type cosine only (this recipe: {schedule})")
+
+
+SCHEDULES = ("cosine", "linear", "constant", "multistep")
 
 
 ZERO3_NEEDS_GATHER = (

@@ -21,7 +21,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 from .arguments import VTrainingArguments
 from .distributed import outside_zero_init, patch_deepspeed_scalar_broadcast
 from .ema import ModelEMA
-from .optimization import assign_param_groups, build_optimizer_groups, format_param_report, warmup_cosine_lambda
+from .optimization import assign_param_groups, build_optimizer_groups, format_param_report, schedule_lambda
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +33,16 @@ EMA_DIR = "ema"
 
 
 class EpochScheduleCallback(TrainerCallback):
-    """Evaluation from epoch E every K epochs and checkpoints every K epochs (OpenTAD's schedule)."""
+    """Evaluation from epoch E every K epochs and checkpoints every K epochs (OpenTAD's schedule), in epochs of the
+    whole run: a phase's epochs count on from the phases before it (`epoch_offset`)."""
+
+    def __init__(self, epoch_offset: int = 0):
+        self.epoch_offset = epoch_offset
 
     def on_epoch_end(self, args: VTrainingArguments, state, control, **kwargs):
-        epoch = int(round(state.epoch or 0))
-        last = epoch >= math.ceil(args.num_train_epochs) or state.global_step >= state.max_steps
+        local = int(round(state.epoch or 0))
+        epoch = local + self.epoch_offset
+        last = local >= math.ceil(args.num_train_epochs) or state.global_step >= state.max_steps
         if args.eval_every_epochs > 0:
             due = epoch >= args.eval_start_epoch and (epoch - args.eval_start_epoch) % args.eval_every_epochs == 0
             control.should_evaluate = due or (last and epoch >= args.eval_start_epoch)
@@ -68,15 +73,50 @@ class _StepCallback(TrainerCallback):
 
 
 class _EpochHookCallback(TrainerCallback):
-    """Tells epoch-seeded data transforms the epoch before the dataloader's workers are forked."""
+    """Tells epoch-seeded data transforms (and other epoch-driven hooks) the epoch of the whole run before the
+    dataloader's workers are forked: a phase's epochs count on from the phases before it."""
 
-    def __init__(self, hooks):
+    def __init__(self, hooks, epoch_offset: int = 0):
         self.hooks = hooks
+        self.epoch_offset = epoch_offset
 
     def on_epoch_begin(self, args, state, control, **kwargs):
-        epoch = int(math.floor(state.epoch or 0))
+        epoch = int(math.floor(state.epoch or 0)) + self.epoch_offset
         for hook in self.hooks:
             hook(epoch)
+
+
+class _BatchMetricsCallback(TrainerCallback):
+    """Logs the epoch means of the named training metrics a model returns (`batch_metrics`), as `train_<name>`,
+    over every process's batches, so curves show the train/val gap."""
+
+    def __init__(self, trainer: "VTrainer"):
+        self.trainer = trainer
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        local = {"sums": {k: float(v) for k, v in trainer._metric_sums.items()}, "count": trainer._metric_count}
+        trainer._metric_sums, trainer._metric_count = {}, 0
+        gathered = gather_object([local]) if args.world_size > 1 else [local]
+        count = sum(g["count"] for g in gathered)
+        names = sorted({k for g in gathered for k in g["sums"]})
+        if count and names:
+            trainer.log({f"train_{k}": sum(g["sums"].get(k, 0.0) for g in gathered) / count for k in names})
+
+
+def freeze_frozen_norm_statistics(model) -> list[str]:
+    """BatchNorm layers whose parameters are all frozen stay in eval mode whatever `model.train()` says, so their
+    running statistics do not move (the Trainer calls `train()` at every step). Returns their names."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    names = []
+    for name, module in model.named_modules():
+        params = list(module.parameters(recurse=False))
+        if isinstance(module, _BatchNorm) and params and not any(p.requires_grad for p in params):
+            module.train = (lambda self, mode=True: torch.nn.Module.train(self, False)).__get__(module)
+            module.train(False)
+            names.append(name)
+    return names
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -97,7 +137,10 @@ _SAMPLE_ID_KEYS = ("video_index", "window_start", "sample_index")
 class VTrainer(Trainer):
     """Base trainer of every task. Subclasses add `compute_loss` parts or evaluation as their task needs."""
 
-    def __init__(self, *args, epoch_hooks=(), **kwargs):
+    def __init__(self, *args, epoch_hooks=(), epoch_offset: int = 0, schedule_epochs: float | None = None, **kwargs):
+        """`epoch_offset`: epochs trained by the phases before this one (epoch-driven hooks and the eval/save schedule
+        count epochs of the whole run); `schedule_epochs`: the epochs of every phase together, which a phase with
+        `continue_schedule` sizes its schedule for."""
         self.push_log: list[dict] = []  # before super().__init__, which creates the Hub repository
         self._watched_pushes: set[int] = set()
         super().__init__(*args, **kwargs)
@@ -106,18 +149,26 @@ class VTrainer(Trainer):
             patch_deepspeed_scalar_broadcast()
         self.group_table = assign_param_groups(self.model, targs)
         logger.info(format_param_report(self.group_table))
+        self.epoch_offset = epoch_offset
+        self.schedule_epochs = schedule_epochs
+        self.frozen_norm_layers = freeze_frozen_norm_statistics(self.model) if targs.freeze_norm_stats else []
+        if self.frozen_norm_layers:
+            logger.info("freeze_norm_stats: %d BatchNorm layers kept in eval mode", len(self.frozen_norm_layers))
         self.ema = ModelEMA(self.model, targs.ema_decay) if targs.ema_decay > 0 else None
         self._loss_parts: dict[str, torch.Tensor] = {}
         self._loss_part_count = 0
+        self._metric_sums: dict[str, torch.Tensor | float] = {}  # batch_metrics summed over the epoch
+        self._metric_count = 0
         self.nonfinite_steps: list[dict] = []
         self.steps_trained = 0  # optimizer steps this process ran (a resume at the last step runs none)
         self._num_update_steps_per_epoch = None
         self._step_lrs: dict[str, float] = {}
         self._log_clock: tuple[float, int] | None = None  # (time, global_step) of the last log line; set at train start
-        self.add_callback(EpochScheduleCallback())
+        self.add_callback(EpochScheduleCallback(epoch_offset))
         self.add_callback(_StepCallback(self))
+        self.add_callback(_BatchMetricsCallback(self))
         if epoch_hooks:
-            self.add_callback(_EpochHookCallback(list(epoch_hooks)))
+            self.add_callback(_EpochHookCallback(list(epoch_hooks), epoch_offset))
 
     # ---- optimizer and schedule
     def create_optimizer(self, model=None):
@@ -136,20 +187,29 @@ class VTrainer(Trainer):
         return values
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
-        if self.lr_scheduler is None and self.args.lr_scheduler_type in ("cosine", "cosine_with_min_lr"):
-            per_epoch = self._num_update_steps_per_epoch or max(
-                1, math.ceil(num_training_steps / max(self.args.num_train_epochs, 1e-9))
-            )
-            warmup = int(round(self.args.warmup_epochs * per_epoch)) if self.args.warmup_epochs > 0 else \
-                self.args.get_warmup_steps(num_training_steps)
-            cosine_epochs = self.args.cosine_epochs or self.args.num_train_epochs
-            total = int(round(cosine_epochs * per_epoch)) if self.args.cosine_epochs else num_training_steps
-            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
-                optimizer or self.optimizer, warmup_cosine_lambda(warmup, total, self.args.min_lr_ratio)
-            )
-            self._created_lr_scheduler = True
+        """Every schedule (cosine, linear, constant, multistep; warmup in front) is sized in epochs and stepped per
+        iteration. With `continue_schedule` (phases) it is sized over every phase's epochs and starts where the
+        phases before this one left it."""
+        if self.lr_scheduler is not None:
             return self.lr_scheduler
-        return super().create_scheduler(num_training_steps, optimizer)
+        args = self.args
+        per_epoch = self._num_update_steps_per_epoch or max(1, math.ceil(num_training_steps / max(args.num_train_epochs,
+                                                                                                    1e-9)))
+        steps = lambda epochs: int(round(epochs * per_epoch))  # noqa: E731
+        warmup = steps(args.warmup_epochs) if args.warmup_epochs > 0 else args.get_warmup_steps(num_training_steps)
+        offset = 0
+        if args.continue_schedule and self.schedule_epochs is not None:
+            offset = steps(self.epoch_offset)
+            total = steps(args.cosine_epochs or self.schedule_epochs)
+        else:
+            total = steps(args.cosine_epochs) if args.cosine_epochs else num_training_steps
+        self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer or self.optimizer,
+            schedule_lambda(args.schedule_name, warmup, total, args.min_lr_ratio,
+                            tuple(steps(m) for m in args.lr_milestones), args.lr_gamma, offset),
+        )
+        self._created_lr_scheduler = True
+        return self.lr_scheduler
 
     # ---- loss parts
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -171,6 +231,12 @@ class VTrainer(Trainer):
                         part = value.detach().float()
                         self._loss_parts[key] = part if total is None else total + part
                 self._loss_part_count += 1
+                metrics = getattr(outputs, "batch_metrics", None)
+                if metrics:
+                    for key, value in metrics.items():
+                        value = value.detach().float() if torch.is_tensor(value) else float(value)
+                        self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value  # summed on the device
+                    self._metric_count += 1
         return (loss, outputs) if return_outputs else loss
 
     def _handle_nonfinite(self, model, inputs, outputs, local: bool = True):

@@ -73,14 +73,31 @@ def format_param_report(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def warmup_cosine_lambda(warmup_steps: int, total_steps: int, min_ratio: float):
-    """Multiplier per optimizer step: linear 0->1 over warmup, then cosine 1->min_ratio until total_steps."""
+def schedule_lambda(kind: str, warmup_steps: int, total_steps: int, min_ratio: float = 0.0,
+                    milestones: tuple[int, ...] = (), gamma: float = 0.1, offset: int = 0):
+    """Learning-rate multiplier per optimizer step (the LambdaLR of every schedule): linear 0->1 over the warmup, then
+    `cosine` 1->min_ratio or `linear` 1->min_ratio until total_steps, `constant` 1, or `multistep` gamma ** (number of
+    milestones reached). Steps count from `offset` (a phase that continues the schedule of the phases before it)."""
+    if kind not in ("cosine", "linear", "constant", "multistep"):
+        raise ValueError(f"unknown schedule {kind!r}")
 
     def fn(step: int) -> float:
+        step = step + offset
         if warmup_steps > 0 and step < warmup_steps:
             return (step + 1) / warmup_steps
+        if kind == "constant":
+            return 1.0
+        if kind == "multistep":
+            return gamma ** sum(step >= m for m in milestones)
         span = max(total_steps - warmup_steps, 1)
         progress = min(max(step - warmup_steps, 0) / span, 1.0)
+        if kind == "linear":
+            return min_ratio + (1.0 - min_ratio) * (1.0 - progress)
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     return fn
+
+
+def warmup_cosine_lambda(warmup_steps: int, total_steps: int, min_ratio: float):
+    """Multiplier per optimizer step: linear 0->1 over warmup, then cosine 1->min_ratio until total_steps."""
+    return schedule_lambda("cosine", warmup_steps, total_steps, min_ratio)

@@ -126,6 +126,119 @@ def test_schedule_sized_in_epochs(tmp_path):
         assert lr == pytest.approx(3e-2 * fn(step - 1), rel=1e-6), step
 
 
+class _EpochLRs(TrainerCallback):
+    """The learning rate of every optimizer group read back from the optimizer at the start of each epoch."""
+
+    def __init__(self, trainer):
+        self.trainer, self.seen = trainer, []
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self.seen.append({g["name"]: g["lr"] for g in self.trainer.optimizer.param_groups})
+
+
+def test_multistep_schedule_read_back_each_epoch(tmp_path):
+    """multistep: milestones in epochs, gamma, stepped per iteration, warmup in front. 8 steps per epoch, warmup 1
+    epoch, milestones after epochs 2 and 4, gamma 0.5, 6 epochs. At the start of epoch e (after 8 e steps) the lr is
+    lr x 0.5 ** (milestones <= e) (epoch 0: the first warmup step, lr / 8)."""
+    trainer = make_trainer(tmp_path, num_train_epochs=6, lr_scheduler_type="multistep", lr_milestones=[2, 4],
+                           lr_gamma=0.5, warmup_epochs=1)
+    trainer.create_optimizer()
+    probe = _EpochLRs(trainer)
+    trainer.add_callback(probe)
+    trainer.train()
+    hand = [1 / 8, 1.0, 0.5, 0.5, 0.25, 0.25]
+    assert [round(e["adapter"] / 3e-2, 12) for e in probe.seen] == hand
+    assert [round(e["default"] / 1e-2, 12) for e in probe.seen] == hand
+    # between two epoch starts: inside epoch 1 the lr is 1.0 (warmup done), at the last step of epoch 3 still 0.5
+    logged = {e["step"]: e["lr/adapter"] for e in trainer.state.log_history if "lr/adapter" in e}
+    assert logged[10] == pytest.approx(3e-2) and logged[32] == pytest.approx(1.5e-2)
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("constant", [1 / 8, 1.0, 1.0]),
+    ("linear", [1 / 8, 1.0, 0.5]),  # warmup 8 steps, then 1 -> 0 over the remaining 16: at step 16, 1/2
+])
+def test_other_schedules_sized_in_epochs(tmp_path, kind, expected):
+    trainer = make_trainer(tmp_path, lr_scheduler_type=kind, warmup_epochs=1)
+    trainer.create_optimizer()
+    probe = _EpochLRs(trainer)
+    trainer.add_callback(probe)
+    trainer.train()
+    assert [round(e["adapter"] / 3e-2, 12) for e in probe.seen] == expected
+
+
+@pytest.mark.parametrize("keys, message", [
+    (dict(lr_scheduler_type="multistep"), "needs lr_milestones"),
+    (dict(lr_scheduler_type="multistep", lr_milestones=[4, 2]), "increasing epochs"),
+    (dict(lr_milestones=[2]), "read by lr_scheduler_type multistep only"),
+    (dict(lr_scheduler_type="constant", min_lr_ratio=0.1), "min_lr_ratio is read by the cosine and linear"),
+    (dict(lr_scheduler_type="linear", cosine_epochs=10), "cosine_epochs is read by lr_scheduler_type cosine only"),
+    (dict(lr_scheduler_kwargs={"num_cycles": 2}), "lr_scheduler_kwargs"),
+    (dict(lr_scheduler_type="polynomial"), "not one hf_vtrain sizes in epochs"),
+    (dict(warmup_epochs=1, warmup_steps=10), "warmup_epochs or warmup_steps"),
+])
+def test_scheduler_keys_nothing_reads_are_errors(tmp_path, keys, message):
+    with pytest.raises(ValueError, match=message):
+        make_args(tmp_path, **keys)
+
+
+class BNToyModel(ToyModel):
+    def __init__(self, config):
+        super().__init__(config)
+        self.backbone_bn = nn.BatchNorm1d(config.dim)
+        self.post_init()
+
+    def forward(self, x, y=None, **kwargs):
+        out = super().forward(self.backbone_bn(x), y)
+        if y is not None:
+            out.batch_metrics = {"abs_err": (out.logits - y).abs().mean().detach(),
+                                 "within_1": ((out.logits - y).abs() < 1).float().mean()}
+        return out
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+def test_freeze_norm_stats_keeps_frozen_batchnorm_statistics(tmp_path, freeze):
+    """A BatchNorm whose parameters are all frozen (the backbone group, lr 0): with freeze_norm_stats its running
+    statistics stay bit-equal through training; without, they move."""
+    torch.manual_seed(0)
+    model = BNToyModel(ToyConfig())
+    groups = [{"name": "backbone", "patterns": ["^backbone"], "lr": 0.0},
+              {"name": "adapter", "patterns": ["adapter"], "lr": 3e-2}]
+    trainer = VTrainer(model=model, args=make_args(tmp_path, param_groups=groups, freeze_norm_stats=freeze),
+                       train_dataset=toy_data())
+    before = {k: v.clone() for k, v in model.backbone_bn.state_dict().items()}
+    trainer.train()
+    after = model.backbone_bn.state_dict()
+    assert not model.backbone_bn.weight.requires_grad
+    same = all(torch.equal(before[k], after[k]) for k in ("running_mean", "running_var", "weight", "bias"))
+    assert same == freeze
+    assert trainer.frozen_norm_layers == (["backbone_bn"] if freeze else [])
+    assert model.backbone_bn.training is (not freeze) and model.adapter.training
+
+
+def test_batch_metrics_logged_as_epoch_means(tmp_path):
+    """A model output's batch_metrics are logged once per epoch as train_<name>: the mean over the epoch's batches."""
+    torch.manual_seed(0)
+    trainer = VTrainer(model=BNToyModel(ToyConfig()), args=make_args(tmp_path), train_dataset=toy_data())
+    seen = []
+    forward = trainer.model.forward
+
+    def recording(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        if "y" in kwargs and trainer.model.training:
+            seen.append((trainer.state.epoch, float(out.batch_metrics["abs_err"])))
+        return out
+
+    trainer.model.forward = recording
+    trainer.train()
+    logged = [e for e in trainer.state.log_history if "train_abs_err" in e]
+    assert [e["epoch"] for e in logged] == [1.0, 2.0, 3.0]
+    for k, entry in enumerate(logged):
+        batches = [v for epoch, v in seen if k <= epoch < k + 1]
+        assert len(batches) == 8 and entry["train_abs_err"] == pytest.approx(sum(batches) / 8, rel=1e-6)
+        assert 0.0 <= entry["train_within_1"] <= 1.0
+
+
 def test_loss_parts_logged(tmp_path):
     trainer = make_trainer(tmp_path)
     trainer.train()
