@@ -95,3 +95,23 @@ def test_resume_from_store_when_local_folder_is_gone(hub_server, hub_env, corpus
     assert match and int(match.group(1)) in (2, 4), log[-3000:]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 6
+
+
+def test_a_phased_run_pushes_its_top_folder(hub_server, hub_env, tmp_path):
+    """push_to_hub with phases: the top folder (the last phase's model, card, curves, phases.json) reaches the store at
+    the end; the phases' folders and checkpoints stay local."""
+    from tests.test_phases import phased_argv
+
+    root = tmp_path / "corpus_root"
+    root.mkdir()
+    out = tmp_path / "phased"
+    proc = _run(phased_argv(root, out, push_to_hub="true", hub_model_id="team/phased", hub_private_repo="true"),
+                hub_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "final model pushed to team/phased" in proc.stdout + proc.stderr
+    code = ("from huggingface_hub import HfApi; import json;"
+            "print(json.dumps(sorted(HfApi().list_repo_files('team/phased'))))")
+    files = json.loads(run_hub_client(code, hub_env).stdout.strip().splitlines()[-1])
+    assert {"model.safetensors", "config.json", "README.md", "phases.json", "training_curves.png",
+            "ema/model.safetensors"} <= set(files)
+    assert not any(f.startswith(("phase1-", "phase2-", "checkpoint-")) for f in files), files

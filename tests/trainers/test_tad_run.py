@@ -423,3 +423,23 @@ def test_status_codes_of_the_command_line(root, tmp_path):
     # an unknown task
     line = _one_error_line(_cli(tiny_argv(root, tmp_path / "t", task="segmentation"), tmp_path))
     assert "unknown task 'segmentation'" in line
+
+
+def test_help_lists_tasks_and_every_key_of_a_task(tmp_path):
+    proc = _cli(["--help"], tmp_path)
+    assert proc.returncode == 0 and "tad " in proc.stdout and "vad " in proc.stdout and not proc.stderr.strip()
+    for argv in ([DEMO, "--help"], ["--task", "tad", "--help"]):
+        proc = _cli(argv, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        text = proc.stdout
+        for group in ("TADModelArguments", "TADDataArguments", "VTrainingArguments"):
+            assert f"{group} (" in text, group
+        from hf_vtrain.tasks import get_task
+        import dataclasses
+
+        spec = get_task("tad")
+        for cls in (spec.model_args, spec.data_args, spec.training_args):
+            for f in dataclasses.fields(cls):
+                if f.init:
+                    assert f"  --{f.name} (" in text, f.name
+        assert "--window_size (int, default 768)" in text and "Sampled frames per window" in text

@@ -1,8 +1,8 @@
 """FG-CLIP-style video-text model for video anomaly detection: a transformers `CLIPModel` with FG-CLIP's long-caption
 positions and box-region features, a small temporal transformer over frame embeddings, and zero-shot snippet scoring.
 
-FG-CLIP facts used (qihoo360/FG-CLIP, `fgclip/model/clip_strc/fgclip.py` and its `modeling_clip.py`;
-"UCF-Crime anomaly detection (FG-CLIP)"):
+FG-CLIP facts used (Xie et al., ICML 2025; qihoo360/FG-CLIP, `fgclip/model/clip_strc/fgclip.py` and its
+`modeling_clip.py`):
 - Long captions use a 248-position table: CLIP's first 20 positions unchanged, positions 20..76 stretched x4 by linear
   interpolation between neighbours, the last 4 extrapolated from the last two positions (`resize_postion_embeding`).
   Short captions (regions, hard negatives) keep CLIP's own 77-position table (`walk_short_pos=True`).
