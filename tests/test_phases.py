@@ -75,10 +75,13 @@ def uninterrupted(root):
         return original(run, leave)
 
     run_module.execute = recording
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the subprocesses of the SIGKILL test (OMP_NUM_THREADS=1): the same float order
     try:
         run_module.main(argv)
     finally:
         run_module.execute = original
+        torch.set_num_threads(threads)
     return out, plan, started
 
 
@@ -180,10 +183,9 @@ def _cmd(argv):
     return [sys.executable, os.path.join(REPO, "hf_vtrain", "run.py"), *argv]
 
 
-def test_sigkill_inside_phase_two_then_the_same_command_equals_an_uninterrupted_run(root, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}  # one thread: the same float order in both
-    full = tmp_path / "uninterrupted"
-    subprocess.run(_cmd(phased_argv(root, full)), check=True, capture_output=True, env=env, timeout=600)
+def test_sigkill_inside_phase_two_then_the_same_command_equals_an_uninterrupted_run(uninterrupted, root, tmp_path):
+    full = uninterrupted[0]  # run with one thread, as these subprocesses: the same float order
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     out = tmp_path / "killed"
     argv = phased_argv(root, out)
     proc = subprocess.Popen(_cmd(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,

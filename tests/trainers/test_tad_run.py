@@ -342,9 +342,18 @@ def test_evaluation_refuses_dropped_or_doubled_windows(root, tmp_path):
         trainer._compute_tad_metrics(EvalPrediction(predictions=detections[1:], label_ids=meta[1:]))
 
 
-def _cli(argv, cwd, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "hf_vtrain.run", *argv], capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout, env={**os.environ, "PYTHONPATH": REPO, **(env or {})})
+def _cli(argv, capsys):
+    """run.py's command line (`cli()`, what `python -m hf_vtrain.run` runs) in this process: its status, stdout and
+    stderr. test_cli_errors_are_one_clear_line runs the real command in a subprocess."""
+    saved, sys.argv = sys.argv, ["hf_vtrain/run.py", *map(str, argv)]
+    capsys.readouterr()
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            run_module.cli()
+    finally:
+        sys.argv = saved
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=exit_info.value.code, stdout=out.out, stderr=out.err)
 
 
 def _one_error_line(proc, status=2):
@@ -355,10 +364,10 @@ def _one_error_line(proc, status=2):
     return errors[0]
 
 
-def test_resume_values_are_checked_before_anything_loads(root, tmp_path):
+def test_resume_values_are_checked_before_anything_loads(root, tmp_path, capsys):
     # a path that does not exist: one message, status 2 (was a FileNotFoundError traceback, status 1)
     line = _one_error_line(_cli(tiny_argv(root, tmp_path / "o", resume_from_checkpoint=tmp_path / "nope" /
-                                          "checkpoint-5"), tmp_path))
+                                          "checkpoint-5"), capsys))
     assert "resume_from_checkpoint" in line and "does not exist" in line
     # a finished run's top folder: trainer_state.json and weights, no optimizer state -> refused, naming the newest
     # checkpoint inside (a "resume" from it trained nothing and wrote train_loss 0.0 over the run's results)
@@ -398,38 +407,41 @@ def test_a_finished_run_started_again_keeps_its_results(root, tmp_path):
     assert (out / "model.safetensors").read_bytes() == weights
 
 
-def test_status_codes_of_the_command_line(root, tmp_path):
+def test_status_codes_of_the_command_line(root, tmp_path, capsys, monkeypatch):
     run_module.prepare(tiny_argv(root, tmp_path / "warm"))  # the corpus and backbone exist
     # --validate_data_only with problems: 2, the same status as a run that finds them (was 1)
     proc = _cli(tiny_argv(root, tmp_path / "v", data_root=str(tmp_path / "no_corpus"), synthetic="false")
-                + ["--validate_data_only", "true"], tmp_path)
+                + ["--validate_data_only", "true"], capsys)
     assert proc.returncode == 2 and "not found" in proc.stdout, proc.stdout + proc.stderr
     # bf16 on a machine without a GPU: one line naming the keys that change it
     import torch
 
     if not torch.cuda.is_available():
-        line = _one_error_line(_cli(tiny_argv(root, tmp_path / "b", use_cpu="false", bf16="true"), tmp_path))
+        line = _one_error_line(_cli(tiny_argv(root, tmp_path / "b", use_cpu="false", bf16="true"), capsys))
         assert "bf16: true needs a GPU" in line and "--bf16 false" in line and "--use_cpu true" in line
     # a Hub id with HF_HUB_OFFLINE=1: one line at once, naming the key and how to point it at a local copy
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # what HF_HUB_OFFLINE=1 sets at import
     proc = _cli(tiny_argv(root, tmp_path / "h", backbone_name_or_path="MCG-NJU/videomae-small-finetuned-kinetics",
-                          create_random_backbone="false"), tmp_path, env={"HF_HUB_OFFLINE": "1"})
+                          create_random_backbone="false"), capsys)
     line = _one_error_line(proc)
     assert "backbone_name_or_path: MCG-NJU/videomae-small-finetuned-kinetics is not a local folder" in line
     assert "HF_HUB_OFFLINE" in line and "hf download" in line
     # a local folder that is not there
     line = _one_error_line(_cli(tiny_argv(root, tmp_path / "m", backbone_name_or_path=str(tmp_path / "nowhere"),
-                                          create_random_backbone="false"), tmp_path))
+                                          create_random_backbone="false"), capsys))
     assert "backbone_name_or_path: folder" in line and "not found" in line
     # an unknown task
-    line = _one_error_line(_cli(tiny_argv(root, tmp_path / "t", task="segmentation"), tmp_path))
+    line = _one_error_line(_cli(tiny_argv(root, tmp_path / "t", task="segmentation"), capsys))
     assert "unknown task 'segmentation'" in line
 
 
-def test_help_lists_tasks_and_every_key_of_a_task(tmp_path):
-    proc = _cli(["--help"], tmp_path)
+def test_help_lists_tasks_and_every_key_of_a_task(capsys):
+    proc = _cli(["--help"], capsys)
     assert proc.returncode == 0 and "tad " in proc.stdout and "vad " in proc.stdout and not proc.stderr.strip()
     for argv in ([DEMO, "--help"], ["--task", "tad", "--help"]):
-        proc = _cli(argv, tmp_path)
+        proc = _cli(argv, capsys)
         assert proc.returncode == 0, proc.stderr
         text = proc.stdout
         for group in ("TADModelArguments", "TADDataArguments", "VTrainingArguments"):
