@@ -16,6 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .hard_negatives import add_hard_negatives
+
 from .synthetic import (
     PARAMS_FILE,
     moving_background,
@@ -28,7 +30,7 @@ from .synthetic import (
 )
 
 # Bump when the generated content changes, so `ensure_synthetic_ucf_crime` regenerates stale corpora.
-UCF_CRIME_FORMAT_VERSION = 1
+UCF_CRIME_FORMAT_VERSION = 2  # 2: hard negatives from data/hard_negatives.py
 
 # The 13 official anomaly classes (folder names of the release), alphabetical.
 UCF_CRIME_ANOMALY_CLASSES = (
@@ -131,10 +133,6 @@ _NORMAL_TEMPLATES = (
     "an uneventful view of a street with grey figures strolling.",
     "normal activity on a street, nobody does anything unusual.",
 )
-_NEG_SHAPES = ("disc", "square", "diamond", "ring", "cross", "rectangle", "checkered patch", "blob", "figure")
-_NEG_MOTIONS = ("shaking violently", "standing still", "colliding rapidly", "creeping slowly", "expanding",
-                "circling fast", "flickering", "pulsing", "racing", "jittering nervously")  # fmt: skip
-
 
 # ----------------------------------------------------------------------------------------------- drawing
 
@@ -372,22 +370,6 @@ def _plan(params: dict) -> list[dict]:
     return videos
 
 
-def _negatives(rng, caption: str, k: int) -> list[str]:
-    """k hard negatives of a region caption: the same form with colour, shape or motion swapped (FG-CLIP's idea)."""
-    out: list[str] = []
-    tries = 0
-    while len(out) < k and tries < 50 * (k + 1):
-        tries += 1
-        colour = list(_COLOUR_WORDS)[int(rng.integers(len(_COLOUR_WORDS)))]
-        shape = _NEG_SHAPES[int(rng.integers(len(_NEG_SHAPES)))]
-        motion = _NEG_MOTIONS[int(rng.integers(len(_NEG_MOTIONS)))]
-        article = "an" if colour[0] in "aeiou" else "a"
-        text = f"{article} {colour} {shape} {motion}"
-        if text != caption and text not in out and not (colour in caption and shape in caption):
-            out.append(text)
-    return out
-
-
 def _records(plan: list[dict], params: dict) -> tuple[list[dict], dict[str, str]]:
     """FG-CLIP-format video records (README, "UCF-Crime") for the training videos, and the Chinese -> English translations used."""
     fps = params["fps"]
@@ -426,11 +408,9 @@ def _records(plan: list[dict], params: dict) -> tuple[list[dict], dict[str, str]
             "box_infos": [r["boxes"] for r in event["regions"]],
             "timestamps": None if whole else [round(event["start"] / fps, 3), round(event["end"] / fps, 3)],
         }
-        if params["num_region_negatives"]:
-            record["region_negatives"] = [
-                _negatives(rng, r["style"]["caption"], params["num_region_negatives"]) for r in event["regions"]
-            ]
         records.append(record)
+    if params["num_region_negatives"]:  # the tool users run on their own records (scripts/make_hard_negatives.py)
+        records, _ = add_hard_negatives(records, k=params["num_region_negatives"], seed=params["seed"])
     return records, translations
 
 

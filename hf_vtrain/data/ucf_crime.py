@@ -2,9 +2,11 @@
 test-video datasets and their batch collators.
 
 Conventions:
-- Training records (FG-CLIP video records, README "UCF-Crime") are JSON objects {"video", "global_caption", "region_captions",
-  "box_infos", "timestamps"} plus the optional "region_negatives" (per region a list of K hard-negative captions,
-  K = 10 in FG-CLIP; [] or null for a region without). "video" is relative to `video_dir`; keyframe "frame"s are
+- Training records (FG-CLIP video records, README "UCF-Crime") are JSON objects {"video", "global_caption",
+  "region_captions", "box_infos", "timestamps"} plus the optional "short_caption" (FG-CLIP's second global caption;
+  absent: the first sentence of the global caption, `first_sentence`) and "region_negatives" (per region a list of K
+  hard-negative captions, K = 10 in FG-CLIP, written by scripts/make_hard_negatives.py; [] or null for a region
+  without). "video" is found by `common.VideoLocator` (under `video_dir`, ...); keyframe "frame"s are
   0-based frame numbers of the whole video (not of the clip); boxes are normalised xyxy; "timestamps" is null (the
   whole video) or [start, end] in seconds, i.e. frames round(start * fps) .. round(end * fps) - 1.
 - Training clips: `num_frames` frames at round(linspace(first, last, num_frames)) (the first and last frame of the
@@ -27,6 +29,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -226,6 +229,18 @@ def video_class(path: str) -> str:
     return letters or "Unknown"
 
 
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|[\u3002\uff01\uff1f]")
+
+
+def first_sentence(caption: str) -> str:
+    """The short caption of a record that has none (FG-CLIP trains a short caption beside the long one): the global
+    caption up to and including its first sentence end (. ! ? followed by a space or the end, or a CJK 。！？),
+    else the whole caption."""
+    text = " ".join(caption.split())
+    match = _SENTENCE_END.search(text)
+    return text[: match.end()] if match else text
+
+
 def is_non_english(text: str) -> bool:
     """True when the text holds a letter outside ASCII (Chinese, accented Latin, ...); punctuation does not count."""
     return any(ord(ch) > 127 and ch.isalpha() for ch in text)
@@ -247,6 +262,8 @@ class _Record:
     keyframes: list  # per region: [[frame, x1, y1, x2, y2], ...] sorted by frame
     negatives: list  # per region: list of captions ([] for none)
     timestamps: Optional[tuple]
+    short_caption: str = ""  # the record's own, else the first sentence of the global caption (first_sentence)
+    short_given: bool = False  # the record has its own short caption (a derived one is not counted as a caption)
     clip_start: int = 0
     clip_end: int = 0
     valid: bool = True  # False: a structure problem was reported; the video checks still run, loading does not
@@ -363,9 +380,16 @@ def _parse_record(i: int, raw: Any, where: str, locate, problems: list[str]) -> 
             if timestamps[0] < 0 or timestamps[0] >= timestamps[1]:
                 problems.append(f"{where}: timestamps {list(timestamps)} must have 0 <= start < end")
                 bad = True
-    return _Record(i, video.strip(), video_key(video), locate(video.strip()), video_class(video),
-                   caption if isinstance(caption, str) else "", [t if isinstance(t, str) else "" for t in
-                   region_captions], keyframes, negatives, timestamps, valid=not bad)  # fmt: skip
+    short = raw.get("short_caption")
+    if short is not None and (not isinstance(short, str) or not short.strip()):
+        problems.append(f"{where}: 'short_caption' must be a non-empty string when given, got {short!r}")
+        bad = True
+    caption = caption if isinstance(caption, str) else ""
+    given = isinstance(short, str) and bool(short.strip())
+    short = short.strip() if given else first_sentence(caption)
+    return _Record(i, video.strip(), video_key(video), locate(video.strip()), video_class(video), caption,
+                   [t if isinstance(t, str) else "" for t in region_captions], keyframes, negatives, timestamps,
+                   short, given, valid=not bad)  # fmt: skip
 
 
 def _check_corpus(args: VADDataArguments):
@@ -470,6 +494,7 @@ def _check_corpus(args: VADDataArguments):
     for record in records:
         c = counts.setdefault(record.class_name, {"captions": 0, "non_english": 0})
         texts = [("global caption", record.global_caption)]
+        texts += [("short caption", record.short_caption)] if record.short_given else []
         texts += [(f"region {r} caption", t) for r, t in enumerate(record.region_captions)]
         texts += [(f"region {r} negative {k}", t) for r, n in enumerate(record.negatives) for k, t in enumerate(n)]
         for what, text in texts:
@@ -486,6 +511,8 @@ def _check_corpus(args: VADDataArguments):
         for record in records:
             tr = lambda t: translations.get(t, t) if is_non_english(t) else t  # noqa: E731
             record.global_caption = tr(record.global_caption)
+            record.short_caption = tr(record.short_caption) if record.short_given else first_sentence(
+                record.global_caption)
             record.region_captions = [tr(t) for t in record.region_captions]
             record.negatives = [[tr(t) for t in n] for n in record.negatives]
     report.caption_language_counts = counts
@@ -731,6 +758,7 @@ class VADTrainTransform(RowTransform, EpochSeeded):
             "pixel_values": pixels,
             "pixel_mask": torch.from_numpy(mask),
             "input_ids": _tokenize(self.tokenizer, [row["global_caption"]], self.max_caption_tokens)[0],
+            "short_input_ids": _tokenize(self.tokenizer, [row["short_caption"]], self.max_region_tokens)[0],
             "region_boxes": torch.from_numpy(np.stack([b for _, _, b, _ in regions]).astype(np.float32))
             if regions else torch.zeros((0, t, 4)),
             "region_box_mask": torch.from_numpy(np.stack([m for _, _, _, m in regions]))
@@ -784,6 +812,8 @@ def collate_vad_train(samples: list[dict], pad_token_id: int = CLIP_PAD_TOKEN_ID
                      + [len(ids) for s in samples for n in s["negative_input_ids"] for ids in n])  # fmt: skip
     input_ids, attention_mask = _pad_ids([s["input_ids"] for s in samples],
                                          max(len(s["input_ids"]) for s in samples), pad_token_id)  # fmt: skip
+    short_input_ids, short_attention_mask = _pad_ids([s["short_input_ids"] for s in samples],
+                                                     max(len(s["short_input_ids"]) for s in samples), pad_token_id)
     region_boxes = torch.zeros((b, r_max, t, 4), dtype=torch.float32)
     region_box_mask = torch.zeros((b, r_max, t), dtype=torch.bool)
     region_mask = torch.zeros((b, r_max), dtype=torch.bool)
@@ -810,6 +840,8 @@ def collate_vad_train(samples: list[dict], pad_token_id: int = CLIP_PAD_TOKEN_ID
         "pixel_mask": torch.stack([torch.as_tensor(s["pixel_mask"], dtype=torch.bool) for s in samples]),
         "input_ids": input_ids,
         "attention_mask": attention_mask,
+        "short_input_ids": short_input_ids,
+        "short_attention_mask": short_attention_mask,
         "region_boxes": region_boxes,
         "region_box_mask": region_box_mask,
         "region_mask": region_mask,
@@ -862,6 +894,8 @@ class VADCorpus:
     eval_transform: VADEvalTransform
     train_collator: Any  # collate_vad_train with the tokenizer's pad id
     eval_collator: Any  # collate_vad_eval
+    num_records_with_boxes: int = 0  # training records with a region that has a box (feed the region loss)
+    num_records_with_negatives: int = 0  # training records with hard negatives (feed the hard-negative loss)
 
     def set_epoch(self, epoch: int) -> None:
         self.train_transform.set_epoch(epoch)
@@ -913,6 +947,7 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokeni
         "clip_start": [r.clip_start for r in records],
         "clip_end": [r.clip_end for r in records],
         "global_caption": [r.global_caption for r in records],
+        "short_caption": [r.short_caption for r in records],
         "region_captions": [r.region_captions for r in records],
         "region_keyframes": [r.keyframes for r in records],
         "region_negatives": [r.negatives for r in records],
@@ -921,7 +956,8 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokeni
         "index": datasets.Value("int64"), "video": datasets.Value("string"), "key": datasets.Value("string"),
         "class_name": datasets.Value("string"), "path": datasets.Value("string"),
         "clip_start": datasets.Value("int64"), "clip_end": datasets.Value("int64"),
-        "global_caption": datasets.Value("string"), "region_captions": datasets.List(datasets.Value("string")),
+        "global_caption": datasets.Value("string"), "short_caption": datasets.Value("string"),
+        "region_captions": datasets.List(datasets.Value("string")),
         "region_keyframes": datasets.List(datasets.List(datasets.List(datasets.Value("float64")))),
         "region_negatives": datasets.List(datasets.List(datasets.Value("string"))),
     })  # fmt: skip
@@ -956,4 +992,6 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokeni
         eval_transform=eval_transform,
         train_collator=partial(collate_vad_train, pad_token_id=pad),
         eval_collator=collate_vad_eval,
+        num_records_with_boxes=sum(any(len(kf) for kf in r.keyframes) for r in records),
+        num_records_with_negatives=sum(any(len(n) for n in r.negatives) for r in records),
     )

@@ -67,6 +67,15 @@ def check_config_overrides(
             check_config_overrides(f"{recipe_key}.{key}", value, nested[key])
 
 
+def check_loss_terms_have_data(terms: list[tuple[str, float, int, str]]) -> None:
+    """Every task's rule: a loss term with weight > 0 that no training data feeds would be 0 on every step, in
+    silence. `terms`: (the weight's recipe key, its weight, how many training samples feed the term, what feeds it
+    and how to get it). Raises one RecipeError naming every such term."""
+    empty = [f"{key} is {weight:g} but {feeds}" for key, weight, count, feeds in terms if weight > 0 and count == 0]
+    if empty:
+        raise RecipeError("a loss term would be 0 on every step for lack of data: " + "; ".join(empty))
+
+
 @contextlib.contextmanager
 def config_errors(recipe_key: str):
     """A config that fails its own validation (huggingface_hub's @strict checks) ends the run with one message naming

@@ -12,9 +12,15 @@ from ..data.ucf_crime import VADDataArguments, load_ucf_crime, validate_ucf_crim
 from ..models.fgclip_video import FGCLIPVideoModel
 from ..parser import RecipeError
 from ..pretrained_sources import check_pretrained_source, loading
-from ..trainers.arguments import VTrainingArguments
-from ..trainers.vad import VADTrainer
-from .common import TaskRun, TaskSpec, check_config_overrides, config_errors, ensure_random_checkpoint
+from ..trainers.vad import VADTrainer, VADTrainingArguments
+from .common import (
+    TaskRun,
+    TaskSpec,
+    check_config_overrides,
+    check_loss_terms_have_data,
+    config_errors,
+    ensure_random_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -107,7 +113,7 @@ def build_model(model_args: VADModelArguments, data_args: VADDataArguments) -> F
         return FGCLIPVideoModel.from_clip_pretrained(model_args.clip_name_or_path, **overrides)
 
 
-def setup(model_args: VADModelArguments, data_args: VADDataArguments, training_args: VTrainingArguments):
+def setup(model_args: VADModelArguments, data_args: VADDataArguments, training_args: VADTrainingArguments):
     # The main process writes what is missing (synthetic corpus, demo CLIP) before the others read it.
     with training_args.main_process_first(desc="corpus and model"):
         path = model_args.clip_name_or_path
@@ -120,6 +126,16 @@ def setup(model_args: VADModelArguments, data_args: VADDataArguments, training_a
         logger.info("corpus: %s", corpus.report.format())
         tokenizer = corpus.tokenizer
         model = build_model(model_args, data_args)
+    config = model.config
+    check_loss_terms_have_data([
+        ("model_config_overrides.region_loss_weight", config.region_loss_weight, corpus.num_records_with_boxes,
+         "no training record has a region with boxes (box_infos); add them or set the weight to 0"),
+        ("model_config_overrides.hard_negative_loss_weight", config.hard_negative_loss_weight,
+         corpus.num_records_with_negatives,
+         "no training record has hard negatives (region_negatives); write them with `python "
+         "scripts/make_hard_negatives.py TRAIN_JSON --out TRAIN_JSON_WITH_NEGATIVES` (10 per region caption, as "
+         "FG-CLIP) and point train_json at the result, or set the weight to 0"),
+    ])
     return TaskRun(
         model=model,
         train_dataset=corpus.train_dataset,
@@ -135,7 +151,7 @@ SPEC = TaskSpec(
     description="video anomaly detection (FG-CLIP video, UCF-Crime format)",
     model_args=VADModelArguments,
     data_args=VADDataArguments,
-    training_args=VTrainingArguments,
+    training_args=VADTrainingArguments,
     trainer_cls=VADTrainer,
     setup=setup,
     validate=validate_ucf_crime,

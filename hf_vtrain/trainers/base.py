@@ -220,24 +220,31 @@ class VTrainer(Trainer):
         if self.args.n_gpu > 1:
             loss = loss.mean()
         if model.training:
-            finite = torch.isfinite(loss.detach()).all()
-            # one gather of one flag per step, so that every process skips or stops together (_handle_nonfinite)
-            if bool(self.accelerator.gather(finite.to(torch.float32).reshape(1)).min() == 0):
-                loss = self._handle_nonfinite(model, inputs, outputs, local=not bool(finite))
-            else:
-                for key, value in outputs.items():
-                    if key.endswith("_loss") and torch.is_tensor(value) and value.ndim == 0:
-                        total = self._loss_parts.get(key)
-                        part = value.detach().float()
-                        self._loss_parts[key] = part if total is None else total + part
-                self._loss_part_count += 1
-                metrics = getattr(outputs, "batch_metrics", None)
-                if metrics:
-                    for key, value in metrics.items():
-                        value = value.detach().float() if torch.is_tensor(value) else float(value)
-                        self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value  # summed on the device
-                    self._metric_count += 1
+            loss = self.record_training_loss(model, inputs, outputs, loss)
         return (loss, outputs) if return_outputs else loss
+
+    def record_training_loss(self, model, inputs, outputs, loss):
+        """The per-step bookkeeping of a training loss: the non-finite check (every process skips or stops together),
+        the named loss parts and batch metrics for the logs. Returns the loss to backpropagate (a zero touching every
+        trainable parameter when the batch is skipped). `outputs`: a ModelOutput or a dict of the parts."""
+        finite = torch.isfinite(loss.detach()).all()
+        # one gather of one flag per step, so that every process skips or stops together (_handle_nonfinite)
+        if bool(self.accelerator.gather(finite.to(torch.float32).reshape(1)).min() == 0):
+            loss = self._handle_nonfinite(model, inputs, outputs, local=not bool(finite))
+        else:
+            for key, value in outputs.items():
+                if key.endswith("_loss") and torch.is_tensor(value) and value.ndim == 0:
+                    total = self._loss_parts.get(key)
+                    part = value.detach().float()
+                    self._loss_parts[key] = part if total is None else total + part
+            self._loss_part_count += 1
+            metrics = getattr(outputs, "batch_metrics", None)
+            if metrics:
+                for key, value in metrics.items():
+                    value = value.detach().float() if torch.is_tensor(value) else float(value)
+                    self._metric_sums[key] = self._metric_sums.get(key, 0.0) + value  # summed on the device
+                self._metric_count += 1
+        return loss
 
     def _handle_nonfinite(self, model, inputs, outputs, local: bool = True):
         """Called on every process when any process's loss is non-finite (`local`: this one's), so that all of them

@@ -9,9 +9,11 @@ across processes; `compute_metrics` expands them to frames per video and compute
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,11 +21,48 @@ import torch
 
 from ..data.common import write_json_atomic
 from ..metrics.vad import evaluate_frame_auc
+from .arguments import VTrainingArguments
 from .base import VTrainer
+from .distributed import deepspeed_zero_stage
 
 logger = logging.getLogger(__name__)
 
 SCORE_PADDING = -1.0  # snippet scores are in [0, 1]; the width beyond a video's fed snippets holds this
+
+
+@dataclass
+class VADTrainingArguments(VTrainingArguments):
+    """VTrainingArguments plus gradient caching for the contrastive losses."""
+
+    contrastive_chunk_size: int = field(
+        default=0,
+        metadata={"help": "Gradient caching (Gao et al., 2021): the model runs the per-device batch in chunks of this "
+                          "many clips, so activations are held for one chunk at a time, while every contrastive term "
+                          "contrasts the whole per-device batch (gathered over processes). Exact: the same loss and "
+                          "gradients as one forward of the whole batch, for one extra forward without gradients per "
+                          "chunk. Set per_device_train_batch_size to the contrastive batch (e.g. 16) and this to "
+                          "what fits in memory (e.g. 2); gradient accumulation adds no negatives. 0: off."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.contrastive_chunk_size < 0:
+            raise ValueError(f"contrastive_chunk_size must be >= 0, got {self.contrastive_chunk_size}")
+        if self.contrastive_chunk_size and deepspeed_zero_stage(self) is not None:
+            raise ValueError("contrastive_chunk_size (gradient caching) runs several backward passes per step, which "
+                             "the DeepSpeed engine does not take; use it with one process or DDP, or set it to 0 and "
+                             "use gradient_accumulation_steps under DeepSpeed")
+
+
+def split_batch(inputs: dict, size: int) -> list[dict]:
+    """A collated batch cut into chunks of `size` samples along the first dimension (every tensor is per sample)."""
+    batch = inputs["pixel_values"].shape[0]
+    return [{k: v[start: start + size] if torch.is_tensor(v) else v for k, v in inputs.items()}
+            for start in range(0, batch, size)]
+
+
+def _cat_or_none(values: list):
+    return None if values[0] is None else torch.cat(values, dim=0)
 
 
 def interleave_anomalous_and_normal(videos: list[dict], annotations: dict) -> list[dict]:
@@ -50,6 +89,64 @@ class VADTrainer(VTrainer):
         self.last_scores: dict | None = None
         self.last_scores_path: str | None = None
         self.last_metric_result = None
+
+    # ---- gradient caching (contrastive_chunk_size)
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        chunk = getattr(self.args, "contrastive_chunk_size", 0)
+        if not chunk or inputs["pixel_values"].shape[0] <= chunk:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        inputs = self._prepare_inputs(inputs)
+        pieces = split_batch(inputs, chunk)
+        net = self.accelerator.unwrap_model(model)
+        accumulation = getattr(self, "current_gradient_accumulation_steps", self.args.gradient_accumulation_steps)
+        # 1. the embeddings of the whole batch, chunk by chunk, without a graph
+        with torch.no_grad(), self.compute_loss_context_manager():
+            outputs = [net(**piece, return_loss=False, return_contrastive_inputs=True) for piece in pieces]
+        cached = [out.contrastive_inputs for out in outputs]
+        scales = outputs[0]  # the temperatures' multipliers, the same for every chunk
+        # 2. the losses of the whole batch on detached copies: their gradients w.r.t. the embeddings and temperatures
+        leaves = {key: _cat_or_none([c[key] for c in cached]) for key in cached[0]}
+        leaves = {k: v.detach().float().requires_grad_() if v is not None else None for k, v in leaves.items()}
+        scale_leaves = {"global": scales.logit_scale, "region": scales.region_logit_scale,
+                        "hard_negative": scales.hard_negative_logit_scale}
+        scale_leaves = {k: v.detach().float().requires_grad_() for k, v in scale_leaves.items()}
+        with self.compute_loss_context_manager():
+            parts = net.contrastive_loss(leaves, scale_leaves)
+        loss = self.record_training_loss(model, inputs, parts, parts["loss"])
+        if loss is not parts["loss"]:  # a non-finite batch, skipped by every process: zero gradients, as in compute_loss
+            self.accelerator.backward(loss / accumulation)
+            return loss.detach()
+        wanted = [t for t in [*leaves.values(), *scale_leaves.values()] if t is not None]
+        grads = torch.autograd.grad(parts["loss"], wanted, allow_unused=True)
+        grad_of = {id(t): g for t, g in zip(wanted, grads)}
+        # 3. each chunk again with its graph; the backward of sum(embedding . cached gradient) puts the whole batch's
+        # gradient on the weights (the temperatures' share divided over the chunks). DDP syncs after the last chunk.
+        scale_fields = {"global": "logit_scale", "region": "region_logit_scale",
+                        "hard_negative": "hard_negative_logit_scale"}
+        offsets = {key: 0 for key in leaves}
+        for i, piece in enumerate(pieces):
+            sync = i == len(pieces) - 1
+            with (contextlib.nullcontext() if sync else self.accelerator.no_sync(model)):
+                with self.compute_loss_context_manager():
+                    out = model(**piece, return_loss=False, return_contrastive_inputs=True)
+                    surrogate = 0.0
+                    for key, value in out.contrastive_inputs.items():
+                        if value is None:
+                            continue
+                        n = value.shape[0]
+                        grad = grad_of.get(id(leaves[key]))
+                        if grad is not None and n:
+                            surrogate = surrogate + (value.float() * grad[offsets[key]: offsets[key] + n]).sum()
+                        else:
+                            surrogate = surrogate + value.float().sum() * 0.0
+                        offsets[key] += n
+                    for name, field_name in scale_fields.items():
+                        grad = grad_of.get(id(scale_leaves[name]))
+                        multiplier = getattr(out, field_name).float()
+                        surrogate = surrogate + multiplier * (grad / len(pieces) if grad is not None else 0.0)
+                self.accelerator.backward(surrogate / accumulation)
+        return (parts["loss"] / accumulation).detach()
 
     def get_eval_dataloader(self, eval_dataset=None):
         train_collator = self.data_collator

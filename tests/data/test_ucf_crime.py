@@ -380,6 +380,33 @@ def test_leakage_check_and_drop(root, tokenizer, tmp_path):
     assert any("not in the train list" in p and "Arson099" in p for p in report.problems)
 
 
+def test_short_captions_given_or_the_first_sentence(root, tokenizer, tmp_path):
+    """FG-CLIP trains a short caption beside the long one: a record's own `short_caption`, else the first sentence of
+    its global caption; both reach the batch as short_input_ids on CLIP's 77 positions."""
+    from hf_vtrain.data.ucf_crime import first_sentence
+
+    assert first_sentence("A man runs.  Then he falls. The end") == "A man runs."
+    assert first_sentence("no end mark here") == "no end mark here"
+    assert first_sentence("3.5 metres away! More") == "3.5 metres away!"
+    assert first_sentence("一名男子在跑。然后摔倒") == "一名男子在跑。"
+    records = _records(root)
+    records[0] = dict(records[0], short_caption="a person lifts a box")
+    records[1] = dict(records[1], global_caption="First sentence here. Second sentence there.")
+    records[2] = dict(records[2], short_caption="   ")
+    path = _write_records(tmp_path / "short.json", records)
+    report = validate_ucf_crime(_args(root, train_json=path))
+    assert [p for p in report.problems if "'short_caption' must be a non-empty string" in p and "entry 2 " in p]
+    del records[2]["short_caption"]
+    corpus = load_ucf_crime(_args(root, train_json=_write_records(tmp_path / "short2.json", records)), tokenizer)
+    table = corpus.train_dataset.with_format(None)
+    assert table["short_caption"][0] == "a person lifts a box"
+    assert table["short_caption"][1] == "First sentence here."
+    batch = corpus.train_collator([corpus.train_dataset[0], corpus.train_dataset[1]])
+    expected = tokenizer(["a person lifts a box"], truncation=True, max_length=77)["input_ids"][0]
+    assert batch["short_input_ids"][0, : len(expected)].tolist() == expected
+    assert batch["short_attention_mask"][0].sum() == len(expected) and batch["short_input_ids"].shape[1] <= 77
+
+
 def test_video_paths_rooted_elsewhere_are_found(root, tokenizer, tmp_path):
     """A training JSON written elsewhere: paths with an extra leading folder, absolute paths, bare file names, and a
     JSON kept beside (not inside) the video folder. Each record resolves to the same file as the official path; the

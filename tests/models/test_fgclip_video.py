@@ -3,6 +3,7 @@ vocabulary): loading every CLIP weight, parity with CLIPModel, FG-CLIP's long-ca
 the losses, gradients, save/load, gradient checkpointing and zero-shot snippet scoring."""
 
 import functools
+import shutil
 import warnings
 
 import pytest
@@ -81,12 +82,15 @@ def make_batch(seed=0, negatives=True):
     box_mask[1, 1] = False  # region (1, 1) exists but has no box: it must not take part
     region_mask = torch.tensor([[True, True, True], [True, True, False]])
     ids, mask = captions(B, L)
+    short_ids, short_mask = captions(B, LR)
     region_ids, region_attention = captions(B, R, LR)
     batch = {
         "pixel_values": torch.randint(0, 256, (B, T, 3, 32, 32), dtype=torch.uint8, generator=g),
         "pixel_mask": pixel_mask,
         "input_ids": ids,
         "attention_mask": mask,
+        "short_input_ids": short_ids,
+        "short_attention_mask": short_mask,
         "region_boxes": boxes.clamp(max=1.0),
         "region_box_mask": box_mask,
         "region_mask": region_mask,
@@ -118,6 +122,55 @@ def test_from_clip_pretrained_loads_every_clip_weight(model, clip):
     assert set(theirs) <= set(ours)
     for key, value in theirs.items():
         assert torch.equal(ours[key], value), key
+
+
+def test_temperatures_start_at_the_checkpoints_logit_scale(model, clip_dir):
+    """FG-CLIP's training script sets logit_scale_finegraind and logit_scale_hardneg to the loaded logit_scale (4.6052
+    for OpenAI checkpoints, x100), not CLIP's init value log(1/0.07) = 2.6593; an explicit value still wins."""
+    assert model.region_logit_scale.item() == pytest.approx(4.6052)
+    assert model.hard_negative_logit_scale.item() == pytest.approx(4.6052)
+    assert model.config.logit_scale_init_value == pytest.approx(4.6052)
+    other = FGCLIPVideoModel.from_clip_pretrained(clip_dir, temporal_num_heads=2, logit_scale_init_value=3.0)
+    assert other.region_logit_scale.item() == 3.0 and other.hard_negative_logit_scale.item() == 3.0
+
+
+def test_an_fgclip_checkpoint_loads_whole(clip_dir, tmp_path, caplog):
+    """A checkpoint with FG-CLIP's key names (its CLIPModel subclass): position_embedding_ori/_res (248 rows each),
+    text_filip_projection, logit_scale_finegraind/_hardneg. Every tensor arrives where FG-CLIP reads it (rows 0-19 of
+    the long table from _ori, 20-247 from _res), none is dropped, no key is warned about."""
+    import logging
+
+    from safetensors.torch import load_file, save_file
+
+    from hf_vtrain.models.fgclip_video.modeling_fgclip_video import FGCLIP_CHECKPOINT_KEYS
+
+    folder = tmp_path / "fg-clip-tiny"
+    shutil.copytree(clip_dir, folder)
+    state = load_file(folder / "model.safetensors")
+    g = torch.Generator().manual_seed(3)
+    extra = {
+        FGCLIP_CHECKPOINT_KEYS["position_ori"]: torch.randn(248, 32, generator=g),
+        FGCLIP_CHECKPOINT_KEYS["position_res"]: torch.randn(248, 32, generator=g),
+        FGCLIP_CHECKPOINT_KEYS["long_projection"]: torch.randn(16, 32, generator=g),
+        FGCLIP_CHECKPOINT_KEYS["region_scale"]: torch.tensor(3.25),
+        FGCLIP_CHECKPOINT_KEYS["hard_negative_scale"]: torch.tensor(3.75),
+    }
+    save_file({**state, **extra}, folder / "model.safetensors", metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING):
+        loaded = FGCLIPVideoModel.from_clip_pretrained(folder, temporal_num_heads=2)
+    assert not [r for r in caplog.records if "not used" in r.getMessage()], caplog.text
+    long_table = loaded.clip.text_model.embeddings.long_position_embedding.weight
+    assert torch.equal(long_table[:20], extra[FGCLIP_CHECKPOINT_KEYS["position_ori"]][:20])
+    assert torch.equal(long_table[20:], extra[FGCLIP_CHECKPOINT_KEYS["position_res"]][20:])
+    assert torch.equal(loaded.long_text_projection.weight, extra[FGCLIP_CHECKPOINT_KEYS["long_projection"]])
+    assert loaded.region_logit_scale.item() == 3.25 and loaded.hard_negative_logit_scale.item() == 3.75
+    for key, value in state.items():  # CLIP's own tensors, as before
+        assert torch.equal(loaded.clip.state_dict()[key], value), key
+    # half of the pair is an error, not a silent stretch
+    save_file({**state, FGCLIP_CHECKPOINT_KEYS["position_ori"]: extra[FGCLIP_CHECKPOINT_KEYS["position_ori"]]},
+              folder / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(ValueError, match="both position_embedding_ori and _res"):
+        FGCLIPVideoModel.from_clip_pretrained(folder, temporal_num_heads=2)
 
 
 def test_embeddings_equal_clip_for_short_captions_and_frames(model, clip):
@@ -197,10 +250,20 @@ def test_forward_all_parts(model):
     batch = make_batch()
     with torch.no_grad():
         out = model(**batch)
-    for name in ("loss", "global_loss", "region_loss", "hard_negative_loss"):
+    for name in ("loss", "global_loss", "short_global_loss", "region_loss", "hard_negative_loss"):
         assert out[name].ndim == 0 and torch.isfinite(out[name]) and out[name] > 0, name
     c = model.config
-    total = c.global_loss_weight * out.global_loss + c.region_loss_weight * out.region_loss
+    # FG-CLIP's two global terms: long captions (248 positions, long projection) and short ones (CLIP's path)
+    with torch.no_grad():
+        short = F.normalize(model.get_text_features(batch["short_input_ids"], batch["short_attention_mask"],
+                                                    long_caption=False), dim=-1)
+    from hf_vtrain.models.fgclip_video.losses_fgclip_video import clip_contrastive_loss
+
+    assert out.short_global_loss.item() == pytest.approx(
+        clip_contrastive_loss(out.video_embeds, short, out.logit_scale).item(), rel=1e-5)
+    assert c.short_global_loss_weight == 1.0
+    total = c.global_loss_weight * out.global_loss + c.short_global_loss_weight * out.short_global_loss
+    total = total + c.region_loss_weight * out.region_loss
     total = total + c.hard_negative_loss_weight * out.hard_negative_loss
     assert out.loss.item() == pytest.approx(total.item(), rel=1e-6)
     assert out.video_embeds.shape == (B, 16) and out.text_embeds.shape == (B, 16)
@@ -210,7 +273,7 @@ def test_forward_all_parts(model):
     assert torch.all(out.region_embeds[~expected_valid] == 0)
     torch.testing.assert_close(out.region_embeds[expected_valid].norm(dim=-1), torch.ones(4))
     assert out.logit_scale.item() == pytest.approx(100.0, rel=1e-4)  # CLIP's, loaded with the checkpoint
-    assert out.region_logit_scale.item() == pytest.approx(1 / 0.07, rel=1e-3)
+    assert out.region_logit_scale.item() == pytest.approx(100.0, rel=1e-4)  # FG-CLIP: from the loaded logit_scale
 
 
 def test_regions_without_boxes_contribute_nothing(model):
@@ -244,7 +307,8 @@ def test_absent_negatives_give_zero_hard_negative_loss(model):
     assert without.hard_negative_loss.item() == 0.0 and masked.hard_negative_loss.item() == 0.0
     assert without.loss.item() == pytest.approx(masked.loss.item(), rel=1e-6)
     assert no_regions.region_loss.item() == 0.0 and no_regions.hard_negative_loss.item() == 0.0
-    assert no_regions.loss.item() == pytest.approx(without.global_loss.item(), rel=1e-6)
+    assert no_regions.loss.item() == pytest.approx(without.global_loss.item() + without.short_global_loss.item(),
+                                                    rel=1e-6)
 
 
 def test_region_features_follow_fgclip(model, clip):

@@ -58,15 +58,20 @@ def test_fgclip_losses_named_parts_and_weighted_total():
     v, t, r, rt = torch.randn(3, 8), torch.randn(3, 8), torch.randn(5, 8), torch.randn(5, 8)
     neg = torch.randn(2, 4, 8)
     scales = {"global": torch.tensor(10.0), "region": torch.tensor(5.0), "hard_negative": torch.tensor(2.0)}
-    weights = {"global": 1.0, "region": 0.1, "hard_negative": 0.5}
+    short = torch.randn(3, 8)
+    weights = {"global": 1.0, "short_global": 1.0, "region": 0.1, "hard_negative": 0.5}
     parts = fgclip_losses(v, t, scales, weights, region_embeds=r, region_text_embeds=rt,
-                          negative_anchor_embeds=r[:2], negative_positive_embeds=rt[:2], negative_text_embeds=neg)
-    assert set(parts) == {"loss", "global_loss", "region_loss", "hard_negative_loss"}
+                          negative_anchor_embeds=r[:2], negative_positive_embeds=rt[:2], negative_text_embeds=neg,
+                          short_text_embeds=short)
+    assert set(parts) == {"loss", "global_loss", "short_global_loss", "region_loss", "hard_negative_loss"}
     assert parts["global_loss"].item() == pytest.approx(clip_contrastive_loss(v, t, scales["global"]).item())
+    # FG-CLIP's second global term: the short captions, with the same (global) temperature
+    assert parts["short_global_loss"].item() == pytest.approx(clip_contrastive_loss(v, short, scales["global"]).item())
     assert parts["region_loss"].item() == pytest.approx(clip_contrastive_loss(r, rt, scales["region"]).item())
     hard = hard_negative_loss(r[:2], rt[:2], neg, scales["hard_negative"]).item()
     assert parts["hard_negative_loss"].item() == pytest.approx(hard)
-    total = parts["global_loss"] + 0.1 * parts["region_loss"] + 0.5 * parts["hard_negative_loss"]
+    total = (parts["global_loss"] + parts["short_global_loss"] + 0.1 * parts["region_loss"]
+             + 0.5 * parts["hard_negative_loss"])
     assert parts["loss"].item() == pytest.approx(total.item())
     only_global = fgclip_losses(v, t, scales, weights)
     assert only_global["region_loss"].item() == 0.0 and only_global["hard_negative_loss"].item() == 0.0

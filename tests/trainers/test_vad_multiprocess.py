@@ -108,3 +108,17 @@ def test_zero3_trains_the_vad_task(runs, require_deepspeed):
     assert moved[worst] > 1e-3  # raw and EMA weights are different things
     _assert_same_scores_and_metrics(out["one"], out["zero3"])
     _assert_same_scores_and_metrics(out["two"], out["zero3"], bound=1e-6)
+
+
+def test_gradient_caching_on_two_processes_matches_one(runs):
+    """2 processes x batch 2 in chunks of 1 clip (gradient caching under DDP: the chunks' backward passes sync once,
+    after the last) give the weights of 1 process x batch 4 in one forward, within the DDP bound (fp32 summation
+    order), every contrastive term over the global batch of 4."""
+    root, out = runs
+    cached = root / "two_cached"
+    torchrun(root, tiny_argv(root, cached, per_device_train_batch_size=2, contrastive_chunk_size=1, **COMMON), 2)
+    for name in ("model.safetensors", "ema/model.safetensors"):
+        diffs, worst = _max_diff(weights(out["one"], name), weights(cached, name))
+        print(f"{name}: 2 processes with gradient caching vs 1 process: {diffs[worst]:.3g} ({worst})")
+        assert diffs[worst] < 1e-4, (name, worst, diffs[worst])
+    _assert_same_scores_and_metrics(out["one"], cached)

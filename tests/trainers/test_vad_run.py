@@ -245,3 +245,99 @@ def test_debug_launcher_runs_end_to_end_on_the_synthetic_corpus(root, tmp_path):
     assert len(_checkpoints(out)) == min(3, state["global_step"]) and max(_checkpoints(out)) == state["global_step"]
     assert (out / "anomaly_scores.json").is_file() and len(list((out / "score_plots").glob("*.png"))) == 4
     assert "eval_auc" in json.loads((out / "eval_results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def vad_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("vad_gradcache")
+    run_module.prepare(tiny_argv(root, root / "warm"))  # the corpus and the CLIP exist
+    return root
+
+
+def _train_weights(root, out, **keys):
+    prepared = run_module.prepare(tiny_argv(root, out, num_train_epochs=1, eval_strategy="no", eval_every_epochs=0,
+                                            save_strategy="no", flip_prob=0.0, **keys))
+    prepared.trainer.train()
+    return {k: v.detach().clone() for k, v in prepared.trainer.model.state_dict().items()}, prepared.trainer
+
+
+def test_gradient_caching_equals_one_forward_of_the_whole_batch(vad_root, monkeypatch):
+    """contrastive_chunk_size 2 with batch 4: the same weights as batch 4 in one forward (every contrastive term over
+    the 4 clips), while each forward holds 2 clips. Gradient accumulation 2 x 2 instead contrasts 2 clips per
+    micro-batch (its logits are 2 x 2) and moves the weights elsewhere."""
+    from hf_vtrain.models.fgclip_video import losses_fgclip_video as losses
+
+    seen = []
+    original = losses.clip_contrastive_loss
+
+    def recording(a, b, logit_scale, gather=True):
+        seen.append(tuple(a.shape))
+        return original(a, b, logit_scale, gather)
+
+    monkeypatch.setattr(losses, "clip_contrastive_loss", recording)
+    whole, _ = _train_weights(vad_root, vad_root / "whole", per_device_train_batch_size=4)
+    seen_whole, seen[:] = list(seen), []
+    cached, trainer = _train_weights(vad_root, vad_root / "cached", per_device_train_batch_size=4,
+                                     contrastive_chunk_size=2)
+    seen_cached, seen[:] = list(seen), []
+    accumulated, _ = _train_weights(vad_root, vad_root / "accumulated", per_device_train_batch_size=2,
+                                    gradient_accumulation_steps=2)
+    seen_accumulated = list(seen)
+    # the global terms' logits: rows = clips contrasted together
+    assert {s[0] for s in seen_whole[::3]} == {4} and {s[0] for s in seen_cached[::3]} == {4}
+    assert {s[0] for s in seen_accumulated[::3]} == {2}
+    diffs = {k: (whole[k].double() - cached[k].double()).abs().max().item() for k in whole}
+    worst = max(diffs, key=diffs.get)
+    # A key bias adds a constant to every key of a query, which softmax ignores: its exact gradient is 0 and Adam turns
+    # the rounding noise of two summation orders into lr-sized steps (as between 1 and 2 processes). Every other
+    # tensor is held to fp32 rounding.
+    others = {k: v for k, v in diffs.items() if not k.endswith("k_proj.bias")}
+    worst_other = max(others, key=others.get)
+    print(f"gradient caching vs one forward: max weight difference {diffs[worst]:.2e} ({worst}); other tensors "
+          f"{others[worst_other]:.2e} ({worst_other})")
+    assert others[worst_other] < 1e-5, (worst_other, others[worst_other])
+    assert diffs[worst] < 1e-4, (worst, diffs[worst])
+    moved = max((whole[k].double() - accumulated[k].double()).abs().max().item() for k in whole)
+    assert moved > 10 * diffs[worst]  # the accumulation baseline (2 clips per contrast) trains something else
+    logged = [e for e in trainer.state.log_history if "global_loss" in e]
+    assert logged and all(e["short_global_loss"] > 0 and e["region_loss"] > 0 and e["hard_negative_loss"] > 0
+                          for e in logged)
+
+
+def test_a_weighted_loss_term_without_data_is_refused(vad_root, tmp_path):
+    """The hard-negative term (weight 0.5) on records without region_negatives would be 0 on every step: refused,
+    naming the term, the field and the tool; with the weight 0 it trains."""
+    corpus = tmp_path / "corpus"
+    shutil.copytree(vad_root / "corpus", corpus)
+    records = json.loads((corpus / "ucf_fgclip_train.json").read_text())
+    for record in records:
+        record.pop("region_negatives", None)
+    (corpus / "ucf_fgclip_train.json").write_text(json.dumps(records))
+    argv = tiny_argv(vad_root, tmp_path / "out", data_root=str(corpus), synthetic="false")
+    with pytest.raises(RecipeError, match=r"hard_negative_loss_weight is 0.5 but no training record has hard "
+                                          r"negatives \(region_negatives\).*scripts/make_hard_negatives.py"):
+        run_module.prepare(argv)
+    model = TINY_MODEL.replace("}", ", hard_negative_loss_weight: 0}")
+    argv[argv.index("--model_config_overrides") + 1] = model
+    run_module.prepare(argv)
+
+
+def test_gradient_caching_gives_the_gradients_of_the_whole_batch(vad_root):
+    """One batch of 4 through training_step: chunks of 1 (gradient caching) give the loss and every parameter's
+    gradient of one forward of the 4 clips, to fp32 rounding (before any optimizer step)."""
+    grads = {}
+    for chunk in (0, 1):
+        prepared = run_module.prepare(tiny_argv(vad_root, vad_root / f"grad{chunk}", per_device_train_batch_size=4,
+                                                flip_prob=0.0, contrastive_chunk_size=chunk))
+        trainer = prepared.trainer
+        trainer.create_optimizer()
+        trainer.current_gradient_accumulation_steps = 1  # set by train(); here one step is taken by hand
+        batch = next(iter(trainer.get_train_dataloader()))
+        loss = trainer.training_step(trainer.model, batch)
+        grads[chunk] = (loss.item(), {n: p.grad.detach().clone() for n, p in trainer.model.named_parameters()
+                                      if p.grad is not None})
+    (loss0, g0), (loss1, g1) = grads[0], grads[1]
+    assert loss1 == pytest.approx(loss0, rel=1e-6) and g0.keys() == g1.keys() and len(g0) > 50
+    scale = max(v.abs().max().item() for v in g0.values())
+    worst = max(g0, key=lambda k: (g0[k] - g1[k]).abs().max().item())
+    assert (g0[worst] - g1[worst]).abs().max().item() < 1e-5 * scale, worst

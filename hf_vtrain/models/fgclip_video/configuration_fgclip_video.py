@@ -58,10 +58,14 @@ class FGCLIPVideoConfig(PreTrainedConfig):
         roi_sampling_ratio (`int`, -1): RoIAlign samples per bin (-1: adaptive, FG-CLIP's value).
 
     Losses:
-        global_loss_weight (1.0), region_loss_weight (0.1), hard_negative_loss_weight (0.5): FG-CLIP's weights.
+        global_loss_weight (1.0): the long-caption InfoNCE; short_global_loss_weight (1.0): the short-caption InfoNCE
+            (FG-CLIP's second global term, 77 positions and `text_projection`); region_loss_weight (0.1),
+            hard_negative_loss_weight (0.5): FG-CLIP's weights.
         logit_scale_init_value (`float` or `None`): initial log logit scale of the region and hard-negative
-            temperatures (None: `clip_config.logit_scale_init_value`, CLIP's log(1/0.07)). The global one is CLIP's
-            own `logit_scale`, loaded with the checkpoint.
+            temperatures. `FGCLIPVideoModel.from_clip_pretrained` sets it to the checkpoint's `logit_scale`, as
+            FG-CLIP's training does (4.6052 for OpenAI CLIP); None in a config built by hand:
+            `clip_config.logit_scale_init_value`. The global one is CLIP's own `logit_scale`, loaded with the
+            checkpoint.
         max_logit_scale (`float`, 100.0): the multiplier exp(logit_scale) is clamped to this (CLIP's cap).
         gather_across_processes (`bool`, True): contrast against the whole global batch under torch.distributed.
 
@@ -69,6 +73,8 @@ class FGCLIPVideoConfig(PreTrainedConfig):
         anomaly_classes, anomaly_prompts: one text prompt per class, aligned (default: the 13 UCF-Crime classes then
             "Normal").
         normal_prompt_index (`int`, 13): the prompt whose probability means "normal"; score = 1 - p(normal).
+        prompt_text_path (`str`, "short"): the text path the prompts are encoded on: "short" (CLIP's 77 positions
+            and `text_projection`, as FG-CLIP encodes short texts) or "long" (the long-caption path).
         snippet_frames (`int`, 16): video frames per scored snippet (one frame per snippet is fed; the frame AUC
             repeats each score this many times).
         score_window_frames (`int`, 32): snippets per temporal-module window when scoring (<= max_frames).
@@ -94,6 +100,7 @@ class FGCLIPVideoConfig(PreTrainedConfig):
     roi_sampling_ratio: int = -1
 
     global_loss_weight: float | int = 1.0
+    short_global_loss_weight: float | int = 1.0
     region_loss_weight: float | int = 0.1
     hard_negative_loss_weight: float | int = 0.5
     logit_scale_init_value: float | int | None = None
@@ -103,6 +110,7 @@ class FGCLIPVideoConfig(PreTrainedConfig):
     anomaly_classes: list | tuple = UCF_CRIME_CLASSES
     anomaly_prompts: list | tuple = UCF_CRIME_PROMPTS
     normal_prompt_index: int = 13
+    prompt_text_path: str = "short"
     snippet_frames: int = 16
     score_window_frames: int = 32
 
@@ -165,6 +173,8 @@ class FGCLIPVideoConfig(PreTrainedConfig):
             raise ValueError(f"score_window_frames must be in [1, max_frames={self.max_frames}].")
         if len(self.anomaly_prompts) != len(self.anomaly_classes) or len(self.anomaly_prompts) < 2:
             raise ValueError("anomaly_prompts and anomaly_classes need the same length (>= 2).")
+        if self.prompt_text_path not in ("short", "long"):
+            raise ValueError(f"prompt_text_path must be 'short' or 'long', got {self.prompt_text_path!r}.")
         if not 0 <= self.normal_prompt_index < len(self.anomaly_prompts):
             raise ValueError(f"normal_prompt_index ({self.normal_prompt_index}) is not a prompt index.")
         if len(self.image_mean) != 3 or len(self.image_std) != 3:

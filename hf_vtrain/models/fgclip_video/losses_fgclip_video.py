@@ -142,21 +142,24 @@ def fgclip_losses(
     negative_anchor_embeds: torch.Tensor | None = None,
     negative_positive_embeds: torch.Tensor | None = None,
     negative_text_embeds: torch.Tensor | None = None,
+    short_text_embeds: torch.Tensor | None = None,
     gather: bool = True,
 ) -> dict[str, torch.Tensor]:
     """The FG-CLIP training objective, as named parts and their weighted sum.
 
     Args:
-        video_embeds, text_embeds: (B, D) clip embeddings and their global captions.
+        video_embeds, text_embeds: (B, D) clip embeddings and their global (long) captions.
+        short_text_embeds: (B, D) the short captions (FG-CLIP's second global term, same temperature); None: none.
         logit_scales: multipliers {"global", "region", "hard_negative"} (each already exp'd).
-        weights: {"global", "region", "hard_negative"} loss weights.
+        weights: {"global", "short_global", "region", "hard_negative"} loss weights.
         region_embeds, region_text_embeds: (N, D) the valid regions of the local batch and their captions; None
             when the batch has no region inputs.
         negative_anchor_embeds, negative_positive_embeds, negative_text_embeds: (M, D), (M, D), (M, K, D) for the
             regions with hard negatives; None when the batch has none.
 
-    Returns {"loss", "global_loss", "region_loss", "hard_negative_loss"}; a part whose inputs are None is 0 (still
-    connected to its logit scale).
+    Returns {"loss", "global_loss", "short_global_loss", "region_loss", "hard_negative_loss"}; a part whose inputs are
+    None is 0 (still connected to its logit scale; the task refuses to train with a weight > 0 on a part no data
+    feeds).
     """
     if gather and _world()[1] > 1:
         # Every rank must run the same collectives: a rank whose local batch has no regions (or no hard negatives)
@@ -169,6 +172,11 @@ def fgclip_losses(
             negative_anchor_embeds, negative_positive_embeds = empty, empty
             negative_text_embeds = empty[:, None]
     parts = {"global_loss": clip_contrastive_loss(video_embeds, text_embeds, logit_scales["global"], gather)}
+    if short_text_embeds is not None:
+        parts["short_global_loss"] = clip_contrastive_loss(video_embeds, short_text_embeds, logit_scales["global"],
+                                                           gather)
+    else:
+        parts["short_global_loss"] = logit_scales["global"] * 0.0
     if region_embeds is not None:
         parts["region_loss"] = clip_contrastive_loss(region_embeds, region_text_embeds, logit_scales["region"], gather)
     else:
@@ -182,6 +190,7 @@ def fgclip_losses(
         parts["hard_negative_loss"] = logit_scales["hard_negative"] * 0.0
     parts["loss"] = (
         weights["global"] * parts["global_loss"]
+        + weights.get("short_global", 0.0) * parts["short_global_loss"]
         + weights["region"] * parts["region_loss"]
         + weights["hard_negative"] * parts["hard_negative_loss"]
     )

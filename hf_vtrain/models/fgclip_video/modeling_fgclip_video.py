@@ -43,9 +43,11 @@ logger = logging.getLogger(__name__)
 @dataclass
 class FGCLIPVideoOutput(ModelOutput):
     r"""
-    loss (`torch.Tensor`, scalar): `global_loss_weight * global_loss + region_loss_weight * region_loss +
-        hard_negative_loss_weight * hard_negative_loss`; None without captions or with `return_loss=False`.
-    global_loss: symmetric InfoNCE between clip and global-caption embeddings over the (gathered) batch.
+    loss (`torch.Tensor`, scalar): `global_loss_weight * global_loss + short_global_loss_weight * short_global_loss +
+        region_loss_weight * region_loss + hard_negative_loss_weight * hard_negative_loss`; None without captions or
+        with `return_loss=False`.
+    global_loss: symmetric InfoNCE between clip and global (long) caption embeddings over the (gathered) batch.
+    short_global_loss: the same with the short captions (CLIP's 77-position path); 0 without short captions.
     region_loss: symmetric InfoNCE between region and region-caption embeddings over every valid region of the
         (gathered) batch; 0 when the batch has no region inputs (regions without any box never take part).
     hard_negative_loss: (1 + K)-way cross-entropy of each region among its caption and K hard negatives; 0 when the
@@ -55,14 +57,18 @@ class FGCLIPVideoOutput(ModelOutput):
     region_embeds, region_text_embeds (`(B, R, D)`): L2-normalised, 0 where `region_valid_mask` is False.
     region_valid_mask (`(B, R)` bool): regions that exist and have a box on at least one real frame.
     logit_scale, region_logit_scale, hard_negative_logit_scale: the multipliers exp(t) (clamped) of each loss.
+    contrastive_inputs (`dict`): with `return_contrastive_inputs`, the keyword arguments of `fgclip_losses` (the
+        normalised video, caption, short-caption, region and hard-negative embeddings the losses contrast).
     """
 
     loss: torch.Tensor | None = None
     global_loss: torch.Tensor | None = None
+    short_global_loss: torch.Tensor | None = None
     region_loss: torch.Tensor | None = None
     hard_negative_loss: torch.Tensor | None = None
     video_embeds: torch.Tensor | None = None
     text_embeds: torch.Tensor | None = None
+    short_text_embeds: torch.Tensor | None = None
     frame_embeds: torch.Tensor | None = None
     region_embeds: torch.Tensor | None = None
     region_text_embeds: torch.Tensor | None = None
@@ -70,6 +76,7 @@ class FGCLIPVideoOutput(ModelOutput):
     logit_scale: torch.Tensor | None = None
     region_logit_scale: torch.Tensor | None = None
     hard_negative_logit_scale: torch.Tensor | None = None
+    contrastive_inputs: dict | None = None
 
 
 @dataclass
@@ -148,6 +155,46 @@ def _zero_anchor(*tensors: torch.Tensor) -> torch.Tensor:
     """A scalar 0 connected to `tensors`: a stand-in call's outputs enter the graph (so its backward runs, and ZeRO-3
     gathers its weights there too) without changing any value or gradient."""
     return sum(t.float().sum() for t in tensors) * 0.0
+
+
+# FG-CLIP checkpoints (a CLIPModel subclass) hold these besides CLIP's own tensors.
+FGCLIP_CHECKPOINT_KEYS = {
+    "position_ori": "text_model.embeddings.position_embedding_ori.weight",
+    "position_res": "text_model.embeddings.position_embedding_res.weight",
+    "long_projection": "text_filip_projection.weight",
+    "region_scale": "logit_scale_finegraind",
+    "hard_negative_scale": "logit_scale_hardneg",
+}
+
+
+def read_checkpoint_tensors(name_or_path: str, keys: list[str], **hub_kwargs) -> dict[str, torch.Tensor]:
+    """The tensors `keys` of a checkpoint (folder or Hub id): model.safetensors, a sharded safetensors index, or
+    pytorch_model.bin (read with weights_only)."""
+    import json
+
+    from safetensors import safe_open
+    from transformers.utils import cached_file
+
+    def fetch(filename):
+        return cached_file(name_or_path, filename, _raise_exceptions_for_missing_entries=False,
+                           **{k: v for k, v in hub_kwargs.items() if k in ("revision", "cache_dir", "token")})
+
+    wanted, found = set(keys), {}
+    single = fetch("model.safetensors")
+    files = [single] if single is not None else []
+    if single is None and (index := fetch("model.safetensors.index.json")) is not None:
+        with open(index) as handle:
+            weight_map = json.load(handle)["weight_map"]
+        files = [fetch(shard) for shard in sorted({weight_map[k] for k in wanted if k in weight_map})]
+    for file in files:
+        with safe_open(file, framework="pt") as handle:
+            found.update({k: handle.get_tensor(k) for k in wanted & set(handle.keys())})
+    if not files and (binary := fetch("pytorch_model.bin")) is not None:
+        state = torch.load(binary, map_location="cpu", weights_only=True)
+        found.update({k: state[k] for k in wanted if k in state})
+    if set(found) != wanted:
+        raise ValueError(f"{name_or_path}: could not read {sorted(wanted - set(found))} from its weight files")
+    return found
 
 
 class FGCLIPVideoTextEmbeddings(CLIPTextEmbeddings):
@@ -307,20 +354,28 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
     def from_clip_pretrained(
         cls, clip_name_or_path: str, clip_kwargs: dict | None = None, **config_overrides
     ) -> "FGCLIPVideoModel":
-        """Builds the video model around a Hugging Face CLIP checkpoint (hub id or folder of a `CLIPModel`).
+        """Builds the video model around a Hugging Face CLIP checkpoint (hub id or folder of a `CLIPModel`), or an
+        FG-CLIP one (`qihoo360/fg-clip-base`, ...), whose fine-grained tensors are all used.
 
         Every CLIP tensor must load: a missing or mismatched weight raises (a partly random CLIP trains silently
-        badly); keys the CLIPModel does not use are logged. Then the long-caption table is stretched from the loaded
-        77 positions and the long-caption projection copied from `text_projection` (FG-CLIP); the temporal module
-        starts as the identity. `clip_kwargs` go to `CLIPModel.from_pretrained` (revision, cache_dir, ...);
-        `config_overrides` to `FGCLIPVideoConfig`.
+        badly). A plain CLIP: the long-caption table is stretched from the loaded 77 positions and the long-caption
+        projection copied from `text_projection` (FG-CLIP's `resize_postion_embeding` / `copy_weight`); the region and
+        hard-negative temperatures start at the checkpoint's `logit_scale`, as FG-CLIP's training script sets them
+        (unless `logit_scale_init_value` is given). An FG-CLIP checkpoint: its `position_embedding_ori` (first
+        `keep_text_positions` rows) and `position_embedding_res` (the rest) are the long table,
+        `text_filip_projection` the long projection, `logit_scale_finegraind` / `logit_scale_hardneg` the two
+        temperatures. Other keys the CLIPModel does not use are logged. The temporal module starts as the identity.
+        `clip_kwargs` go to `CLIPModel.from_pretrained` (revision, cache_dir, ...); `config_overrides` to
+        `FGCLIPVideoConfig`.
         """
         clip, info = CLIPModel.from_pretrained(clip_name_or_path, output_loading_info=True, **(clip_kwargs or {}))
         missing = sorted(info.get("missing_keys", []))
         mismatched = sorted(str(key) for key in info.get("mismatched_keys", []))
-        unexpected = sorted(info.get("unexpected_keys", []))
-        if unexpected:
-            logger.warning("CLIP checkpoint keys not used by CLIPModel: %s", unexpected)
+        unexpected = set(info.get("unexpected_keys", []))
+        fine_grained = {name: key for name, key in FGCLIP_CHECKPOINT_KEYS.items() if key in unexpected}
+        if unexpected - set(fine_grained.values()):
+            logger.warning("CLIP checkpoint keys not used by FGCLIPVideoModel: %s",
+                           sorted(unexpected - set(fine_grained.values())))
         if missing or mismatched:
             raise ValueError(
                 f"{clip_name_or_path} does not hold every CLIPModel weight; missing: {missing}, mismatched: "
@@ -328,14 +383,46 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
             )
         clip_config = clip.config
         clip_config.architectures = None
+        config_overrides.setdefault("logit_scale_init_value", float(clip.logit_scale.detach()))
         model = cls(FGCLIPVideoConfig(clip_config=clip_config, **config_overrides))
         result = model.clip.load_state_dict(clip.state_dict(), strict=False)
         new_keys = {"text_model.embeddings.long_position_embedding.weight"}
         if set(result.missing_keys) != new_keys or result.unexpected_keys:
             raise RuntimeError(f"unexpected CLIP state dict layout: {result}")
         model.reset_long_text_from_short()
-        logger.info("Loaded all %d CLIP tensors from %s", len(clip.state_dict()), clip_name_or_path)
+        if fine_grained:
+            model._load_fgclip_tensors(read_checkpoint_tensors(clip_name_or_path, list(fine_grained.values()),
+                                                               **(clip_kwargs or {})), clip_name_or_path)
+        logger.info("Loaded all %d CLIP tensors from %s%s", len(clip.state_dict()), clip_name_or_path,
+                    f" and FG-CLIP's {sorted(fine_grained)}" if fine_grained else "")
         return model
+
+    @torch.no_grad()
+    def _load_fgclip_tensors(self, tensors: dict[str, torch.Tensor], source: str) -> None:
+        """FG-CLIP's fine-grained tensors (checkpoint key -> tensor) into this model: the long table from
+        `position_embedding_ori[:keep]` and `position_embedding_res[keep:]`, the long projection, the temperatures."""
+        keys = FGCLIP_CHECKPOINT_KEYS
+        present = {name for name, key in keys.items() if key in tensors}
+        if ("position_ori" in present) != ("position_res" in present):
+            raise ValueError(f"{source}: an FG-CLIP checkpoint holds both position_embedding_ori and _res; this one "
+                             f"has only {sorted(present & {'position_ori', 'position_res'})}")
+        long_table = self.clip.text_model.embeddings.long_position_embedding.weight
+        if "position_ori" in present:
+            keep = self.config.keep_text_positions
+            ori, res = tensors[keys["position_ori"]], tensors[keys["position_res"]]
+            if ori.shape != long_table.shape or res.shape != long_table.shape:
+                raise ValueError(f"{source}: position_embedding_ori/_res {tuple(ori.shape)}/{tuple(res.shape)} do not "
+                                 f"match max_text_positions x hidden {tuple(long_table.shape)}")
+            long_table.copy_(torch.cat([ori[:keep], res[keep:]]).to(long_table.dtype))
+        targets = {"long_projection": self.long_text_projection.weight, "region_scale": self.region_logit_scale,
+                   "hard_negative_scale": self.hard_negative_logit_scale}
+        for name, target in targets.items():
+            if name in present:
+                value = tensors[keys[name]]
+                if value.numel() != target.numel():
+                    raise ValueError(f"{source}: {keys[name]} has shape {tuple(value.shape)}, the model's "
+                                     f"{tuple(target.shape)}")
+                target.copy_(value.reshape(target.shape).to(target.dtype))
 
     @torch.no_grad()
     def reset_long_text_from_short(self) -> None:
@@ -538,6 +625,8 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
         pixel_mask: torch.Tensor | None = None,
         input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
+        short_input_ids: torch.Tensor | None = None,
+        short_attention_mask: torch.Tensor | None = None,
         region_boxes: torch.Tensor | None = None,
         region_box_mask: torch.Tensor | None = None,
         region_mask: torch.Tensor | None = None,
@@ -547,15 +636,19 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
         negative_attention_mask: torch.Tensor | None = None,
         negative_mask: torch.Tensor | None = None,
         return_loss: bool = True,
+        return_contrastive_inputs: bool = False,
         **kwargs,
     ) -> FGCLIPVideoOutput:
         r"""
         pixel_values (`(B, T, 3, H, W)` uint8): frames sampled over each clip; pixel_mask (`(B, T)` bool): real ones.
         input_ids, attention_mask (`(B, L)`, L <= max_text_positions): global captions (long path).
+        short_input_ids, short_attention_mask (`(B, Ls)`, Ls <= 77): short captions (CLIP's short path).
         region_boxes (`(B, R, T, 4)`): normalised x1, y1, x2, y2; region_box_mask (`(B, R, T)`): box present;
             region_mask (`(B, R)`): region exists. A region takes part only where it has a box on a real frame.
         region_input_ids, region_attention_mask (`(B, R, Lr)`, Lr <= 77): region captions (CLIP's short path).
         negative_input_ids, negative_attention_mask (`(B, R, K, Lr)`), negative_mask (`(B, R)`): hard negatives.
+        return_contrastive_inputs: also return `contrastive_inputs`, the normalised embeddings the losses contrast
+            (`contrastive_loss` computes the parts from them).
         Other keys (`video_index`, ...) are ignored.
         """
         pixel_mask = self._default_mask(pixel_values, pixel_mask)
@@ -589,6 +682,11 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
         if input_ids is not None:
             text_embeds = F.normalize(self.get_text_features(input_ids, attention_mask, long_caption=True), dim=-1)
             output["text_embeds"] = text_embeds
+        short_embeds = None
+        if short_input_ids is not None:
+            short_embeds = F.normalize(self.get_text_features(short_input_ids, short_attention_mask,
+                                                              long_caption=False), dim=-1)
+            output["short_text_embeds"] = short_embeds
 
         region_args = {}
         if with_regions:
@@ -625,16 +723,27 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
                     )[:, None],
                 )
 
+        contrastive = {"video_embeds": video_embeds, "text_embeds": text_embeds, "short_text_embeds": short_embeds,
+                       **region_args}
+        if return_contrastive_inputs:
+            output["contrastive_inputs"] = contrastive
         if return_loss and text_embeds is not None:
-            weights = {
-                "global": self.config.global_loss_weight,
-                "region": self.config.region_loss_weight,
-                "hard_negative": self.config.hard_negative_loss_weight,
-            }
-            output.update(fgclip_losses(
-                video_embeds, text_embeds, scales, weights, gather=self.config.gather_across_processes, **region_args
-            ))
+            output.update(self.contrastive_loss(contrastive, scales))
         return FGCLIPVideoOutput(**output)
+
+    def contrastive_loss(self, inputs: dict, scales: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The loss parts (`fgclip_losses`) of `forward(..., return_contrastive_inputs=True).contrastive_inputs`,
+        with the config's weights and the given multipliers {"global", "region", "hard_negative"}. Gradient caching
+        (VADTrainer) calls it on the embeddings of a whole batch computed in chunks."""
+        weights = {
+            "global": self.config.global_loss_weight,
+            "short_global": self.config.short_global_loss_weight,
+            "region": self.config.region_loss_weight,
+            "hard_negative": self.config.hard_negative_loss_weight,
+        }
+        inputs = dict(inputs)
+        return fgclip_losses(inputs.pop("video_embeds"), inputs.pop("text_embeds"), scales, weights,
+                             gather=self.config.gather_across_processes, **inputs)
 
     def _short_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, index: tuple, keep_graph: bool = False
@@ -659,19 +768,27 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
 
     def encode_prompts(self, tokenizer, prompts: list[str] | None = None) -> dict[str, torch.Tensor]:
         """Tokenises `prompts` (default `config.anomaly_prompts`) with the given CLIP tokenizer: {input_ids,
-        attention_mask}, padded to the longest, truncated to `max_text_positions`, on the model's device."""
+        attention_mask}, padded to the longest, truncated to the positions of `config.prompt_text_path`, on the
+        model's device."""
+        max_length = (self.config.max_text_positions if self.config.prompt_text_path == "long"
+                      else self.config.short_text_positions)
         encoded = tokenizer(
             list(prompts if prompts is not None else self.config.anomaly_prompts),
-            padding=True, truncation=True, max_length=self.config.max_text_positions, return_tensors="pt",
+            padding=True, truncation=True, max_length=max_length, return_tensors="pt",
         )
         return {key: encoded[key].to(self.device) for key in ("input_ids", "attention_mask")}
 
     def get_prompt_embeddings(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """(C, D) L2-normalised prompt embeddings, on the long-caption path: the one the global loss aligns with video
-        embeddings."""
-        return F.normalize(self.get_text_features(input_ids, attention_mask, long_caption=True), dim=-1)
+        """(C, D) L2-normalised prompt embeddings on `config.prompt_text_path`: the short path by default (FG-CLIP
+        encodes short texts there; the short global loss aligns it with the video embeddings), or the long one."""
+        long_caption = self.config.prompt_text_path == "long"
+        if not long_caption:
+            input_ids = input_ids[..., : self.config.short_text_positions]
+            attention_mask = attention_mask[..., : self.config.short_text_positions] if attention_mask is not None \
+                else None
+        return F.normalize(self.get_text_features(input_ids, attention_mask, long_caption=long_caption), dim=-1)
 
     def score_snippets(
         self,
