@@ -27,6 +27,12 @@ as into onto over under near next behind front left right up down out off than t
 she him one two some any each every other another very more most less so not no yes who whom which what where when
 """.split())
 _WORD = re.compile(r"[A-Za-z][A-Za-z'-]*")
+# Swap words when the records offer none (one class, one caption): attributes and objects of surveillance scenes.
+FALLBACK_WORDS = tuple("""
+red blue green yellow black white grey brown orange purple pink dark bright small large tall short old young
+man woman child person car truck bicycle motorcycle bag box door window shop street wall table chair phone bottle
+running walking standing sitting falling jumping pushing pulling holding throwing kicking climbing burning breaking
+""".split())
 
 
 def content_words(text: str) -> list[re.Match]:
@@ -40,27 +46,32 @@ def _swap(text: str, match: re.Match, word: str) -> str:
 
 
 def make_negatives(caption: str, pool: dict[int, list[str]], k: int, rng: random.Random,
-                   max_tries: int = 400) -> list[str]:
-    """`k` distinct negatives of `caption`: one content word replaced by a word it does not contain, drawn from the
-    words at the same content-word place (`pool[j]`; any place when that one offers none), two words when one swap
-    cannot give k distinct texts. Fewer than k when the caption or the pool is too small."""
+                   tries_per_tier: int = 200) -> list[str]:
+    """`k` distinct negatives of `caption`, each with one (then two) content words replaced by words it does not
+    contain. The words come, in widening tiers until k are found, from the same content-word place of the pool
+    (`pool[j]`), from any place of the pool, then from FALLBACK_WORDS as well. Fewer than k only when the caption has
+    no content word."""
     slots = content_words(caption)
     own = {m.group(0).lower() for m in slots}
     anywhere = sorted({w for words in pool.values() for w in words} - own)
-    by_place = {j: sorted(set(pool.get(j, ())) - own) or anywhere for j in range(len(slots))}
+    widest = sorted(set(anywhere) | (set(FALLBACK_WORDS) - own))
+    tiers = [{j: sorted(set(pool.get(j, ())) - own) or anywhere or widest for j in range(len(slots))},
+             {j: anywhere or widest for j in range(len(slots))},
+             {j: widest for j in range(len(slots))}]
     out: list[str] = []
-    if not slots or not anywhere:
+    if not slots:
         return out
-    for attempt in range(max_tries):
-        swaps = 1 if attempt < max_tries // 2 or len(slots) < 2 else 2
-        text = caption
-        chosen = sorted(rng.sample(range(len(slots)), min(swaps, len(slots))), key=lambda j: -slots[j].start())
-        for j in chosen:
-            text = _swap(text, slots[j], rng.choice(by_place[j]))
-        if text != caption and text not in out:
-            out.append(text)
-            if len(out) == k:
-                break
+    for words in tiers:
+        for attempt in range(tries_per_tier):
+            swaps = 1 if attempt < tries_per_tier // 2 or len(slots) < 2 else 2
+            text = caption
+            chosen = sorted(rng.sample(range(len(slots)), min(swaps, len(slots))), key=lambda j: -slots[j].start())
+            for j in chosen:
+                text = _swap(text, slots[j], rng.choice(words[j]))
+            if text != caption and text not in out:
+                out.append(text)
+                if len(out) == k:
+                    return out
     return out
 
 

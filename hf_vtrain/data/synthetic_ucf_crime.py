@@ -30,7 +30,7 @@ from .synthetic import (
 )
 
 # Bump when the generated content changes, so `ensure_synthetic_ucf_crime` regenerates stale corpora.
-UCF_CRIME_FORMAT_VERSION = 2  # 2: hard negatives from data/hard_negatives.py
+UCF_CRIME_FORMAT_VERSION = 3  # 3: hard negatives from data/hard_negatives.py
 
 # The 13 official anomaly classes (folder names of the release), alphabetical.
 UCF_CRIME_ANOMALY_CLASSES = (

@@ -13,9 +13,10 @@ Conventions:
   clip are always sampled); a clip shorter than that gives all its frames, then padding (the last frame repeated,
   `pixel_mask` False). Region boxes are interpolated linearly between the region's keyframes at the sampled frames;
   a frame before the first or after the last keyframe has no box.
-- Frames (train and test): resize the short side to `image_size`, centre crop `image_size` x `image_size`
-  (video_io's resize_short_side + center_crop; offsets ((H - h) // 2, (W - w) // 2)), uint8. Boxes are mapped into
-  crop coordinates and clipped to [0, 1]; a box left empty by the crop is absent. Training flips the clip
+- Frames (train and test): `resize_mode` squash (FG-CLIP's: the whole frame to `image_size` x `image_size`, boxes keep
+  their normalised coordinates) or short_side_crop (short side to `image_size`, centre crop; video_io's
+  resize_short_side + center_crop, offsets ((H - h) // 2, (W - w) // 2); boxes mapped into crop coordinates and
+  clipped to [0, 1], a box left empty by the crop is absent), uint8. Training flips the clip
   horizontally with `flip_prob` (default 0: captions may say "left"/"right"); boxes are mirrored with it.
 - Evaluation: one row per test video, in test-list order (= `video_index`). A video of F frames has
   max(F // 16, 1) snippets (metrics/vad: the partial last snippet is dropped; `expand_snippet_scores` accepts it
@@ -50,7 +51,7 @@ from .common import (
     is_finite_number,
     probe_file,
 )
-from .video_io import ReaderCache, center_crop, clip_generator, resize_short_side
+from .video_io import ReaderCache, center_crop, clip_generator, resize, resize_short_side
 
 logger = logging.getLogger(__name__)
 
@@ -112,7 +113,13 @@ class VADDataArguments(CorpusArguments):
     num_frames: int = field(
         default=256, metadata={"help": "Frames sampled uniformly over each training clip (64 debug, 8-16 CPU demo)."}
     )
-    image_size: int = field(default=224, metadata={"help": "Short-side resize then centre crop to this square."})
+    image_size: int = field(default=224, metadata={"help": "Frames become image_size x image_size (resize_mode)."})
+    resize_mode: str = field(
+        default="squash",
+        metadata={"help": "'squash': the whole frame resized to image_size x image_size, aspect ratio not kept, as "
+                  "FG-CLIP trains (nothing of the frame or its boxes is cut); 'short_side_crop': short side to "
+                  "image_size, then a centre crop (OpenAI CLIP's preprocessing; boxes clipped to the crop)."},
+    )  # fmt: skip
     flip_prob: float = field(
         default=0.0,
         metadata={"help": "Training: horizontal flip probability (boxes mirrored); 0 by default because captions "
@@ -125,10 +132,11 @@ class VADDataArguments(CorpusArguments):
     max_region_tokens: int = field(
         default=77, metadata={"help": "Region captions and hard negatives are truncated to this many tokens."}
     )
-    max_eval_snippets: int = field(
-        default=512,
-        metadata={"help": "Test videos with more 16-frame snippets feed this many (uniform groups of snippets) and "
-                  "their scores are repeated back to every snippet (expand_eval_scores)."},
+    max_eval_snippets: Optional[int] = field(
+        default=None,
+        metadata={"help": "None: every 16-frame snippet of a test video is scored (one fed frame each). A number caps "
+                  "the frames fed per video: a longer video is split into that many groups of snippets, each scored "
+                  "once and repeated over its snippets (a memory bound for very long videos)."},
     )  # fmt: skip
     tokenizer_name_or_path: Optional[str] = field(
         default=None, metadata={"help": "CLIP tokenizer folder or Hub id (usually the CLIP checkpoint folder)."}
@@ -180,8 +188,10 @@ class VADDataArguments(CorpusArguments):
         super().__post_init__()
         for name in ("num_frames", "image_size", "max_regions", "max_caption_tokens", "max_region_tokens",
                      "max_eval_snippets", "decode_threads", "validate_workers"):  # fmt: skip
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.resize_mode not in RESIZE_MODES:
+            raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {self.resize_mode!r}")
         if not 0.0 <= self.flip_prob <= 1.0:
             raise ValueError(f"flip_prob must be in [0, 1], got {self.flip_prob}")
         if self.non_english_captions not in ("keep", "translate"):
@@ -663,6 +673,20 @@ def flip_boxes(boxes: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+RESIZE_MODES = ("squash", "short_side_crop")
+
+
+def resize_frames(clip, size: int, mode: str) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
+    """uint8 (T, 3, size, size) frames and the window of the source frame they show (normalised x0, y0, x1, y1, for
+    `crop_boxes`): `squash` resizes the whole frame (window (0, 0, 1, 1): boxes keep their normalised coordinates),
+    `short_side_crop` is `resize_center_crop`."""
+    if mode == "squash":
+        return resize(clip, (size, size)), (0.0, 0.0, 1.0, 1.0)
+    if mode == "short_side_crop":
+        return resize_center_crop(clip, size)
+    raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
+
+
 def resize_center_crop(clip, size: int) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
     """Short side to `size`, centre crop `size` x `size`: uint8 (T, 3, size, size) and the crop window in
     normalised source coordinates (a bilinear resize keeps normalised coordinates; the crop cuts a window)."""
@@ -677,14 +701,15 @@ def num_video_snippets(num_frames: int, snippet: int = SNIPPET_FRAMES) -> int:
     return max(int(num_frames) // snippet, 1)
 
 
-def _snippet_groups(num_snippets: int, max_snippets: int) -> tuple[np.ndarray, np.ndarray]:
-    """[lo, hi) snippet ranges of min(num_snippets, max_snippets) contiguous groups of (almost) equal size."""
-    m = min(num_snippets, max_snippets)
+def _snippet_groups(num_snippets: int, max_snippets: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """[lo, hi) snippet ranges of min(num_snippets, max_snippets) contiguous groups of (almost) equal size (None:
+    one group per snippet)."""
+    m = num_snippets if max_snippets is None else min(num_snippets, max_snippets)
     edges = (np.arange(m + 1, dtype=np.int64) * num_snippets) // m
     return edges[:-1], edges[1:]
 
 
-def eval_frame_indices(num_frames: int, max_snippets: int, snippet: int = SNIPPET_FRAMES) -> np.ndarray:
+def eval_frame_indices(num_frames: int, max_snippets: int | None, snippet: int = SNIPPET_FRAMES) -> np.ndarray:
     """The frame fed for each (group of) snippet(s): the centre frame 16 i + 8 of snippet i (of the middle snippet
     of each group when the video has more than `max_snippets` snippets), at most the last frame."""
     lo, hi = _snippet_groups(num_video_snippets(num_frames, snippet), max_snippets)
@@ -718,8 +743,9 @@ class VADTrainTransform(RowTransform, EpochSeeded):
 
     def __init__(self, tokenizer, num_frames: int, image_size: int, max_regions: int = 4,
                  max_caption_tokens: int = 248, max_region_tokens: int = 77, flip_prob: float = 0.0, seed: int = 0,
-                 decode_threads: int = 1):  # fmt: skip
+                 decode_threads: int = 1, resize_mode: str = "squash"):  # fmt: skip
         self.tokenizer = tokenizer
+        self.resize_mode = resize_mode
         self.num_frames, self.image_size = int(num_frames), int(image_size)
         self.max_regions = int(max_regions)
         self.max_caption_tokens, self.max_region_tokens = int(max_caption_tokens), int(max_region_tokens)
@@ -732,7 +758,7 @@ class VADTrainTransform(RowTransform, EpochSeeded):
         generator = clip_generator(self.seed, self.epoch, row["index"])
         indices, mask = uniform_frame_indices(row["clip_start"], row["clip_end"], self.num_frames)
         clip = self._readers.get(row["path"]).get_frames(indices)
-        pixels, window = resize_center_crop(clip, self.image_size)
+        pixels, window = resize_frames(clip, self.image_size, self.resize_mode)
         flip = bool(torch.rand(1, generator=generator) < self.flip_prob)  # drawn always: a stable random stream
         if flip:
             pixels = pixels.flip(-1)
@@ -774,14 +800,17 @@ class VADEvalTransform(RowTransform):
     """datasets transform for test rows (one per video): one frame per 16-frame snippet (eval_frame_indices),
     resized and centre-cropped like training frames. Deterministic."""
 
-    def __init__(self, image_size: int, max_eval_snippets: int = 512, decode_threads: int = 1):
+    def __init__(self, image_size: int, max_eval_snippets: int | None = None, decode_threads: int = 1,
+                 resize_mode: str = "squash"):
         self.image_size = int(image_size)
-        self.max_eval_snippets = int(max_eval_snippets)
+        self.max_eval_snippets = None if max_eval_snippets is None else int(max_eval_snippets)
+        self.resize_mode = resize_mode
         self._readers = ReaderCache(decode_threads)
 
     def transform_row(self, row: dict) -> dict:
         indices = eval_frame_indices(row["num_frames"], self.max_eval_snippets)
-        pixels, _ = resize_center_crop(self._readers.get(row["path"]).get_frames(indices), self.image_size)
+        pixels, _ = resize_frames(self._readers.get(row["path"]).get_frames(indices), self.image_size,
+                                  self.resize_mode)
         return {"pixel_values": pixels, "video_index": int(row["video_index"]),
                 "num_snippets": int(row["num_snippets"])}  # fmt: skip
 
@@ -974,8 +1003,8 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokeni
     eval_dataset = datasets.Dataset.from_dict(eval_table, features=eval_features)
     train_transform = VADTrainTransform(tokenizer, args.num_frames, args.image_size, args.max_regions,
                                         args.max_caption_tokens, args.max_region_tokens, args.flip_prob, seed,
-                                        args.decode_threads)  # fmt: skip
-    eval_transform = VADEvalTransform(args.image_size, args.max_eval_snippets, args.decode_threads)
+                                        args.decode_threads, args.resize_mode)  # fmt: skip
+    eval_transform = VADEvalTransform(args.image_size, args.max_eval_snippets, args.decode_threads, args.resize_mode)
     train_dataset.set_transform(train_transform)
     eval_dataset.set_transform(eval_transform)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else CLIP_PAD_TOKEN_ID

@@ -668,6 +668,14 @@ def resize_short_side(clip, size: int) -> torch.Tensor:
     return _run(x, (0, 0, width, height), _short_side_shape(height, width, size))
 
 
+def resize(clip, size) -> torch.Tensor:
+    """Bilinear resize of whole frames to `size` (int or (h, w)), aspect ratio not kept (antialiased when
+    shrinking): uint8 (T, 3, h, w)."""
+    x = _as_clip(clip)
+    height, width = x.shape[1:3]
+    return _run(x, (0, 0, width, height), _pair(size))
+
+
 def center_crop(clip, size) -> torch.Tensor:
     """Centre crop of `size` (int or (h, w)) with mmaction's offsets ((H - h) // 2, (W - w) // 2)."""
     x = _as_clip(clip)

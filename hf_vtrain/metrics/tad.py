@@ -290,6 +290,8 @@ def _interpolated_ap(tp: np.ndarray, npos: int) -> np.ndarray:
 def _load(data, what: str) -> tuple[str, object]:
     if isinstance(data, (str, os.PathLike)):
         path = os.fspath(data)
+        if os.path.isdir(path):
+            raise ValueError(f"{path}: a folder, not a JSON file ({what})")
         with open(path, encoding="utf8") as f:
             try:
                 return path, json.load(f)

@@ -84,7 +84,8 @@ class VADTrainer(VTrainer):
         self.eval_collator = corpus.eval_collator
         self.compute_metrics = self._compute_vad_metrics
         max_fed = corpus.eval_transform.max_eval_snippets
-        self.score_width = max([1] + [min(v["num_snippets"], max_fed) for v in corpus.test_videos])
+        self.score_width = max([1] + [v["num_snippets"] if max_fed is None else min(v["num_snippets"], max_fed)
+                                      for v in corpus.test_videos])
         self._prompt_embeds: torch.Tensor | None = None
         self.last_scores: dict | None = None
         self.last_scores_path: str | None = None

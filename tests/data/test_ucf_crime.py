@@ -48,7 +48,9 @@ def tokenizer(tmp_path_factory):
 
 
 def _args(root, **kw):
-    kw = {"train_list": "Anomaly_Train.txt", "num_frames": T, "image_size": SIZE, "validate_workers": 2, **kw}
+    # short_side_crop: the tests below check the crop's box mapping; test_squash_keeps_the_whole_frame the default
+    kw = {"train_list": "Anomaly_Train.txt", "num_frames": T, "image_size": SIZE, "validate_workers": 2,
+          "resize_mode": "short_side_crop", **kw}
     return VADDataArguments(data_root=str(root), **kw)
 
 
@@ -148,6 +150,38 @@ def test_uniform_sampling_covers_the_clip(root, tokenizer):
         else:
             assert row["clip_start"] == round(record["timestamps"][0] * FPS)
             assert row["clip_end"] == round(record["timestamps"][1] * FPS)
+
+
+def test_squash_keeps_the_whole_frame_and_its_boxes(root, tokenizer):
+    """resize_mode squash (the default, FG-CLIP's): the whole 96x64 frame becomes SIZE x SIZE (video_io.resize), so
+    boxes keep their normalised coordinates exactly; short_side_crop cuts the sides and maps the boxes into the crop."""
+    from hf_vtrain.data.ucf_crime import crop_boxes, resize_frames
+    from hf_vtrain.data.video_io import resize
+
+    assert VADDataArguments(data_root="x").resize_mode == "squash"
+    squashed = load_ucf_crime(_args(root, resize_mode="squash"), tokenizer)
+    cropped = load_ucf_crime(_args(root), tokenizer)
+    i = _first(squashed.train_dataset, lambda r: any(len(k) for k in r["region_keyframes"]))
+    row = squashed.train_dataset.with_format(None)[i]
+    indices, mask = uniform_frame_indices(row["clip_start"], row["clip_end"], T)
+    frames = VideoReader(row["path"]).get_frames(indices)
+    sample = squashed.train_dataset[i]
+    assert torch.equal(sample["pixel_values"], resize(frames, (SIZE, SIZE)))
+    boxes, box_mask = interpolate_boxes(row["region_keyframes"][0], indices)
+    got = np.asarray(sample["region_boxes"])[0]  # region 0 has boxes in this clip, so it stays first
+    assert np.allclose(got[box_mask & mask], boxes[box_mask & mask], atol=1e-6)  # unchanged by a squash
+    pixels, window = resize_frames(frames, SIZE, "short_side_crop")
+    assert window[0] > 0 and window[2] < 1  # 96 x 64 -> the sides are cut
+    expected, _ = crop_boxes(boxes, box_mask & mask, window)
+    assert np.allclose(np.asarray(cropped.train_dataset[i]["region_boxes"])[0][box_mask & mask],
+                       expected[box_mask & mask], atol=1e-6)
+    with pytest.raises(ValueError, match="resize_mode must be one of squash, short_side_crop"):
+        VADDataArguments(data_root="x", resize_mode="crop")
+    # by default every snippet of a test video is fed (and scored) once: no group of snippets shares a score
+    assert VADDataArguments(data_root="x").max_eval_snippets is None
+    for i in range(len(squashed.eval_dataset)):
+        sample = squashed.eval_dataset[i]
+        assert len(sample["pixel_values"]) == sample["num_snippets"]
 
 
 def test_box_interpolation_hand_checked():

@@ -10,6 +10,7 @@ process's calls (FGCLIPVideoModel under `runs_under_zero3`); tests/models/test_f
 """
 
 import json
+import re
 
 import pytest
 
@@ -94,16 +95,19 @@ def test_zero3_trains_the_vad_task(runs, require_deepspeed):
     assert json.loads((out["zero3"] / "ema" / "ema_state.json").read_text())["num_updates"] == 3
     for name in ("model.safetensors", "ema/model.safetensors"):
         zero3 = weights(out["zero3"], name)
-        # against DDP: measured bit for bit on one machine, 5e-6 on another (AVX-512), there only in a key bias: a
-        # key bias adds a constant to every key of a query, which softmax ignores, so its exact gradient is 0 and
-        # Adam turns rounding noise into lr-sized steps. Key biases get 1e-5, every other tensor 1e-6.
+        # Against DDP: measured bit for bit on one machine, a few 1e-6 on another (AVX-512), there only in tensors
+        # whose exact gradient is 0 or starts at 0: a key bias adds a constant to every key of a query, which softmax
+        # ignores; the temporal blocks' qkv and fc1 feed out_proj and fc2, which start at zero. Adam turns the
+        # rounding noise of another reduction order into lr-sized steps there. They get 1e-4 (the bound against one
+        # process), every other tensor 1e-6.
+        noise_only = re.compile(r"(k_proj\.bias|temporal\.blocks\.\d+\.(qkv|fc1)\.(weight|bias))$")
         for other, bound in (("two", 1e-6), ("one", 1e-4)):
             diffs, worst = _max_diff(zero3, weights(out[other], name))
             print(f"{name}: ZeRO-3 vs {other}: max {diffs[worst]:.3g} ({worst})")
-            others = {k: v for k, v in diffs.items() if not k.endswith("k_proj.bias")}
+            others = {k: v for k, v in diffs.items() if not noise_only.search(k)}
             worst_other = max(others, key=others.get)
             assert others[worst_other] < bound, (name, other, worst_other, others[worst_other])
-            assert diffs[worst] < max(bound, 1e-5), (name, other, worst, diffs[worst])
+            assert diffs[worst] < 1e-4, (name, other, worst, diffs[worst])
     moved, worst = _max_diff(weights(out["zero3"]), weights(out["zero3"], "ema/model.safetensors"))
     assert moved[worst] > 1e-3  # raw and EMA weights are different things
     _assert_same_scores_and_metrics(out["one"], out["zero3"])

@@ -239,7 +239,8 @@ def test_debug_launcher_runs_end_to_end_on_the_synthetic_corpus(root, tmp_path):
     assert log.count("***** Running training *****") == 1  # one process, one log line (log_level info: on the console)
     assert (out / "train.log").read_text().count("***** Running training *****") == 1
     resolved = yaml.safe_load((out / "recipe_resolved.yaml").read_text())
-    assert resolved["num_frames"] == 64 and resolved["gradient_accumulation_steps"] == 4
+    assert resolved["num_frames"] == 64 and resolved["per_device_train_batch_size"] == 4
+    assert resolved["contrastive_chunk_size"] == 1
     assert resolved["activation_checkpointing"] is True and resolved["max_train_videos"] == 10
     state = json.loads((out / "trainer_state.json").read_text())
     assert len(_checkpoints(out)) == min(3, state["global_step"]) and max(_checkpoints(out)) == state["global_step"]
