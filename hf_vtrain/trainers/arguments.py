@@ -69,6 +69,13 @@ class VTrainingArguments(TrainingArguments):
                           "running statistics do not move either."},
     )
     ema_decay: float = field(default=0.0, metadata={"help": "EMA decay per optimizer step; 0 disables EMA."})
+    ema_half_life_epochs: float | None = field(
+        default=None,
+        metadata={"help": "The EMA given by its half-life in epochs instead of ema_decay: the decay per optimizer step "
+                          "is 0.5 ** (1 / (half-life x optimizer steps per epoch)), so a change of batch size, "
+                          "processes or accumulation keeps the averaging the same in epochs (OpenTAD's 0.999 at 100 "
+                          "steps per epoch is a half-life of 6.93 epochs). The start-of-run report gives both."},
+    )
     eval_with_ema: bool = field(default=True, metadata={"help": "Evaluate with EMA weights when EMA is on."})
     eval_start_epoch: int = field(default=0, metadata={"help": "First epoch (1-based) to evaluate at."})
     eval_every_epochs: int = field(
@@ -111,6 +118,11 @@ class VTrainingArguments(TrainingArguments):
             raise ValueError(FSDP_UNSUPPORTED)
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.ema_half_life_epochs is not None:
+            if self.ema_decay:
+                raise ValueError("set ema_decay (per optimizer step) or ema_half_life_epochs, not both")
+            if not self.ema_half_life_epochs > 0:
+                raise ValueError(f"ema_half_life_epochs must be > 0, got {self.ema_half_life_epochs}")
         if self.warmup_epochs < 0 or self.min_lr_ratio < 0 or self.min_lr_ratio > 1:
             raise ValueError("warmup_epochs must be >= 0 and min_lr_ratio in [0, 1]")
         for i, group in enumerate(self.param_groups):

@@ -20,7 +20,7 @@ from transformers import PreTrainedModel, Trainer, TrainerCallback
 
 from .arguments import VTrainingArguments
 from .distributed import outside_zero_init, patch_deepspeed_scalar_broadcast
-from .ema import ModelEMA
+from .ema import ModelEMA, ema_decay_for_half_life, ema_report
 from .optimization import assign_param_groups, build_optimizer_groups, format_param_report, schedule_lambda
 
 logger = logging.getLogger(__name__)
@@ -154,7 +154,9 @@ class VTrainer(Trainer):
         self.frozen_norm_layers = freeze_frozen_norm_statistics(self.model) if targs.freeze_norm_stats else []
         if self.frozen_norm_layers:
             logger.info("freeze_norm_stats: %d BatchNorm layers kept in eval mode", len(self.frozen_norm_layers))
-        self.ema = ModelEMA(self.model, targs.ema_decay) if targs.ema_decay > 0 else None
+        # With ema_half_life_epochs the decay is known once the steps per epoch are (set_initial_training_values).
+        with_ema = targs.ema_decay > 0 or targs.ema_half_life_epochs is not None
+        self.ema = ModelEMA(self.model, targs.ema_decay or 0.5) if with_ema else None
         self._loss_parts: dict[str, torch.Tensor] = {}
         self._loss_part_count = 0
         self._metric_sums: dict[str, torch.Tensor | float] = {}  # batch_metrics summed over the epoch
@@ -184,6 +186,10 @@ class VTrainer(Trainer):
     def set_initial_training_values(self, args, dataloader):
         values = super().set_initial_training_values(args, dataloader)
         self._num_update_steps_per_epoch = values[1]
+        if self.ema is not None:
+            if args.ema_half_life_epochs is not None:
+                self.ema.decay = ema_decay_for_half_life(args.ema_half_life_epochs, values[1])
+            logger.info(ema_report(self.ema.decay, values[1]))
         return values
 
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -454,7 +460,7 @@ class VTrainer(Trainer):
             f"{info.get('description', info.get('task', ''))}.",
             "",
             f"Model class: `{type(self.model).__name__}`. Weights: `model.safetensors` holds the raw weights"
-            + (f"; `{EMA_DIR}/` holds the EMA weights (decay {self.args.ema_decay}), which the metrics below were "
+            + (f"; `{EMA_DIR}/` holds the EMA weights (decay {self.ema.decay:.6g} per step), which the metrics below were "
                "computed with" if self.ema is not None and self.args.eval_with_ema else "") + ".",
             "",
             "## Data",

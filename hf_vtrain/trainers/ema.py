@@ -4,11 +4,28 @@ and restored with every checkpoint; sharded like the optimizer state under DeepS
 from __future__ import annotations
 
 import contextlib
+import math
 
 import torch
 from torch import nn
 
 from .distributed import gather_partitions, is_zero3_partitioned, partition_of, refresh_gathered
+
+
+def ema_half_life_steps(decay: float) -> float:
+    """Optimizer steps after which an EMA of decay `decay` per step weighs a value half: log 0.5 / log decay."""
+    return math.log(0.5) / math.log(decay)
+
+
+def ema_decay_for_half_life(half_life_epochs: float, steps_per_epoch: int) -> float:
+    """The decay per optimizer step whose half-life is `half_life_epochs` epochs of `steps_per_epoch` steps."""
+    return 0.5 ** (1.0 / (half_life_epochs * steps_per_epoch))
+
+
+def ema_report(decay: float, steps_per_epoch: int) -> str:
+    steps = ema_half_life_steps(decay)
+    return (f"EMA: decay {decay:.6g} per optimizer step = half-life {steps:.1f} steps = {steps / steps_per_epoch:.2f} "
+            f"epochs ({steps_per_epoch} optimizer steps per epoch)")
 
 
 class ModelEMA:

@@ -12,7 +12,17 @@ from .arguments import VTrainingArguments
 
 
 def _is_no_decay(name: str, param: nn.Parameter) -> bool:
+    """The rule for a model that does not name its own: 0- and 1-d tensors (biases, norm weights, scales)."""
     return param.ndim <= 1 or name.endswith(".bias") or "norm" in name.lower()
+
+
+def no_decay_names(model: nn.Module) -> set[str]:
+    """The parameters trained without weight decay: the model's own `no_weight_decay_parameter_names()` when it has
+    one (AdaTAD: OpenTAD's rules), else `_is_no_decay`."""
+    own = getattr(model, "no_weight_decay_parameter_names", None)
+    if callable(own):
+        return set(own())
+    return {name for name, param in model.named_parameters() if _is_no_decay(name, param)}
 
 
 def assign_param_groups(model: nn.Module, args: VTrainingArguments) -> list[dict]:
@@ -30,7 +40,8 @@ def assign_param_groups(model: nn.Module, args: VTrainingArguments) -> list[dict
             "weight_decay": float(group.get("weight_decay", args.weight_decay)),
         })
     default = {"name": "default", "regex": [], "lr": args.learning_rate, "weight_decay": args.weight_decay}
-    table = {s["name"]: {**s, "params": []} for s in specs + [default]}
+    exempt = set() if args.decay_bias_and_norm else no_decay_names(model)
+    table = {s["name"]: {**s, "params": [], "no_decay": exempt} for s in specs + [default]}
     for name, param in model.named_parameters():
         spec = next((s for s in specs if any(r.search(name) for r in s["regex"])), default)
         table[spec["name"]]["params"].append((name, param))
@@ -48,7 +59,7 @@ def build_optimizer_groups(table: list[dict], args: VTrainingArguments) -> list[
         for name, param in entry["params"]:
             if not param.requires_grad:
                 continue
-            (no_decay if (not args.decay_bias_and_norm and _is_no_decay(name, param)) else decay).append(param)
+            (no_decay if name in entry["no_decay"] else decay).append(param)
         for params, wd, suffix in ((decay, entry["weight_decay"], ""), (no_decay, 0.0, "/no_decay")):
             if params:
                 groups.append({"params": params, "lr": entry["lr"], "weight_decay": wd,
@@ -66,7 +77,13 @@ def format_param_report(table: list[dict]) -> str:
         total_frozen += frozen
         if not entry["params"]:
             continue
-        state = "frozen" if entry["lr"] == 0.0 else f"lr {entry['lr']:g}, wd {entry['weight_decay']:g}"
+        if entry["lr"] == 0.0:
+            state = "frozen"
+        else:
+            exempt = sum(name in entry["no_decay"] for name, p in entry["params"] if p.requires_grad)
+            decayed = sum(p.requires_grad for _, p in entry["params"]) - exempt
+            state = (f"lr {entry['lr']:g}, wd {entry['weight_decay']:g} on {decayed} tensors, no decay on "
+                     f"{exempt}")
         lines.append(f"  {entry['name']:<12} {len(entry['params']):>5} tensors  trainable {trainable:>12,}  "
                      f"frozen {frozen:>12,}  ({state})")
     lines.append(f"  total trainable {total_train:,} / frozen {total_frozen:,}")

@@ -386,6 +386,51 @@ def test_cls_prior_and_no_weight_decay_names():
     for adapter in model.adapters:
         assert adapter.up_proj.weight.abs().sum() == 0 and adapter.gamma.item() == 1.0
     names = model.no_weight_decay_parameter_names()
-    assert "head.cls_head.bias" in names and "head.scales.0.scale" in names and "adapters.0.gamma" in names
+    assert "head.cls_head.bias" in names and "head.scales.0.scale" in names
     assert "neck.norms.0.weight" in names and "projection.stem.0.drop_path_attn.scale" in names
     assert "head.cls_head.weight" not in names and "adapters.0.down_proj.weight" not in names
+    # OpenTAD decays every adapter parameter (its backbone group custom=[dict(name="adapter", weight_decay=0.05)])
+    assert not any(n.startswith("adapters.") for n in names)
+    assert "videomae.encoder.layer.0.attention.output.dense.bias" in names
+
+
+def test_decay_groups_follow_opentad_on_videomae_s():
+    """The optimizer groups of the THUMOS recipe on a VideoMAE-S AdaTAD: the adapter group decays all its tensors;
+    the detector (default group) splits as OpenTAD's ActionFormer get_optim_groups does, re-derived here from module
+    types: Linear/Conv1d weights decayed; biases, LayerNorm weights and Scale/AffineDropPath scales not."""
+    from torch import nn
+
+    from hf_vtrain.models.adatad.modeling_adatad import AdaTADAffineDropPath, AdaTADScale
+    from hf_vtrain.trainers.arguments import VTrainingArguments
+    from hf_vtrain.trainers.optimization import assign_param_groups, build_optimizer_groups, format_param_report
+
+    config = AdaTADConfig(backbone_config=VideoMAEConfig(hidden_size=384, num_hidden_layers=12,
+                                                         num_attention_heads=6, intermediate_size=1536,
+                                                         num_frames=16, image_size=160),
+                          adapter_dim=96, detector_dim=512, num_pyramid_levels=6)
+    model = AdaTADForActionDetection(config)
+    args = VTrainingArguments(output_dir="/tmp/unused", use_cpu=True, weight_decay=0.05, learning_rate=1e-4,
+                              param_groups=[{"name": "backbone", "patterns": ["^videomae\\."], "lr": 0},
+                                            {"name": "adapters", "patterns": ["^adapters\\."], "lr": 2e-4}])
+    table = assign_param_groups(model, args)
+    groups = {g["name"]: g for g in build_optimizer_groups(table, args)}
+    adapters = [p for n, p in model.named_parameters() if n.startswith("adapters.")]
+    assert set(groups) == {"adapters", "default", "default/no_decay"}
+    assert len(groups["adapters"]["params"]) == len(adapters) == 12 * 9 and groups["adapters"]["weight_decay"] == 0.05
+    decay, no_decay = 0, 0
+    for module_name, module in model.named_modules():
+        if module_name.startswith(("videomae", "adapters")):
+            continue
+        for name, param in module.named_parameters(recurse=False):
+            if name == "bias" or isinstance(module, (nn.LayerNorm, nn.GroupNorm)) or (
+                    name == "scale" and isinstance(module, (AdaTADScale, AdaTADAffineDropPath))):
+                no_decay += 1
+            elif name == "weight" and isinstance(module, (nn.Linear, nn.Conv1d)):
+                decay += 1
+            else:
+                raise AssertionError(f"{module_name}.{name} falls under no OpenTAD rule")
+    assert len(groups["default"]["params"]) == decay and len(groups["default/no_decay"]["params"]) == no_decay
+    assert groups["default/no_decay"]["weight_decay"] == 0.0
+    report = format_param_report(table)
+    assert f"wd 0.05 on {decay} tensors, no decay on {no_decay}" in report and "on 108 tensors, no decay on 0" in report
+    print(report)

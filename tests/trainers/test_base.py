@@ -370,3 +370,31 @@ def test_random_demo_checkpoint_is_written_once_and_checked(tmp_path):
     real = tmp_path / "real"  # a checkpoint not written by this switch is used as is
     ToyModel(ToyConfig(dim=4)).save_pretrained(real)
     ensure_random_checkpoint(str(real), {"dim": 8}, build, "toy")
+
+
+def test_ema_half_life_in_epochs_is_kept_across_batch_sizes(tmp_path, caplog):
+    """ema_half_life_epochs: the decay per step follows the steps per epoch, so batch 4 (8 steps per epoch) and batch
+    8 (4 steps) average over the same 2 epochs; OpenTAD's 0.999 at 100 steps per epoch is a half-life of 6.93 epochs
+    and 0.999 ** 4 keeps it at a 4x batch (25 steps)."""
+    import logging
+
+    from hf_vtrain.trainers.ema import ema_decay_for_half_life, ema_half_life_steps, ema_report
+
+    assert ema_half_life_steps(0.999) / 100 == pytest.approx(6.928, abs=1e-3)
+    assert ema_decay_for_half_life(ema_half_life_steps(0.999) / 100, 25) == pytest.approx(0.999 ** 4, rel=1e-12)
+    assert ema_report(0.999, 100) == ("EMA: decay 0.999 per optimizer step = half-life 692.8 steps = 6.93 epochs "
+                                      "(100 optimizer steps per epoch)")
+    decays = {}
+    for batch in (4, 8):
+        trainer = make_trainer(tmp_path / str(batch), per_device_train_batch_size=batch, ema_half_life_epochs=2.0,
+                               num_train_epochs=1)
+        with caplog.at_level(logging.INFO, logger="hf_vtrain.trainers.base"):
+            trainer.train()
+        steps_per_epoch = 32 // batch
+        decays[batch] = trainer.ema.decay
+        assert trainer.ema.decay == pytest.approx(0.5 ** (1 / (2.0 * steps_per_epoch)), rel=1e-12)
+        assert ema_half_life_steps(trainer.ema.decay) / steps_per_epoch == pytest.approx(2.0)
+        assert f"half-life {2.0 * steps_per_epoch:.1f} steps = 2.00 epochs" in caplog.text
+    assert decays[8] == pytest.approx(decays[4] ** 2)
+    with pytest.raises(ValueError, match="ema_decay .* or ema_half_life_epochs, not both"):
+        make_args(tmp_path, ema_decay=0.9, ema_half_life_epochs=1.0)

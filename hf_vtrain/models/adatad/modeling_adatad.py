@@ -622,16 +622,18 @@ class AdaTADForActionDetection(AdaTADPreTrainedModel):
         return build_point_table(self.config, seq_len, device)
 
     def no_weight_decay_parameter_names(self) -> set[str]:
-        """Biases, norm weights, per-level scales, layer scales and adapter gammas (OpenTAD's no-decay set)."""
+        """The parameters OpenTAD trains without weight decay (its ActionFormer `get_optim_groups` and AdaTAD's
+        optimizer config): in the detector, biases, LayerNorm weights and the scales of `Scale` / `AffineDropPath`;
+        every adapter parameter is decayed (OpenTAD's backbone group `custom=[dict(name="adapter", weight_decay=0.05)]`
+        takes them all, biases and gamma included); in the VideoMAE (frozen there; trained with LoRA or unfrozen)
+        biases and LayerNorm weights. The trainer's optimizer groups read it (one source of truth)."""
         names = set()
         for module_name, module in self.named_modules():
+            if module_name == "adapters" or module_name.startswith("adapters."):
+                continue
             for param_name, _ in module.named_parameters(recurse=False):
                 full_name = f"{module_name}.{param_name}" if module_name else param_name
-                if (
-                    param_name == "bias"
-                    or isinstance(module, (nn.LayerNorm, AdaTADScale, AdaTADAffineDropPath))
-                    or (isinstance(module, AdaTADAdapter) and param_name == "gamma")
-                ):
+                if param_name == "bias" or isinstance(module, (nn.LayerNorm, AdaTADScale, AdaTADAffineDropPath)):
                     names.add(full_name)
         return names
 
