@@ -85,6 +85,17 @@ class TADDataArguments(CorpusArguments):
         default_factory=lambda: ["Ambiguous"], metadata={"help": "Labels dropped from the ground truth (counted)."}
     )
     decode_threads: int = field(default=1, metadata={"help": "decord threads per reader."})
+    gt_whole_frames: bool = field(
+        default=True,
+        metadata={"help": "Training targets from ground truth cut to whole raw frames (OpenTAD: int(seconds x fps)) "
+                  "before dividing by sample_stride; false keeps continuous times."},
+    )  # fmt: skip
+    frame_count_tolerance: float = field(
+        default=0.05,
+        metadata={"help": "An annotation 'frame' or 'duration' that differs from the video file by up to this "
+                  "fraction is counted and reported, not refused (the file's frame count is read, the annotation's "
+                  "fps = frame / duration kept, as OpenTAD); a larger difference is a problem."},
+    )  # fmt: skip
     validate_decode_last_frame: bool = field(
         default=True,
         metadata={"help": "Validation decodes each video's last frame (catches broken tails) besides opening it."},
@@ -131,6 +142,7 @@ class TADValidationReport(ValidationReport):
     num_videos: dict[str, int] = field(default_factory=dict)  # per subset, videos checked
     num_segments: dict[str, int] = field(default_factory=dict)  # per subset, segments kept
     ignored_segments: dict[str, int] = field(default_factory=dict)  # per ignored label, segments dropped
+    adjusted: dict[str, int] = field(default_factory=dict)  # tolerated (as OpenTAD does) and counted
 
     def summary_lines(self) -> list[str]:
         counts = "; ".join(
@@ -154,6 +166,7 @@ class _VideoEntry:
     segments: list = field(default_factory=list)  # kept [start, end] seconds, clipped to [0, duration]
     labels: list = field(default_factory=list)  # kept class ids
     probe: Optional[dict] = None
+    file_frames: Optional[int] = None  # the decoder's frame count (what is read), when the file opened
 
 
 def _load_database(path: str, problems: list[str]) -> Optional[dict]:
@@ -219,6 +232,7 @@ def _check_corpus(args: TADDataArguments) -> tuple[TADValidationReport, list[str
     if missing_excluded:
         report.notes.append(f"exclude_videos not in the annotation file: {', '.join(missing_excluded)}")
     other = Counter()
+    adjusted = Counter()  # what is tolerated, as OpenTAD does, and said in the report
 
     # 1. annotation entries
     for video_id in sorted(database):
@@ -264,20 +278,23 @@ def _check_corpus(args: TADDataArguments) -> tuple[TADValidationReport, list[str
                 problems.append(f"{at}: segment must be [start, end] in seconds, got {segment!r}")
                 continue
             start, end = float(segment[0]), float(segment[1])
-            if start >= end:
-                problems.append(f"{at}: segment {segment} has start >= end")
+            if duration_ok and start >= entry.duration:
+                problems.append(f"{at}: segment {segment} lies entirely after the video's duration {entry.duration}")
                 bad = True
-            if start < -tol:
-                problems.append(f"{at}: segment {segment} starts before 0")
-                bad = True
-            if duration_ok and end > entry.duration + tol:
-                problems.append(
-                    f"{at}: segment {segment} ends after the video's duration {entry.duration} "
-                    f"(tolerance one frame period, {tol:.4f} s)"
-                )
+            elif end <= 0:
+                problems.append(f"{at}: segment {segment} lies entirely before 0")
                 bad = True
             if bad:
                 continue
+            # What OpenTAD trains on anyway is kept and counted: reversed or zero-length segments are dropped, ends
+            # past the duration and starts before 0 clipped.
+            if start >= end:
+                adjusted["segments with start >= end, dropped"] += 1
+                continue
+            if duration_ok and end > entry.duration + tol:
+                adjusted["segments ending after the video's duration, clipped to it"] += 1
+            if start < -tol:
+                adjusted["segments starting before 0, clipped to 0"] += 1
             start, end = max(start, 0.0), min(end, float(entry.duration)) if duration_ok else end
             key = (class_index[label], start, end)
             if key in seen:  # OpenTAD drops exact duplicates too (filter_same_annotation)
@@ -303,13 +320,26 @@ def _check_corpus(args: TADDataArguments) -> tuple[TADValidationReport, list[str
             problems.append(f"{where}: {probe['error']}")
             continue
         n, fps = probe["num_frames"], probe["fps"]
+        entry.file_frames = n
+        tolerance = args.frame_count_tolerance
         if isinstance(entry.frame, int) and entry.frame != n:
-            problems.append(f"{where}: annotation 'frame' {entry.frame} != {n} frames in the file (decord)")
+            difference = abs(entry.frame - n) / max(entry.frame, 1)
+            if difference > tolerance:
+                problems.append(f"{where}: annotation 'frame' {entry.frame} != {n} frames in the file (decord), "
+                                f"{100 * difference:.1f}% apart (frame_count_tolerance {tolerance:g})")
+            else:
+                adjusted["videos whose annotation 'frame' differs from the file's count (the file's is read)"] += 1
+                adjusted["largest frame-count difference, frames"] = max(
+                    adjusted["largest frame-count difference, frames"], abs(entry.frame - n))
         if is_finite_number(entry.duration) and abs(entry.duration - n / fps) > 1.0 / fps:
-            problems.append(
-                f"{where}: annotation 'duration' {entry.duration} s differs from the file's {n} frames / "
-                f"{fps:g} fps = {n / fps:.4f} s by more than one frame period ({1.0 / fps:.4f} s)"
-            )
+            difference = abs(entry.duration - n / fps) / entry.duration
+            if difference > tolerance:
+                problems.append(
+                    f"{where}: annotation 'duration' {entry.duration} s differs from the file's {n} frames / "
+                    f"{fps:g} fps = {n / fps:.4f} s by {100 * difference:.1f}% (frame_count_tolerance {tolerance:g})"
+                )
+            else:
+                adjusted["videos whose annotation 'duration' differs from the file's by more than a frame"] += 1
 
     # 3. the same file under two ids (a train/eval overlap leaks test videos into training)
     groups: dict[Any, list[_VideoEntry]] = {}
@@ -339,6 +369,9 @@ def _check_corpus(args: TADDataArguments) -> tuple[TADValidationReport, list[str
         problems.append(f"{ann_path}: the training subset '{args.train_subset}' has no segment to learn from")
     if not entries[args.eval_subset]:
         problems.append(f"{ann_path}: no video in the evaluation subset '{args.eval_subset}'")
+    for what, count in adjusted.items():
+        report.notes.append(f"{what}: {count}")
+    report.adjusted = dict(adjusted)
     without = sum(1 for e in entries[args.train_subset] if not e.segments)
     if without:
         report.notes.append(f"{without} training video(s) have no kept segment and are not trained on")
@@ -452,7 +485,9 @@ def _to_tensor_clip(clip: np.ndarray, generator=None) -> torch.Tensor:
 
 
 class _WindowTransformBase(RowTransform):
-    def __init__(self, window_size: int, sample_stride: int, trunc_thresh: float, clip_transform, decode_threads: int):
+    def __init__(self, window_size: int, sample_stride: int, trunc_thresh: float, clip_transform, decode_threads: int,
+                 gt_whole_frames: bool = True):
+        self.gt_whole_frames = bool(gt_whole_frames)
         self.window_size = int(window_size)
         self.sample_stride = int(sample_stride)
         self.trunc_thresh = float(trunc_thresh)
@@ -473,9 +508,10 @@ class _WindowTransformBase(RowTransform):
         }
 
     def _segments_sampled(self, row: dict) -> tuple[np.ndarray, np.ndarray]:
-        scale = row["fps"] / self.sample_stride  # seconds -> sampled frames
-        segments = np.asarray(row["segments"], dtype=np.float64).reshape(-1, 2) * scale
-        return segments, np.asarray(row["labels"], dtype=np.int64)
+        frames = np.asarray(row["segments"], dtype=np.float64).reshape(-1, 2) * row["fps"]  # seconds -> raw frames
+        if self.gt_whole_frames:  # OpenTAD: int(seconds / duration * frame), then / stride
+            frames = np.floor(frames)
+        return frames / self.sample_stride, np.asarray(row["labels"], dtype=np.int64)
 
 
 class TrainWindowTransform(_WindowTransformBase, EpochSeeded):
@@ -491,8 +527,9 @@ class TrainWindowTransform(_WindowTransformBase, EpochSeeded):
         clip_transform: Optional[Callable] = None,
         seed: int = 0,
         decode_threads: int = 1,
+        gt_whole_frames: bool = True,
     ):
-        super().__init__(window_size, sample_stride, trunc_thresh, clip_transform, decode_threads)
+        super().__init__(window_size, sample_stride, trunc_thresh, clip_transform, decode_threads, gt_whole_frames)
         self.crop_ratio = tuple(crop_ratio) if crop_ratio is not None else None
         self.seed = int(seed)
         EpochSeeded.__init__(self)
@@ -517,8 +554,9 @@ class EvalWindowTransform(_WindowTransformBase):
         trunc_thresh: float = 0.75,
         clip_transform: Optional[Callable] = None,
         decode_threads: int = 1,
+        gt_whole_frames: bool = True,
     ):
-        super().__init__(window_size, sample_stride, trunc_thresh, clip_transform, decode_threads)
+        super().__init__(window_size, sample_stride, trunc_thresh, clip_transform, decode_threads, gt_whole_frames)
 
     def transform_row(self, row: dict) -> dict:
         start = int(row["window_start"])
@@ -615,9 +653,9 @@ def _video_record(entry: _VideoEntry, stride: int) -> dict:
     return {
         "video_id": entry.video_id,
         "path": entry.path,
-        "fps": entry.frame / entry.duration,  # OpenTAD's convention (the frame count equals the decoded one)
+        "fps": entry.frame / entry.duration,  # OpenTAD's convention: annotation frame / duration
         "duration": float(entry.duration),
-        "num_frames": int(entry.frame),
+        "num_frames": int(entry.file_frames if entry.file_frames else entry.frame),  # what the file holds
         "sample_stride": stride,
     }
 
@@ -686,9 +724,10 @@ def load_thumos14(
 
     train_dataset, eval_dataset = table(train_rows), table(eval_rows)
     train_transform = TrainWindowTransform(args.window_size, stride, args.trunc_thresh, args.trunc_crop_ratio,
-                                           train_clip_transform, seed, args.decode_threads)  # fmt: skip
+                                           train_clip_transform, seed, args.decode_threads,
+                                           args.gt_whole_frames)  # fmt: skip
     eval_transform = EvalWindowTransform(args.window_size, stride, args.trunc_thresh, eval_clip_transform,
-                                         args.decode_threads)  # fmt: skip
+                                         args.decode_threads, args.gt_whole_frames)  # fmt: skip
     train_dataset.set_transform(train_transform)
     eval_dataset.set_transform(eval_transform)
 

@@ -326,8 +326,8 @@ def test_validation_reports_every_problem_at_once(corpus_root, tmp_path):
     shutil.copy(video_dir / "video_validation_0000001.mp4", video_dir / "video_test_0000099.mp4")  # leak
 
     def corrupt(db):
-        db["video_validation_0000001"]["frame"] += 5  # frame mismatch
-        db["video_validation_0000003"]["annotations"][0]["segment"][1] = 12.5  # beyond the 10 s duration
+        db["video_validation_0000001"]["frame"] += 20  # frame mismatch of 20%, beyond frame_count_tolerance 5%
+        db["video_validation_0000003"]["annotations"][0]["segment"] = [11.0, 12.5]  # after the 10 s video
         db["video_test_0000002"]["annotations"][0]["label"] = "Juggling"  # not in the class map
         db["video_test_0000099"] = dict(db["video_validation_0000001"], subset="validation", frame=100)
 
@@ -340,8 +340,8 @@ def test_validation_reports_every_problem_at_once(corpus_root, tmp_path):
     expected = {
         "video_validation_0000002": "not found",
         "video_test_0000001": "cannot be decoded",
-        "video_validation_0000001": "'frame' 105 != 100",
-        "video_validation_0000003": "annotation 0: segment",
+        "video_validation_0000001": "'frame' 120 != 100",
+        "video_validation_0000003": "lies entirely after the video's duration",
         "video_test_0000002": "label 'Juggling' is not in the class map",
         "video_test_0000099": "train/eval overlap",
     }
@@ -361,8 +361,8 @@ def test_validation_reports_every_problem_at_once(corpus_root, tmp_path):
 @pytest.mark.parametrize(
     "edit, text",
     [
-        (lambda db: db["video_validation_0000001"]["annotations"][0].update(segment=[5.0, 5.0]), "start >= end"),
-        (lambda db: db["video_validation_0000001"]["annotations"][0].update(segment=[-1.0, 2.0]), "before 0"),
+        (lambda db: db["video_validation_0000001"]["annotations"][0].update(segment=[-3.0, -1.0]),
+         "entirely before 0"),
         (lambda db: db["video_validation_0000001"]["annotations"][0].update(segment=["a", 2.0]), "[start, end]"),
         (lambda db: db["video_test_0000001"].update(duration=11.0), "'duration' 11.0"),
         (lambda db: db["video_test_0000001"].pop("frame"), "'frame' must be a positive integer"),
@@ -374,6 +374,38 @@ def test_validation_annotation_problems(corpus_root, tmp_path, edit, text):
     _edit_database(root, edit)
     report = validate_thumos14(_args(root))
     assert len(report.problems) == 1 and text in report.problems[0], report.format()
+
+
+def test_what_opentad_trains_on_is_counted_not_refused(corpus_root, tmp_path):
+    """OpenTAD's own annotation file has frame counts a few frames off the videos, segments ending after the duration
+    and reversed segments; OpenTAD trains on them. Here they are counted in the report and the corpus loads (the
+    file's frame count is read, segments clipped, reversed ones dropped); a missing video still stops it."""
+    root = tmp_path / "opentad_like"
+    shutil.copytree(corpus_root, root)
+
+    def tolerable(db):
+        db["video_validation_0000001"]["frame"] += 3  # 3 of 100 frames: 3%, within frame_count_tolerance
+        db["video_validation_0000002"]["frame"] -= 2
+        first = db["video_validation_0000003"]["annotations"][0]
+        first["segment"] = [first["segment"][0], db["video_validation_0000003"]["duration"] + 0.5]  # past the end
+        db["video_test_0000001"]["annotations"].append({"label": db["video_test_0000001"]["annotations"][0]["label"],
+                                                       "segment": [4.0, 3.0]})  # reversed
+
+    _edit_database(root, tolerable)
+    report = validate_thumos14(_args(root))
+    assert report.ok, report.format()
+    assert report.adjusted["videos whose annotation 'frame' differs from the file's count (the file's is read)"] == 2
+    assert report.adjusted["largest frame-count difference, frames"] == 3
+    assert report.adjusted["segments ending after the video's duration, clipped to it"] == 1
+    assert report.adjusted["segments with start >= end, dropped"] == 1
+    assert "segments with start >= end, dropped: 1" in report.format()
+    corpus = _load(root)
+    rows = {r["video_id"]: r for r in corpus.train_dataset.with_format(None)}
+    assert rows["video_validation_0000001"]["num_frames"] == 100  # the file's count, not the annotation's 103
+    assert rows["video_validation_0000001"]["fps"] == pytest.approx(103 / 10.0)  # OpenTAD: frame / duration
+    os.remove(root / "raw_data" / "video" / "video_validation_0000002.mp4")
+    with pytest.raises(CorpusError, match="video_validation_0000002.*video file not found"):
+        _load(root)
 
 
 def test_validation_tolerates_one_frame_period(corpus_root, tmp_path):

@@ -118,7 +118,7 @@ def test_decode_keeps_top_k_and_pads():
 
 
 def test_merge_converts_units_clips_and_drops_padding():
-    config = _tiny_config(max_segments=10)
+    config = _tiny_config(max_segments=10, opentad_rounding=False)
     fps, stride, duration = 30.0, 4, 20.0
     windows = [
         (np.array([[15, 45, 0.9, 1], [-3, 30, 0.5, 0], [0, 0, -1, -1]]), 0),
@@ -135,3 +135,22 @@ def test_merge_converts_units_clips_and_drops_padding():
     first = results["results"]["video_test_0000004"][0]
     assert first == {"segment": [2.0, 6.0], "label": "BasketballDunk", "score": 0.9}
     assert len(results["results"]["video_test_0000004"]) == 3
+
+
+def test_opentad_rounding_and_zero_length_segments():
+    """OpenTAD's post-processing: each window's seconds rounded to 0.01 and scores to 1e-4 (Python's round) before
+    the video's soft-NMS and again after it; a zero-length segment (clipped at the video's end) is kept."""
+    config = _tiny_config(max_segments=10)
+    assert config.opentad_rounding
+    fps, stride, duration = 30.0, 4, 20.0
+    windows = [
+        (np.array([[1.0, 10.0, 0.912345, 1], [0.0, 0.0, -1, -1]]), 0),  # [0.1333.., 1.3333..] s
+        (torch.tensor([[30.0, 60.0, 0.8, 1.0], [0.0, 15.0, 0.70004, 0.0]]), 120),  # the first: [20, 20] s
+    ]
+    merged = merge_video_detections(windows, fps=fps, sample_stride=stride, duration=duration, config=config)
+    by_score = {round(float(s), 4): seg.tolist() for s, seg in zip(merged["scores"], merged["segments"])}
+    assert by_score[0.9123] == [0.13, 1.33]  # 0.1333 -> 0.13, 1.3333 -> 1.33, 0.912345 -> 0.9123
+    assert by_score[0.8] == [20.0, 20.0]  # zero length, kept
+    assert by_score[0.7] == [16.0, 18.0]  # 0.70004 -> 0.7
+    assert all(float(s) == round(float(s), 4) for s in merged["scores"])
+    assert all(float(x) == round(float(x), 2) for x in merged["segments"].reshape(-1))

@@ -64,6 +64,9 @@ class AdaTADConfig(PreTrainedConfig):
     Post-processing (used by `hf_vtrain.models.adatad.postprocessing_adatad`, never inside `forward`):
         score_threshold, pre_nms_topk (per window), nms_sigma, max_segments (per video), class_agnostic,
         voting_threshold (segment voting, class-agnostic mode only; OpenTAD's `voting_thresh`).
+        opentad_rounding (True): as OpenTAD's post-processing, every window's segments are rounded to 0.01 s and
+            scores to 1e-4 before the video's soft-NMS and again after it, and zero-length segments are kept (False:
+            unrounded values, zero-length segments dropped).
 
     Input: image_mean / image_std applied by the model to uint8 frames / 255.
     """
@@ -110,6 +113,7 @@ class AdaTADConfig(PreTrainedConfig):
     max_segments: int = 2000
     class_agnostic: bool = False
     voting_threshold: float = 0.7
+    opentad_rounding: bool = True
 
     image_mean: list | tuple = tuple(IMAGENET_DEFAULT_MEAN)
     image_std: list | tuple = tuple(IMAGENET_DEFAULT_STD)

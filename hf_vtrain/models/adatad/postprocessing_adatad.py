@@ -158,24 +158,31 @@ def merge_video_detections(windows, fps: float, sample_stride: int, duration: fl
 
     windows: iterable of (detections (K, 4) [start, end, score, class] in window frame units, window_start in
     sampled frames). Padding rows (class < 0) are dropped; times become seconds with
-    (window_start + x) * sample_stride / fps, are clipped to [0, duration], and zero-length segments are dropped.
-    Soft-NMS uses the config's nms_sigma, max_segments, class_agnostic and voting_threshold.
+    (window_start + x) * sample_stride / fps and are clipped to [0, duration]. With `config.opentad_rounding`
+    (OpenTAD's post-processing) every window's seconds are rounded to 0.01 and its scores to 1e-4 (Python's round, as
+    OpenTAD's), zero-length segments are kept, and the soft-NMS output is rounded again; without it zero-length
+    segments are dropped and nothing is rounded. Soft-NMS uses the config's nms_sigma, max_segments, class_agnostic
+    and voting_threshold.
     Returns {"segments": (M, 2) seconds, "scores": (M,), "labels": (M,)}.
     """
+    rounding = bool(getattr(config, "opentad_rounding", False))
     all_segments, all_scores, all_labels = [], [], []
     for detections, window_start in windows:
         if isinstance(detections, torch.Tensor):
             detections = detections.detach().cpu().numpy()
         detections = np.asarray(detections, dtype=np.float64).reshape(-1, 4)
         detections = detections[(detections[:, 3] >= 0) & (detections[:, 2] >= 0)]
-        seconds = (float(window_start) + detections[:, :2]) * sample_stride / fps
-        all_segments.append(np.clip(seconds, 0.0, duration))
-        all_scores.append(detections[:, 2])
+        seconds = np.clip((float(window_start) + detections[:, :2]) * sample_stride / fps, 0.0, duration)
+        scores = detections[:, 2]
+        if rounding:
+            seconds, scores = _rounded(seconds, 2), _rounded(scores, 4)
+        all_segments.append(seconds)
+        all_scores.append(scores)
         all_labels.append(detections[:, 3].astype(np.int64))
     segments = np.concatenate(all_segments) if all_segments else np.zeros((0, 2))
     scores = np.concatenate(all_scores) if all_scores else np.zeros((0,))
     labels = np.concatenate(all_labels) if all_labels else np.zeros((0,), dtype=np.int64)
-    keep = segments[:, 1] > segments[:, 0]
+    keep = np.ones(len(scores), dtype=bool) if rounding else segments[:, 1] > segments[:, 0]
     segments, scores, labels = soft_nms(
         segments[keep],
         scores[keep],
@@ -185,13 +192,22 @@ def merge_video_detections(windows, fps: float, sample_stride: int, duration: fl
         class_agnostic=config.class_agnostic,
         voting_threshold=config.voting_threshold,
     )
+    if rounding:
+        segments, scores = _rounded(segments, 2), _rounded(scores, 4)
     return {"segments": segments, "scores": scores, "labels": labels}
+
+
+def _rounded(values: np.ndarray, digits: int) -> np.ndarray:
+    """Python's round(x, digits) of each value (what OpenTAD applies to `.item()`; numpy's round can differ on
+    halves)."""
+    flat = np.asarray(values, dtype=np.float64)
+    return np.array([round(float(x), digits) for x in flat.reshape(-1)], dtype=np.float64).reshape(flat.shape)
 
 
 def to_opentad_results(video_detections: dict, id2label: dict) -> dict:
     """{video_id: merged detections} -> {"results": {video_id: [{"segment": [s, e], "label": name, "score": p}]}}.
 
-    Values are plain floats, unrounded (OpenTAD rounds to 2 and 4 decimals, which creates score ties).
+    Values are plain floats, as merged (rounded to 2 and 4 decimals with the config's opentad_rounding).
     """
     names = {int(key): value for key, value in id2label.items()}
     results = {}
@@ -206,7 +222,8 @@ def to_opentad_results(video_detections: dict, id2label: dict) -> dict:
 # ----------------------------------------------------------------------------------------------------------------
 # Raw per-window detections: saved by evaluation, re-post-processed without the model (tuning, ensembles)
 
-POSTPROCESS_KEYS = ("score_threshold", "pre_nms_topk", "nms_sigma", "max_segments", "class_agnostic", "voting_threshold")
+POSTPROCESS_KEYS = ("score_threshold", "pre_nms_topk", "nms_sigma", "max_segments", "class_agnostic", "voting_threshold",
+                    "opentad_rounding")
 
 
 @dataclass
