@@ -2,6 +2,7 @@
 
     python scripts/bench_video_io.py                      # writes a 30 s 320x180 H.264 video to a temp dir
     python scripts/bench_video_io.py --video clip.mp4 --frames 192 --stride 4 --repeats 20
+    python scripts/bench_video_io.py --style torchvision    # torchvision's RandAugment instead of mmaction's
 
 Prints frames/s of (a) decord `get_batch` on the sorted indices, (b) `VideoReader.get_frames` +
 `TrainClipTransform` to 160x160, (c) the same with `EvalClipTransform`, and the ratios (b)/(a), (c)/(a),
@@ -73,6 +74,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="decord decode threads")
     parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (1 = a DataLoader worker)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--style", choices=["mmaction", "torchvision"], default="mmaction",
+                        help="RandAugment style of the training transform (the AdaTAD recipes: mmaction)")
     parser.add_argument("--settle", type=float, default=0.1, help="pause (s) around each timed loop")
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
@@ -95,7 +98,9 @@ def main() -> None:
         print(f"window: {args.frames} frames at stride {args.stride}; decode threads {args.threads}, "
               f"torch threads {torch.get_num_threads()}; {args.rounds} rounds of {args.repeats} windows per loop")
 
-        train, evaluate = TrainClipTransform(), EvalClipTransform()
+        train = TrainClipTransform(rand_augment_style=args.style, rand_augment_seed=args.seed)
+        evaluate = EvalClipTransform()
+        print(f"train transform: {train.describe()}")
         rng = np.random.default_rng(args.seed)
         span = args.frames * args.stride
         windows = []

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# GPU check of the AdaTAD THUMOS-14 recipe in its own shape (VideoMAE-S, 768 frames x 160 px, batch 8, fp16,
+# GPU check of the AdaTAD THUMOS-14 batch-8 recipe (RECIPE, default recipes/adatad_thumos14_bs8.yaml) in its own shape
+# (VideoMAE-S, 768 frames x 160 px, batch 8, fp16,
 # activation checkpointing) on a corpus in THUMOS-14 / OpenTAD format: the real one, or a synthetic one, e.g.
 #   python -m hf_vtrain.data.synthetic_thumos14 CORPUS --num-classes 20 --fps 30 --min-duration 30 --max-duration 40
 # The VideoMAE-S backbone is random (written on first use) unless BACKBONE names a real checkpoint; step time and
@@ -22,6 +23,7 @@ cd "$here"
 mkdir -p "$out"
 backbone=${BACKBONE:-$out/videomae-s-random}  # the random one: 88 MB
 python=${PYTHON:-python}
+recipe=${RECIPE:-recipes/adatad_thumos14_bs8.yaml}
 status=0
 
 echo "== 1. training step alone (bench_adatad_step.py)"
@@ -37,14 +39,14 @@ fi
 
 echo "== 2. recipe, deepspeed launcher, ZeRO-2"
 # shellcheck disable=SC2086
-timeout 400 "${DEEPSPEED:-deepspeed}" --num_gpus 1 hf_vtrain/run.py recipes/adatad_thumos14.yaml "${common[@]}" \
+timeout 400 "${DEEPSPEED:-deepspeed}" --num_gpus 1 hf_vtrain/run.py "$recipe" "${common[@]}" \
   --deepspeed recipes/deepspeed/zero2.json --output_dir "$out/zero2" ${EXTRA_ARGS:-} > "$out/zero2.log" 2>&1 \
   || { status=1; tail -40 "$out/zero2.log"; }
 grep -E "sec_per_step|eval_average_mAP'" "$out/zero2.log" | tail -"$((steps + 1))"
 
 echo "== 3. recipe, plain Trainer fp16 AMP"
 # shellcheck disable=SC2086
-timeout 400 "$python" -m hf_vtrain.run recipes/adatad_thumos14.yaml "${common[@]}" --output_dir "$out/amp" \
+timeout 400 "$python" -m hf_vtrain.run "$recipe" "${common[@]}" --output_dir "$out/amp" \
   ${EXTRA_ARGS:-} > "$out/amp.log" 2>&1 || { status=1; tail -40 "$out/amp.log"; }
 grep -E "sec_per_step|eval_average_mAP'" "$out/amp.log" | tail -"$((steps + 1))"
 exit $status

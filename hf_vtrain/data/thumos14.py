@@ -75,7 +75,15 @@ class TADDataArguments(CorpusArguments):
     eval_resize: int = field(default=160, metadata={"help": "Evaluation: short side resize, then centre crop."})
     flip_prob: float = field(default=0.5, metadata={"help": "Training: horizontal flip probability."})
     rand_augment_num_ops: int = field(default=2, metadata={"help": "RandAugment operations per sample (0: off)."})
-    rand_augment_magnitude: int = field(default=9, metadata={"help": "RandAugment magnitude."})
+    rand_augment_magnitude: int = field(
+        default=9, metadata={"help": "RandAugment magnitude: of 10 with style mmaction, of 30 with torchvision."}
+    )
+    rand_augment_style: str = field(
+        default="mmaction",
+        metadata={"help": "mmaction: MMAction2's imgaug RandAugment, as OpenTAD trains AdaTAD (15 ops, bilinear, "
+                  "geometric signs fixed once per run from the seed); torchvision: torchvision's RandAugment (14 ops, "
+                  "nearest, signs per clip)."},
+    )  # fmt: skip
     color_jitter: Optional[list[float]] = field(
         default_factory=lambda: [0.5, 0.5, 0.5, 0.1],
         metadata={"help": "Brightness, contrast, saturation, hue (mmaction ColorJitter defaults, used by AdaTAD); "
@@ -126,6 +134,16 @@ class TADDataArguments(CorpusArguments):
                 raise ValueError(
                     f"trunc_crop_ratio must be [lo, hi] with 0 < lo <= hi <= 1, got {self.trunc_crop_ratio}"
                 )
+        styles = {"mmaction": (15, 10), "torchvision": (14, 30)}  # style: (operations, highest magnitude)
+        if self.rand_augment_style not in styles:
+            raise ValueError(f"rand_augment_style must be one of {sorted(styles)}, got {self.rand_augment_style!r}")
+        num_ops_max, magnitude_max = styles[self.rand_augment_style]
+        if not 0 <= self.rand_augment_num_ops <= num_ops_max:
+            raise ValueError(f"rand_augment_num_ops must be in [0, {num_ops_max}] with rand_augment_style "
+                             f"{self.rand_augment_style}, got {self.rand_augment_num_ops}")
+        if not 0 <= self.rand_augment_magnitude <= magnitude_max:
+            raise ValueError(f"rand_augment_magnitude must be in [0, {magnitude_max}] with rand_augment_style "
+                             f"{self.rand_augment_style}, got {self.rand_augment_magnitude}")
         if self.color_jitter is not None and len(self.color_jitter) != 4:
             raise ValueError("color_jitter must hold 4 numbers (brightness, contrast, saturation, hue) or be null")
 
@@ -609,8 +627,9 @@ class TADCorpus:
         self.train_transform.set_epoch(epoch)
 
 
-def build_clip_transforms(args: TADDataArguments) -> tuple[Callable, Callable]:
-    """The train and eval clip transforms of the recipe (video_io's TrainClipTransform / EvalClipTransform)."""
+def build_clip_transforms(args: TADDataArguments, seed: int = 0) -> tuple[Callable, Callable]:
+    """The train and eval clip transforms of the recipe (video_io's TrainClipTransform / EvalClipTransform);
+    `seed` fixes the mmaction RandAugment's signs for the run."""
     from .video_io import EvalClipTransform, TrainClipTransform
 
     rand_augment = (args.rand_augment_num_ops, args.rand_augment_magnitude) if args.rand_augment_num_ops > 0 else None
@@ -620,6 +639,8 @@ def build_clip_transforms(args: TADDataArguments) -> tuple[Callable, Callable]:
         flip_prob=args.flip_prob,
         rand_augment=rand_augment,
         color_jitter=tuple(args.color_jitter) if args.color_jitter is not None else None,
+        rand_augment_style=args.rand_augment_style,
+        rand_augment_seed=seed,
     )
     return train, EvalClipTransform(resize=args.eval_resize, crop=args.eval_resize)
 
@@ -698,7 +719,7 @@ def load_thumos14(
     if not report.ok:
         raise CorpusError(report)
     if train_clip_transform is None or eval_clip_transform is None:
-        default_train, default_eval = build_clip_transforms(args)
+        default_train, default_eval = build_clip_transforms(args, seed)
         train_clip_transform = train_clip_transform or default_train
         eval_clip_transform = eval_clip_transform or default_eval
     stride = args.sample_stride

@@ -481,8 +481,11 @@ def _posterize(x: torch.Tensor, bits: int) -> torch.Tensor:
     return x.mul_(1.0 / step).floor_().mul_(step)
 
 
-def _run(clip: torch.Tensor, box, out_hw, flip: bool = False, ops: Sequence = ()) -> torch.Tensor:
-    """Crop `box` (x0, y0, x1, y1) of every frame, resize to `out_hw`, flip, apply `ops`: uint8 (T, 3, h, w).
+def _run(
+    clip: torch.Tensor, box, out_hw, flip: bool = False, ops: Sequence = (), uint8_ops: Sequence = ()
+) -> torch.Tensor:
+    """Crop `box` (x0, y0, x1, y1) of every frame, resize to `out_hw`, flip, apply `uint8_ops` (callables on uint8
+    (n, 3, h, w) numpy frames, e.g. rand_augment_mmaction's) then `ops`: uint8 (T, 3, h, w).
 
     Resizing, flipping and the warps that come before any colour op run on uint8, ~2 MiB of frames at a time;
     the colour ops then run in float32 on a few frames at a time, so that their many passes hit the cache.
@@ -525,6 +528,13 @@ def _run(clip: torch.Tensor, box, out_hw, flip: bool = False, ops: Sequence = ()
                 _apply_warp(planar.clone(), step[1], out=planar)
             else:
                 planar.copy_(_apply_warp(planar, step[1]))
+        for j in range(0, dst.shape[0], float_chunk) if uint8_ops else ():  # a few frames at a time: in cache
+            block = dst[j : j + float_chunk]
+            result = block
+            for op in uint8_ops:
+                result = op(result)
+            if result is not block:
+                np.copyto(block, result)
         for j in range(i, min(i + chunk, num), float_chunk) if lead < len(steps) else ():
             _float_steps(out[j : j + float_chunk], steps[lead:], buffers)
     return out
@@ -734,10 +744,14 @@ class TrainClipTransform:
 
     Defaults: the recipe's sizes, mmaction's RandomResizedCrop ranges and ColorJitter factors
     (brightness, contrast, saturation, hue), RandAugment (num_ops, magnitude) = (2, 9); None leaves a step
-    out. The short-side resize and the crop are fused: the box is drawn on the resized frame's shape (as
-    mmaction does), mapped back to source pixels, and the source frames are interpolated once, straight to
-    `crop` x `crop`.
+    out. `rand_augment_style` "torchvision" is torchvision's RandAugment (magnitude of 31 bins, `rand_augment`
+    here); "mmaction" is MMAction2's imgaug RandAugment as OpenTAD trains AdaTAD (magnitude of 10, the five
+    geometric signs drawn once from `rand_augment_seed`; `rand_augment_mmaction`). The short-side resize and the
+    crop are fused: the box is drawn on the resized frame's shape (as mmaction does), mapped back to source
+    pixels, and the source frames are interpolated once, straight to `crop` x `crop`.
     """
+
+    STYLES = ("torchvision", "mmaction")
 
     def __init__(
         self,
@@ -748,12 +762,22 @@ class TrainClipTransform:
         flip_prob: float = 0.5,
         rand_augment: tuple[int, int] | None = (2, 9),
         color_jitter: tuple | None = (0.5, 0.5, 0.5, 0.1),
+        rand_augment_style: str = "torchvision",
+        rand_augment_seed: int = 0,
     ):
+        if rand_augment_style not in self.STYLES:
+            raise ValueError(f"rand_augment_style must be one of {self.STYLES}, got {rand_augment_style!r}")
         self.resize, self.crop = resize, crop
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.flip_prob = flip_prob
         self.rand_augment = rand_augment
         self.color_jitter = color_jitter
+        self.rand_augment_style = rand_augment_style
+        self.mmaction = None
+        if rand_augment is not None and rand_augment_style == "mmaction":
+            from .rand_augment_mmaction import MMActionRandAugment, draw_signs
+
+            self.mmaction = MMActionRandAugment(draw_signs(rand_augment_seed), *rand_augment)
 
     def __call__(self, clip, generator: torch.Generator | None = None) -> torch.Tensor:
         x = _as_clip(clip)
@@ -762,19 +786,39 @@ class TrainClipTransform:
         box = _draw_resized_crop_box(*resized, self.crop_scale, self.crop_ratio, generator)
         box = _scale_box(box, height, width, resized)
         flip = _draw_flip(self.flip_prob, generator)
-        ops = []
-        if self.rand_augment is not None:
+        ops, uint8_ops = [], []
+        if self.mmaction is not None:
+            uint8_ops = self.mmaction.draw(self.crop, self.crop, generator)
+        elif self.rand_augment is not None:
             num_ops, magnitude = self.rand_augment
             ops += _draw_rand_augment(num_ops, magnitude, 31, self.crop, self.crop, generator)
         if self.color_jitter is not None:
             ops += _draw_color_jitter(*self.color_jitter, generator)
-        return _run(x, box, (self.crop, self.crop), flip=flip, ops=ops)
+        return _run(x, box, (self.crop, self.crop), flip=flip, ops=ops, uint8_ops=uint8_ops)
+
+    def describe(self) -> str:
+        """One line for the start-of-run report."""
+        if self.rand_augment is None:
+            augment = "RandAugment off"
+        elif self.mmaction is not None:
+            augment = self.mmaction.describe()
+        else:
+            augment = f"torchvision RandAugment {self.rand_augment[0]} ops at magnitude {self.rand_augment[1]}/30"
+        jitter = "off" if self.color_jitter is None else "brightness/contrast/saturation/hue " + "/".join(
+            f"{v:g}" for v in self.color_jitter
+        )
+        return (
+            f"resize short side {self.resize}, random resized crop {self.crop} (scale {self.crop_scale[0]:g}-"
+            f"{self.crop_scale[1]:g}), flip p={self.flip_prob:g}; {augment}; colour jitter {jitter}"
+        )
 
     def __repr__(self) -> str:
         return (
             f"TrainClipTransform(resize={self.resize}, crop={self.crop}, crop_scale={self.crop_scale}, "
             f"crop_ratio={self.crop_ratio}, flip_prob={self.flip_prob}, rand_augment={self.rand_augment}, "
-            f"color_jitter={self.color_jitter})"
+            f"color_jitter={self.color_jitter}, rand_augment_style={self.rand_augment_style!r}"
+            + (f", signs={self.mmaction.signs}" if self.mmaction is not None else "")
+            + ")"
         )
 
 
