@@ -527,9 +527,10 @@ def cli() -> None:
     hf_vtrain.exit_codes, no traceback."""
     from hf_vtrain import exit_codes
     from hf_vtrain.data.common import CorpusError
-    from hf_vtrain.trainers.base import CheckpointSaveError, NonFiniteLossError
+    from hf_vtrain.trainers.base import CheckpointSaveError, NonFiniteLossError, ResumeError
 
     expected = ((RecipeError, exit_codes.BAD_INPUT), (CorpusError, exit_codes.BAD_INPUT),
+                (ResumeError, exit_codes.BAD_INPUT),
                 (NonFiniteLossError, exit_codes.NONFINITE_LOSS), (PushError, exit_codes.PUSH_FAILED),
                 (CheckpointSaveError, exit_codes.CHECKPOINT_WRITE_FAILED))
     try:

@@ -169,6 +169,9 @@ def setup(model_args: TADModelArguments, data_args: TADDataArguments, training_a
     with training_args.main_process_first(desc="corpus and model"):
         corpus = load_thumos14(data_args, seed=training_args.seed)
         logger.info("corpus: %s", corpus.report.format())
+        if corpus.report.adjusted:  # on the console too: what was tolerated in the user's annotations
+            logger.warning("annotations adjusted as OpenTAD does (counts; details in train.log): %s",
+                           "; ".join(f"{what}: {n}" for what, n in corpus.report.adjusted.items()))
         describe = getattr(corpus.train_transform.clip_transform, "describe", None)
         if describe is not None:
             logger.info("training augmentation: %s", describe())

@@ -131,6 +131,10 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the message names the step, the loss parts and the batch's sample ids."""
 
 
+class ResumeError(ValueError):
+    """The checkpoint cannot continue this run (e.g. its optimizer state has other parameter groups); nothing trained."""
+
+
 _SAMPLE_ID_KEYS = ("video_index", "window_start", "sample_index")
 
 
@@ -377,7 +381,20 @@ class VTrainer(Trainer):
         DeepSpeed after the engine's `load_checkpoint` (the Trainer never calls `_load_from_checkpoint` under
         DeepSpeed: the engine loads the module's raw state dict from global_step*/, so no key is renamed there).
         The EMA is restored here, so it is restored on every path."""
-        super()._load_optimizer_and_scheduler(checkpoint)
+        try:
+            super()._load_optimizer_and_scheduler(checkpoint)
+        except ValueError as err:  # torch: "... different number of parameter groups" / "... doesn't match the size"
+            if checkpoint is None or "parameter group" not in str(err):
+                raise
+            groups = ", ".join(f"{g.get('name', i)} ({len(g['params'])} tensors)"
+                               for i, g in enumerate(self.optimizer.param_groups))
+            raise ResumeError(
+                f"{checkpoint}: its optimizer state does not fit this run ({err}): this run builds "
+                f"{len(self.optimizer.param_groups)} parameter groups: {groups}. The checkpoint was written with other "
+                f"param_groups, freezing, LoRA or weight-decay rules (or by an hf_vtrain whose rules have changed). "
+                f"Resume with the settings that wrote it, or train afresh in a new output_dir (or move its "
+                f"checkpoint-* folders away)."
+            ) from None
         if checkpoint is not None and self.ema is not None:
             ema_dir = os.path.join(checkpoint, EMA_DIR)
             if not os.path.isdir(ema_dir):

@@ -390,6 +390,23 @@ def test_resume_values_are_checked_before_anything_loads(root, tmp_path, capsys)
         run_module.check_resume_folder(str(empty))
 
 
+def test_a_checkpoint_with_other_parameter_groups_is_refused_in_one_line(root, tmp_path, capsys):
+    """Restarted in its output_dir with another param_groups (or after the decay rules changed), a run resumes a
+    checkpoint whose optimizer state has other groups: one message naming the checkpoint and the groups, status 2,
+    nothing trained (was torch's ValueError traceback, status 1)."""
+    out = tmp_path / "run"
+    argv = tiny_argv(root, out, num_train_epochs=1, eval_start_epoch=2, plot_eval_videos=0)
+    run_module.execute(run_module.prepare(argv))
+    checkpoints = sorted(out.glob("checkpoint-*"))
+    weights = (out / "model.safetensors").read_bytes()
+    groups = ("[{name: backbone, patterns: ['^videomae\\.'], lr: 0}, {name: adapters, patterns: ['^adapters\\.'], "
+              "lr: 2.0e-3}, {name: head, patterns: ['^head\\.'], lr: 1.0e-3}]")
+    line = _one_error_line(_cli(argv + ["--param_groups", groups, "--num_train_epochs", "2"], capsys))
+    assert str(checkpoints[-1]) in line and "optimizer state does not fit this run" in line
+    assert "head (" in line and "new output_dir" in line
+    assert sorted(out.glob("checkpoint-*")) == checkpoints and (out / "model.safetensors").read_bytes() == weights
+
+
 def test_a_finished_run_started_again_keeps_its_results(root, tmp_path):
     """The same command after a run has finished resumes from its last checkpoint, at the last step: nothing is
     trained, and train_results.json keeps the figures of the run that trained (not train_loss 0.0)."""
