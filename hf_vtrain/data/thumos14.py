@@ -89,6 +89,12 @@ class TADDataArguments(CorpusArguments):
         metadata={"help": "Brightness, contrast, saturation, hue (mmaction ColorJitter defaults, used by AdaTAD); "
                   "null: off."},
     )  # fmt: skip
+    color_jitter_style: str = field(
+        default="mmaction",
+        metadata={"help": "mmaction: the op order fixed once per run from the seed and hue shifted by int(255 h) "
+                  "OpenCV hue units (2 deg), as mmaction's ColorJitter in OpenTAD; torchvision: a random order per "
+                  "clip and hue h in turns."},
+    )  # fmt: skip
     ignore_labels: list[str] = field(
         default_factory=lambda: ["Ambiguous"], metadata={"help": "Labels dropped from the ground truth (counted)."}
     )
@@ -144,6 +150,8 @@ class TADDataArguments(CorpusArguments):
         if not 0 <= self.rand_augment_magnitude <= magnitude_max:
             raise ValueError(f"rand_augment_magnitude must be in [0, {magnitude_max}] with rand_augment_style "
                              f"{self.rand_augment_style}, got {self.rand_augment_magnitude}")
+        if self.color_jitter_style not in styles:
+            raise ValueError(f"color_jitter_style must be one of {sorted(styles)}, got {self.color_jitter_style!r}")
         if self.color_jitter is not None and len(self.color_jitter) != 4:
             raise ValueError("color_jitter must hold 4 numbers (brightness, contrast, saturation, hue) or be null")
 
@@ -641,6 +649,7 @@ def build_clip_transforms(args: TADDataArguments, seed: int = 0) -> tuple[Callab
         color_jitter=tuple(args.color_jitter) if args.color_jitter is not None else None,
         rand_augment_style=args.rand_augment_style,
         rand_augment_seed=seed,
+        color_jitter_style=args.color_jitter_style,
     )
     return train, EvalClipTransform(resize=args.eval_resize, crop=args.eval_resize)
 

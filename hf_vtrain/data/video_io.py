@@ -594,16 +594,27 @@ def _jitter_range(value, name: str, hue: bool = False):
     return low, high
 
 
-def _draw_color_jitter(brightness, contrast, saturation, hue, generator) -> list:
+def _draw_color_jitter(brightness, contrast, saturation, hue, generator, fixed_order=None) -> list:
+    """torchvision's ColorJitter draw (a random op order per clip); with `fixed_order` (a permutation of 0..3 drawn
+    once per run), mmaction's: that order for every clip, and its hue shift of int(255 h) OpenCV hue units
+    (2 degrees each, so h = 0.1 turns 50 degrees, not 36) applied as a turn of int(255 h) / 180."""
     ranges = [
         ("brightness", _jitter_range(brightness, "brightness")),
         ("contrast", _jitter_range(contrast, "contrast")),
         ("saturation", _jitter_range(saturation, "saturation")),
         ("hue", _jitter_range(hue, "hue", hue=True)),
     ]
-    order = torch.randperm(4, generator=generator).tolist()
+    order = torch.randperm(4, generator=generator).tolist() if fixed_order is None else list(fixed_order)
     factors = [None if r is None else float(_rand_uniform(r[0], r[1], generator)) for _, r in ranges]
+    if fixed_order is not None and factors[3] is not None:
+        factors[3] = int(factors[3] * 255) / 180.0
     return [(ranges[k][0], factors[k]) for k in order if factors[k] is not None]
+
+
+def mmaction_jitter_order(seed: int) -> list[int]:
+    """The op order mmaction's ColorJitter draws once when the pipeline is built (np.random.permutation(4));
+    here from the run's seed: 0 brightness, 1 contrast, 2 saturation, 3 hue."""
+    return np.random.default_rng(np.random.SeedSequence([int(seed), 0x434A4954])).permutation(4).tolist()  # 'CJIT'
 
 
 # torchvision's RandAugment space: (name, magnitudes over num_bins, signed)
@@ -746,7 +757,9 @@ class TrainClipTransform:
     (brightness, contrast, saturation, hue), RandAugment (num_ops, magnitude) = (2, 9); None leaves a step
     out. `rand_augment_style` "torchvision" is torchvision's RandAugment (magnitude of 31 bins, `rand_augment`
     here); "mmaction" is MMAction2's imgaug RandAugment as OpenTAD trains AdaTAD (magnitude of 10, the five
-    geometric signs drawn once from `rand_augment_seed`; `rand_augment_mmaction`). The short-side resize and the
+    geometric signs drawn once from `rand_augment_seed`; `rand_augment_mmaction`). `color_jitter_style` "mmaction"
+    fixes the four ops' order once per run (from the same seed) and shifts hue in OpenCV's units, as mmaction's
+    ColorJitter. The short-side resize and the
     crop are fused: the box is drawn on the resized frame's shape (as mmaction does), mapped back to source
     pixels, and the source frames are interpolated once, straight to `crop` x `crop`.
     """
@@ -764,9 +777,14 @@ class TrainClipTransform:
         color_jitter: tuple | None = (0.5, 0.5, 0.5, 0.1),
         rand_augment_style: str = "torchvision",
         rand_augment_seed: int = 0,
+        color_jitter_style: str = "torchvision",
     ):
         if rand_augment_style not in self.STYLES:
             raise ValueError(f"rand_augment_style must be one of {self.STYLES}, got {rand_augment_style!r}")
+        if color_jitter_style not in self.STYLES:
+            raise ValueError(f"color_jitter_style must be one of {self.STYLES}, got {color_jitter_style!r}")
+        self.color_jitter_style = color_jitter_style
+        self.jitter_order = mmaction_jitter_order(rand_augment_seed) if color_jitter_style == "mmaction" else None
         self.resize, self.crop = resize, crop
         self.crop_scale, self.crop_ratio = tuple(crop_scale), tuple(crop_ratio)
         self.flip_prob = flip_prob
@@ -793,7 +811,7 @@ class TrainClipTransform:
             num_ops, magnitude = self.rand_augment
             ops += _draw_rand_augment(num_ops, magnitude, 31, self.crop, self.crop, generator)
         if self.color_jitter is not None:
-            ops += _draw_color_jitter(*self.color_jitter, generator)
+            ops += _draw_color_jitter(*self.color_jitter, generator, fixed_order=self.jitter_order)
         return _run(x, box, (self.crop, self.crop), flip=flip, ops=ops, uint8_ops=uint8_ops)
 
     def describe(self) -> str:
@@ -807,6 +825,9 @@ class TrainClipTransform:
         jitter = "off" if self.color_jitter is None else "brightness/contrast/saturation/hue " + "/".join(
             f"{v:g}" for v in self.color_jitter
         )
+        if self.color_jitter is not None and self.jitter_order is not None:
+            names = ("brightness", "contrast", "saturation", "hue")
+            jitter += f" (mmaction: order {' > '.join(names[k] for k in self.jitter_order)} for the run, hue in 2-degree units)"
         return (
             f"resize short side {self.resize}, random resized crop {self.crop} (scale {self.crop_scale[0]:g}-"
             f"{self.crop_scale[1]:g}), flip p={self.flip_prob:g}; {augment}; colour jitter {jitter}"
@@ -816,7 +837,8 @@ class TrainClipTransform:
         return (
             f"TrainClipTransform(resize={self.resize}, crop={self.crop}, crop_scale={self.crop_scale}, "
             f"crop_ratio={self.crop_ratio}, flip_prob={self.flip_prob}, rand_augment={self.rand_augment}, "
-            f"color_jitter={self.color_jitter}, rand_augment_style={self.rand_augment_style!r}"
+            f"color_jitter={self.color_jitter}, rand_augment_style={self.rand_augment_style!r}, "
+            f"color_jitter_style={self.color_jitter_style!r}"
             + (f", signs={self.mmaction.signs}" if self.mmaction is not None else "")
             + ")"
         )

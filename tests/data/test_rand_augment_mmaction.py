@@ -287,3 +287,21 @@ def _after_crop_and_flip(clip, index):
     vio._draw_resized_crop_box(*resized, (0.08, 1.0), (3 / 4, 4 / 3), g)
     vio._draw_flip(0.5, g)
     return g
+
+
+def test_mmaction_color_jitter_order_is_fixed_per_run_and_hue_in_opencv_units():
+    from hf_vtrain.data import video_io as vio
+
+    order = vio.mmaction_jitter_order(3)
+    assert sorted(order) == [0, 1, 2, 3] and order == vio.mmaction_jitter_order(3)
+    assert len({tuple(vio.mmaction_jitter_order(seed)) for seed in range(30)}) > 5
+    names = ["brightness", "contrast", "saturation", "hue"]
+    for i in range(50):
+        ops = vio._draw_color_jitter(0.5, 0.5, 0.5, 0.1, clip_generator(0, 0, i), fixed_order=order)
+        assert [name for name, _ in ops] == [names[k] for k in order]  # every clip, the run's order
+        hue = dict(ops)["hue"]
+        assert round(hue * 180, 9) == int(round(hue * 180, 9)) and abs(hue * 180) <= 25  # int(255 h), h in +-0.1
+    t = TrainClipTransform(rand_augment=None, color_jitter_style="mmaction", rand_augment_seed=3)
+    assert t.jitter_order == order and "for the run" in t.describe()
+    with pytest.raises(ValueError, match="color_jitter_style"):
+        TrainClipTransform(color_jitter_style="cv2")
