@@ -117,6 +117,53 @@ def resolve_resume(training_args) -> str | None:
     return check_resume_folder(resume)
 
 
+def evaluation_source(model_args, training_args) -> tuple[str, str]:
+    """Evaluate-only (`do_train: false`): the folder whose weights are evaluated (a run folder's or checkpoint's
+    `ema/` by default where it has one, else the folder itself; a store repo id is downloaded first) and the name of
+    the output folder, `eval-<name>-<ema|raw>`."""
+    source = getattr(model_args, "model_name_or_path", None)
+    if not source:
+        raise RecipeError("do_train: false evaluates a trained model: set model_name_or_path (a run folder, a "
+                          "checkpoint-N folder or a store repo id)")
+    source = str(source)
+    if os.path.isdir(source):
+        folder = source
+    elif os.path.exists(source):
+        raise RecipeError(f"model_name_or_path: {source} is a file; pass the folder that holds it")
+    elif source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise RecipeError(f"model_name_or_path: {source} does not exist (neither a folder nor a store repo id "
+                          f"'owner/name')")
+    else:
+        folder = download_model_repo(source, training_args)
+    ema = os.path.join(folder, "ema")
+    if training_args.eval_weights == "ema" and os.path.isfile(os.path.join(ema, "config.json")):
+        weights, kind = ema, "ema"
+    else:
+        if training_args.eval_weights == "ema":
+            logger.warning("%s holds no ema/ weights: evaluating its raw weights", source)
+        weights, kind = folder, "raw"
+    if not os.path.isfile(os.path.join(weights, "config.json")):
+        raise RecipeError(f"model_name_or_path: {source} holds no model (no config.json): pass a run folder, a "
+                          f"checkpoint-N folder or a store repo id")
+    name = os.path.basename(os.path.normpath(source)) or "model"
+    return weights, f"eval-{name}-{kind}"
+
+
+def download_model_repo(repo: str, training_args) -> str:
+    """A store repo's final model (its top folder: weights, ema/, config, tokenizer; not its checkpoints), from
+    HF_ENDPOINT or the Hub, into the local cache; a failure is one RecipeError naming the repo and the store."""
+    from huggingface_hub import constants, snapshot_download
+
+    try:
+        return snapshot_download(repo_id=repo, token=training_args.hub_token, revision=training_args.hub_revision,
+                                 ignore_patterns=["checkpoint-*", "checkpoint-*/**", "last-checkpoint/**",
+                                                  "phase*/**"])
+    except Exception as err:  # noqa: BLE001 - every download failure is the same message to the user
+        raise RecipeError(f"model_name_or_path: {repo} could not be downloaded from {constants.ENDPOINT} "
+                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check the repo id, "
+                          f"HF_ENDPOINT and HF_TOKEN, or pass a local folder") from None
+
+
 def download_hub_checkpoint(training_args) -> str:
     """`--resume_from_checkpoint hub`: the store's `last-checkpoint/` (hub_strategy checkpoint) when the local
     output folder is gone."""
@@ -274,6 +321,12 @@ def prepare(argv: list[str], phase=None) -> PreparedRun:
                                                           phase.set_keys)
     from hf_vtrain.trainers.distributed import outside_zero_init
 
+    evaluate_only = not training_args.do_train
+    if evaluate_only:  # before logging: the run's files go to the evaluation's own folder
+        model_args.model_name_or_path, label = evaluation_source(model_args, training_args)
+        training_args.output_dir = os.path.join(training_args.output_dir, label)
+        training_args.ema_decay, training_args.ema_half_life_epochs = 0.0, None  # the weights are evaluated as loaded
+        training_args.push_to_hub = False
     setup_logging(training_args)
     from transformers import enable_full_determinism, set_seed
 
@@ -283,7 +336,9 @@ def prepare(argv: list[str], phase=None) -> PreparedRun:
         set_seed(training_args.seed)
 
     output_dir = training_args.output_dir
-    resume = resolve_resume(training_args)
+    resume = None if evaluate_only else resolve_resume(training_args)
+    if evaluate_only:
+        logger.warning("evaluate-only: %s -> %s", model_args.model_name_or_path, output_dir)
 
     run_info = {}
     if training_args.should_save:
@@ -293,7 +348,7 @@ def prepare(argv: list[str], phase=None) -> PreparedRun:
 
     with outside_zero_init():  # the DeepSpeed engine partitions the model when training starts (ZeRO-3)
         task = spec.setup(model_args, data_args, training_args)
-        if training_args.init_from and resume is None:  # a resume takes the checkpoint's weights
+        if training_args.init_from and resume is None and not evaluate_only:  # a resume takes the checkpoint's
             from hf_vtrain.phases import init_weights_from
 
             init_from = phase.init_from if phase is not None else training_args.init_from
@@ -322,6 +377,8 @@ def execute(run: PreparedRun, leave: bool = True) -> dict:
     trainer, output_dir = run.trainer, run.training_args.output_dir
     title = f"{run.task_name}: {os.path.basename(os.path.abspath(output_dir))}"
     results: dict = {}
+    if not run.training_args.do_train:
+        return evaluate_only(run, leave)
     train_result = trainer.train(resume_from_checkpoint=run.resume)
     trainer.save_model(_internal_call=True)  # the push comes at the end, retried and reported (push_final)
     if trainer.steps_trained == 0 and run.resume is not None:
@@ -362,6 +419,30 @@ def execute(run: PreparedRun, leave: bool = True) -> dict:
     if leave:
         trainer.accelerator.end_training()
     return results
+
+
+def evaluate_only(run: PreparedRun, leave: bool = True) -> dict:
+    """`do_train: false`: the recipe's evaluation of the loaded weights and the files a training run writes for it
+    (eval_results.json, the metric tables, predictions, plots), in the evaluation's own folder."""
+    trainer, output_dir = run.trainer, run.training_args.output_dir
+    if run.task.eval_dataset is None:
+        raise RecipeError("do_train: false: this recipe has no evaluation set to evaluate on")
+    from transformers.integrations import TensorBoardCallback
+    from transformers.integrations.integration_utils import default_logdir
+
+    for callback in trainer.callback_handler.callbacks:  # transformers opens ./runs/ when logging without training
+        if isinstance(callback, TensorBoardCallback) and callback.logging_dir is None:
+            callback.logging_dir = os.path.join(output_dir, default_logdir())
+    metrics = trainer.evaluate()
+    trainer.log_metrics("eval", metrics)
+    trainer.save_metrics("eval", metrics)
+    if trainer.is_world_process_zero():
+        trainer.write_final_outputs(output_dir)
+        print(f"evaluation of {run.model_args.model_name_or_path}: {output_dir}")
+    trainer.accelerator.wait_for_everyone()
+    if leave:
+        trainer.accelerator.end_training()
+    return dict(metrics)
 
 
 class PushError(RuntimeError):
@@ -484,6 +565,12 @@ def main(argv: list[str] | None = None) -> dict:
             ok = ok and report.ok
         return {"ok": ok}
     if has_phases(argv):
+        if peek_key(argv, "do_train", True) in (False, "false", "False"):
+            # evaluate-only of a phased run: the last phase's settings, in that phase's folder
+            from hf_vtrain import phases as phasing
+
+            plan = phasing.plan_phases(argv, get_task(peek_key(argv, "task")), RUN_KEYS)
+            return execute(prepare(argv, plan[-1]))
         return run_phases(argv)
     return execute(prepare(argv))
 

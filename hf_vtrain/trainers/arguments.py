@@ -77,6 +77,16 @@ class VTrainingArguments(TrainingArguments):
                           "steps per epoch is a half-life of 6.93 epochs). The start-of-run report gives both."},
     )
     eval_with_ema: bool = field(default=True, metadata={"help": "Evaluate with EMA weights when EMA is on."})
+    do_train: bool = field(
+        default=True,
+        metadata={"help": "false: evaluate-only. The recipe's evaluation of model_name_or_path (a run folder, a "
+                          "checkpoint-N folder or a store repo id), written to output_dir/eval-<name>-<weights>/; "
+                          "nothing trains, nothing is pushed."},
+    )
+    eval_weights: str = field(
+        default="ema",
+        metadata={"help": "Evaluate-only: ema (the folder's ema/ weights, where it has them) or raw."},
+    )
     eval_start_epoch: int = field(default=0, metadata={"help": "First epoch (1-based) to evaluate at."})
     eval_every_epochs: int = field(
         default=0, metadata={"help": "Evaluate every K epochs from eval_start_epoch; 0 uses eval_strategy."}
@@ -123,6 +133,8 @@ class VTrainingArguments(TrainingArguments):
                 raise ValueError("set ema_decay (per optimizer step) or ema_half_life_epochs, not both")
             if not self.ema_half_life_epochs > 0:
                 raise ValueError(f"ema_half_life_epochs must be > 0, got {self.ema_half_life_epochs}")
+        if self.eval_weights not in ("ema", "raw"):
+            raise ValueError(f"eval_weights must be ema or raw, got {self.eval_weights!r}")
         if self.warmup_epochs < 0 or self.min_lr_ratio < 0 or self.min_lr_ratio > 1:
             raise ValueError("warmup_epochs must be >= 0 and min_lr_ratio in [0, 1]")
         for i, group in enumerate(self.param_groups):

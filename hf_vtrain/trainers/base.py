@@ -359,6 +359,8 @@ class VTrainer(Trainer):
         if self.args.should_save:
             ema_dir = os.path.join(output_dir, EMA_DIR)
             self.model.save_pretrained(ema_dir, state_dict=state)
+            if self.processing_class is not None:  # ema/ is a whole model folder too: evaluate or predict from it
+                self.processing_class.save_pretrained(ema_dir)
             with open(os.path.join(ema_dir, "ema_state.json"), "w") as handle:
                 json.dump({"decay": self.ema.decay, "num_updates": self.ema.num_updates}, handle)
 

@@ -31,6 +31,13 @@ def test_two_processes_match_one(tmp_path):
     p1 = json.loads((tmp_path / "one" / "predictions.json").read_text())["results"]
     p2 = json.loads((tmp_path / "two" / "predictions.json").read_text())["results"]
     assert p1.keys() == p2.keys()
+    # evaluate-only under torchrun, 2 processes: the 1-process run's own final metrics and predictions
+    torchrun(tmp_path, tiny_argv(tmp_path, tmp_path / "one", per_device_train_batch_size=2, **common)
+             + ["--do_train", "false", "--model_name_or_path", str(tmp_path / "one")], 2)
+    again = tmp_path / "one" / "eval-one-ema"
+    evaluated = json.loads((again / "eval_results.json").read_text())
+    assert {k: v for k, v in evaluated.items() if "mAP" in k} == {k: v for k, v in one.items() if "mAP" in k}
+    assert json.loads((again / "predictions.json").read_text())["results"] == p1
 
 
 # run.py's main, then process 1 aborts as a process that fails in its teardown does (seen once on CPU under ZeRO-3:

@@ -407,6 +407,44 @@ def test_a_checkpoint_with_other_parameter_groups_is_refused_in_one_line(root, t
     assert sorted(out.glob("checkpoint-*")) == checkpoints and (out / "model.safetensors").read_bytes() == weights
 
 
+def test_evaluate_only_reproduces_the_run_and_its_checkpoints(root, tmp_path, capsys):
+    """do_train false: the run folder's EMA weights give the run's final metrics and predictions exactly; a checkpoint
+    folder gives the evaluation logged at its step; raw weights are a key away; bad sources are one message."""
+    out = tmp_path / "run"
+    argv = tiny_argv(root, out, num_train_epochs=2, eval_start_epoch=1, plot_eval_videos=1, ema_decay=0.9)
+    run_module.execute(run_module.prepare(argv))
+    final = json.loads((out / "eval_results.json").read_text())
+
+    metrics = run_module.execute(run_module.prepare(argv + ["--do_train", "false", "--model_name_or_path", str(out)]))
+    folder = out / "eval-run-ema"
+    evaluated = json.loads((folder / "eval_results.json").read_text())
+    for key in [k for k in final if "mAP" in k] + ["eval_loss"]:
+        assert evaluated[key] == final[key] == metrics[key], key
+    assert (folder / "predictions.json").read_bytes() == (out / "predictions.json").read_bytes()
+    assert (folder / "eval_map_table.txt").is_file() and list((folder / "timelines").glob("*.png"))
+    assert not list(folder.glob("checkpoint-*")) and not (folder / "model.safetensors").exists()
+
+    checkpoint = sorted(out.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[0]
+    step = int(checkpoint.name.split("-")[1])
+    logged = [e for e in json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+              if e.get("step") == step and "eval_average_mAP" in e][0]
+    metrics = run_module.execute(run_module.prepare(argv + ["--do_train", "false", "--model_name_or_path",
+                                                            str(checkpoint)]))
+    assert metrics["eval_average_mAP"] == logged["eval_average_mAP"] and metrics["eval_loss"] == logged["eval_loss"]
+
+    raw = run_module.execute(run_module.prepare(argv + ["--do_train", "false", "--model_name_or_path", str(out),
+                                                        "--eval_weights", "raw", "--report_to", "tensorboard"]))
+    assert list((out / "eval-run-raw" / "runs").glob("*/events.out.tfevents.*"))  # not ./runs/ (transformers)
+    assert (out / "eval-run-raw" / "eval_results.json").is_file() and raw["eval_loss"] != final["eval_loss"]
+
+    line = _one_error_line(_cli(argv + ["--do_train", "false"], capsys))
+    assert "set model_name_or_path" in line
+    line = _one_error_line(_cli(argv + ["--do_train", "false", "--model_name_or_path", tmp_path / "nope"], capsys))
+    assert "does not exist" in line
+    line = _one_error_line(_cli(argv + ["--do_train", "false", "--model_name_or_path", tmp_path], capsys))
+    assert "holds no model" in line
+
+
 def test_a_finished_run_started_again_keeps_its_results(root, tmp_path):
     """The same command after a run has finished resumes from its last checkpoint, at the last step: nothing is
     trained, and train_results.json keeps the figures of the run that trained (not train_loss 0.0)."""
