@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .data.common import write_json_atomic
+from .model_folders import PREPROCESSING_CONFIG_NAME, read_preprocessing_config
 from .parser import PHASE_NAME_KEY, PHASES_KEY, RecipeError, merged_values, parse_values, read_layers
 
 logger = logging.getLogger(__name__)
@@ -185,9 +186,11 @@ def merged_log_history(phases: list[Phase]) -> tuple[list[dict], list[dict]]:
     return history, boundaries
 
 
-def assemble_top_folder(phases: list[Phase], output_dir: str, title: str, run_info: dict) -> dict:
+def assemble_top_folder(phases: list[Phase], output_dir: str, title: str, run_info: dict,
+                        repo: str | None = None) -> dict:
     """After the last phase: its model and outputs copied into `output_dir`, the curves over all phases (boundaries
-    marked), the merged log history, a summary of the phases and the model card with a phases section."""
+    marked), the merged log history, a summary of the phases and the model card with a phases section and its "Use"
+    section pointing at the top folder (and `repo`, the store repo it is pushed to)."""
     from .plotting.curves import plot_training_curves
 
     last = phases[-1]
@@ -231,6 +234,13 @@ def assemble_top_folder(phases: list[Phase], output_dir: str, title: str, run_in
         with open(card, encoding="utf-8") as handle:
             text = handle.read().replace("The full resolved recipe is in `recipe_resolved.yaml`.",
                                          "The run was trained in phases (below).")
+        preprocessing = os.path.join(output_dir, PREPROCESSING_CONFIG_NAME)
+        if "## Use\n" in text and "## Reproduce\n" in text and os.path.isfile(preprocessing):
+            from .trainers.base import model_card_use_section
+
+            head, rest = text.split("## Use\n", 1)
+            use = model_card_use_section(read_preprocessing_config(output_dir), output_dir, repo)
+            text = head + "\n".join(use) + "## Reproduce\n" + rest.split("## Reproduce\n", 1)[1]
         with open(card, "w", encoding="utf-8") as handle:
             handle.write(text + "\n".join(rows) + "\n\nThe model here is the last phase's; each phase's folder holds its "
                          "resolved recipe, checkpoints, logs and evaluations.\n")

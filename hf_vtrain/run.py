@@ -121,47 +121,13 @@ def evaluation_source(model_args, training_args) -> tuple[str, str]:
     """Evaluate-only (`do_train: false`): the folder whose weights are evaluated (a run folder's or checkpoint's
     `ema/` by default where it has one, else the folder itself; a store repo id is downloaded first) and the name of
     the output folder, `eval-<name>-<ema|raw>`."""
-    source = getattr(model_args, "model_name_or_path", None)
-    if not source:
-        raise RecipeError("do_train: false evaluates a trained model: set model_name_or_path (a run folder, a "
-                          "checkpoint-N folder or a store repo id)")
-    source = str(source)
-    if os.path.isdir(source):
-        folder = source
-    elif os.path.exists(source):
-        raise RecipeError(f"model_name_or_path: {source} is a file; pass the folder that holds it")
-    elif source.startswith((".", "/", "~")) or source.count("/") != 1:
-        raise RecipeError(f"model_name_or_path: {source} does not exist (neither a folder nor a store repo id "
-                          f"'owner/name')")
-    else:
-        folder = download_model_repo(source, training_args)
-    ema = os.path.join(folder, "ema")
-    if training_args.eval_weights == "ema" and os.path.isfile(os.path.join(ema, "config.json")):
-        weights, kind = ema, "ema"
-    else:
-        if training_args.eval_weights == "ema":
-            logger.warning("%s holds no ema/ weights: evaluating its raw weights", source)
-        weights, kind = folder, "raw"
-    if not os.path.isfile(os.path.join(weights, "config.json")):
-        raise RecipeError(f"model_name_or_path: {source} holds no model (no config.json): pass a run folder, a "
-                          f"checkpoint-N folder or a store repo id")
-    name = os.path.basename(os.path.normpath(source)) or "model"
+    from hf_vtrain.model_folders import resolve_model_folder
+
+    with training_args.main_process_first(desc="download the model"):
+        weights, kind, name = resolve_model_folder(getattr(model_args, "model_name_or_path", None),
+                                                   training_args.eval_weights, token=training_args.hub_token,
+                                                   revision=training_args.hub_revision)
     return weights, f"eval-{name}-{kind}"
-
-
-def download_model_repo(repo: str, training_args) -> str:
-    """A store repo's final model (its top folder: weights, ema/, config, tokenizer; not its checkpoints), from
-    HF_ENDPOINT or the Hub, into the local cache; a failure is one RecipeError naming the repo and the store."""
-    from huggingface_hub import constants, snapshot_download
-
-    try:
-        return snapshot_download(repo_id=repo, token=training_args.hub_token, revision=training_args.hub_revision,
-                                 ignore_patterns=["checkpoint-*", "checkpoint-*/**", "last-checkpoint/**",
-                                                  "phase*/**"])
-    except Exception as err:  # noqa: BLE001 - every download failure is the same message to the user
-        raise RecipeError(f"model_name_or_path: {repo} could not be downloaded from {constants.ENDPOINT} "
-                          f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); check the repo id, "
-                          f"HF_ENDPOINT and HF_TOKEN, or pass a local folder") from None
 
 
 def download_hub_checkpoint(training_args) -> str:
@@ -184,19 +150,31 @@ def download_hub_checkpoint(training_args) -> str:
 
 
 def _jsonable(value):
-    """Plain JSON/YAML types only (enums become their values, unknown objects their str)."""
+    """Plain JSON/YAML types only (enums become their values, dataclasses such as AcceleratorConfig their fields,
+    unknown objects their str)."""
     from enum import Enum
+
+    def plain(v):
+        if isinstance(v, Enum):
+            return v.value
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return dataclasses.asdict(v)
+        return str(v)
 
     if isinstance(value, Enum):
         return value.value
-    return json.loads(json.dumps(value, default=lambda v: v.value if isinstance(v, Enum) else str(v)))
+    return json.loads(json.dumps(value, default=plain))
+
+
+SECRET_KEYS = ("hub_token",)  # never written to run files, which are pushed to the store
 
 
 def resolved_recipe(task: str, *arg_objects) -> dict:
+    """Every key of the run with its value: a recipe that reruns it (`recipe_resolved.yaml`), secrets left out."""
     out = {"task": task}
     for obj in arg_objects:
         for f in dataclasses.fields(obj):
-            if f.init:
+            if f.init and f.name not in SECRET_KEYS:
                 out[f.name] = _jsonable(getattr(obj, f.name))
     return out
 
@@ -216,7 +194,27 @@ def _short_argv(words: list[str]) -> list[str]:
     return words
 
 
+def _redacted(words: list[str]) -> list[str]:
+    """A command line with the values of SECRET_KEYS (`--hub_token X`, `--hub_token=X`) replaced by ***."""
+    out, hide = [], False
+    for word in words:
+        flag = word.split("=", 1)[0]
+        if hide:
+            out.append("***")
+        elif flag.lstrip("-") in SECRET_KEYS and "=" in word:
+            out.append(f"{flag}=***")
+        else:
+            out.append(word)
+        hide = not hide and word.lstrip("-") in SECRET_KEYS and word.startswith("--")
+    return out
+
+
 def invocation(argv: list[str]) -> dict:
+    out = _invocation(argv)
+    return {key: shlex.join(_redacted(shlex.split(command))) for key, command in out.items()}
+
+
+def _invocation(argv: list[str]) -> dict:
     """How this run was started, as the user typed it: the launcher's command line (accelerate launch, torchrun,
     deepspeed: read from the parent process on Linux) and this process's own (`python -m hf_vtrain.run ...` or
     `python hf_vtrain/run.py ...`). A run started from Python (`run.main(argv)`) is recorded as the equivalent
@@ -249,7 +247,7 @@ def write_run_info(output_dir: str, task: str, argv: list[str], set_keys: dict, 
         "hf_vtrain_version": __version__,
         "git_commit": git_commit(),
         **invocation(argv),
-        "recipe_keys_set": {k: _jsonable(v) for k, v in set_keys.items()},
+        "recipe_keys_set": {k: _jsonable(v) for k, v in set_keys.items() if k not in SECRET_KEYS},
     }
     with open(os.path.join(output_dir, "run_info.json"), "w") as handle:
         json.dump(info, handle, indent=2)
@@ -532,7 +530,8 @@ def run_phases(argv: list[str]) -> dict:
     if state.is_main_process:
         title = f"{peek_key(argv, 'task')}: {os.path.basename(os.path.abspath(output_dir))} ({len(plan)} phases)"
         info = {"hf_vtrain_version": __version__, "git_commit": git_commit(), **invocation(argv)}
-        phasing.assemble_top_folder(plan, output_dir, title, info)
+        phasing.assemble_top_folder(plan, output_dir, title, info,
+                                    repo=plan[-1].training_args.hub_model_id if push else None)
         print(f"phases: {', '.join(p.name for p in plan)} -> final model and curves in {output_dir}")
         if push:
             push_folder(plan[-1].training_args, output_dir, peek_key(argv, "task"))

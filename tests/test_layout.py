@@ -14,7 +14,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_vtrain"
 # Modules that import nothing of the package: anything may use them.
 LEAVES = {"hf_vtrain.exit_codes"}
 # What the package root may hold: the entry points and the mechanisms every task shares.
-ROOT_MODULES = {"__init__", "run", "parser", "phases", "exit_codes", "pretrained_sources", "predict"}
+ROOT_MODULES = {"__init__", "run", "parser", "phases", "exit_codes", "pretrained_sources", "predict",
+                "model_folders"}
 CORPUS_MODULES = {"thumos14", "ucf_crime", "synthetic_thumos14", "synthetic_ucf_crime"}
 
 

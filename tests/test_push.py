@@ -97,6 +97,36 @@ def test_resume_from_store_when_local_folder_is_gone(hub_server, hub_env, corpus
     assert state["global_step"] == 6
 
 
+def test_predict_and_evaluate_from_the_store_with_only_the_repo_id(hub_server, hub_env, corpus_root, tmp_path):
+    """Train and push, delete the run folder: predict with the repo id on a clean output folder gives the run's
+    detections; evaluate-only of the repo id gives the run's metrics; the stored model card says how."""
+    out = tmp_path / "run"
+    proc = _run(tiny_argv(corpus_root, out, hub_model_id="team/usable", ema_decay=0.9, **PUSH), hub_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    detections = json.loads((out / "predictions.json").read_text())["results"]
+    metrics = json.loads((out / "eval_results.json").read_text())
+    shutil.rmtree(out)
+    videos = corpus_root / "corpus" / "raw_data" / "video"
+    clean = tmp_path / "clean"
+    proc = subprocess.run([sys.executable, "-m", "hf_vtrain.predict", "--model", "team/usable",
+                           *(str(videos / f"{v}.mp4") for v in detections), "--output", str(clean), "--no_progress"],
+                          env=hub_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for video_id, expected in detections.items():
+        assert json.loads((clean / f"{video_id}.detections.json").read_text())["results"][video_id] == expected
+    summary = json.loads((clean / "predict_summary.json").read_text())
+    assert summary["weights"] == "ema" and summary["model"] == "team/usable"
+    snapshot = os.path.dirname(summary["folder"])  # the EMA weights are its ema/
+    assert "checkpoint" not in " ".join(os.listdir(snapshot))  # the final model only was downloaded
+    assert "python -m hf_vtrain.predict --model team/usable" in open(os.path.join(snapshot, "README.md")).read()
+
+    proc = _run(tiny_argv(corpus_root, tmp_path / "evaluated", do_train="false", model_name_or_path="team/usable"),
+                hub_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((tmp_path / "evaluated" / "eval-usable-ema" / "eval_results.json").read_text())
+    assert again["eval_average_mAP"] == metrics["eval_average_mAP"] and again["eval_loss"] == metrics["eval_loss"]
+
+
 def test_a_phased_run_pushes_its_top_folder(hub_server, hub_env, tmp_path):
     """push_to_hub with phases: the top folder (the last phase's model, card, curves, phases.json) reaches the store at
     the end; the phases' folders and checkpoints stay local."""
@@ -115,3 +145,7 @@ def test_a_phased_run_pushes_its_top_folder(hub_server, hub_env, tmp_path):
     assert {"model.safetensors", "config.json", "README.md", "phases.json", "training_curves.png",
             "ema/model.safetensors"} <= set(files)
     assert not any(f.startswith(("phase1-", "phase2-", "checkpoint-")) for f in files), files
+    assert "preprocessing_config.json" in files
+    card = (out / "README.md").read_text()
+    assert "python -m hf_vtrain.predict --model team/phased VIDEO_OR_FOLDER" in card and "phase2" not in \
+        card.split("## Use")[1].split("## Reproduce")[0]

@@ -198,17 +198,22 @@ class VideoLocator:
         return candidates[0], f"video file not found (looked at {where}{by_name})"
 
 
-def write_json_atomic(path: str, obj: Any, indent: int | None = None) -> str:
-    """Writes JSON to a temporary name in the same folder, then renames: a kill or a full disk never leaves a
+def write_text_atomic(path: str, text: str) -> str:
+    """Writes text to a temporary name in the same folder, then renames: a kill or a full disk never leaves a
     half-written file under `path` (the old one, if any, stays whole). Creates the folder. Returns `path`."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
         with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(obj, handle, indent=indent)
+            handle.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
     return path
+
+
+def write_json_atomic(path: str, obj: Any, indent: int | None = None) -> str:
+    """JSON of `obj`, written as write_text_atomic writes (never half-written under `path`). Returns `path`."""
+    return write_text_atomic(path, json.dumps(obj, indent=indent))

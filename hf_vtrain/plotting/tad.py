@@ -10,18 +10,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_detection_timeline(video_id: str, duration: float, ground_truth: list[dict], predictions: list[dict],
+def plot_detection_timeline(video_id: str, duration: float, ground_truth: list[dict] | None, predictions: list[dict],
                             class_names: list[str], path: str, min_score: float = 0.1, max_per_class: int = 5) -> str:
-    """Per class: the ground-truth segments on one row, then the top predictions one per row (shade = score)."""
+    """Per class: the ground-truth segments on one row, then the top predictions one per row (shade = score).
+    `ground_truth` None (a video without annotations, as predict sees it): prediction rows only."""
     preds = [p for p in predictions if p["score"] >= min_score]
-    present = {g["label"] for g in ground_truth} | {p["label"] for p in preds}
+    present = {g["label"] for g in ground_truth or []} | {p["label"] for p in preds}
     classes = [c for c in class_names if c in present] or class_names[:1]
     rows = []  # (label text, class name, list of (start, end, score or None))
     for name in classes:
-        rows.append((f"{name}: ground truth", name, [(*g["segment"], None) for g in ground_truth if g["label"] == name]))
+        if ground_truth is not None:
+            rows.append((f"{name}: ground truth", name,
+                         [(*g["segment"], None) for g in ground_truth if g["label"] == name]))
         top = sorted((p for p in preds if p["label"] == name), key=lambda p: -p["score"])[:max_per_class]
         for rank, p in enumerate(top, 1):
-            rows.append((f"pred #{rank}", name, [(*p["segment"], p["score"])]))
+            rows.append((f"{name} #{rank}" if ground_truth is None else f"pred #{rank}", name,
+                         [(*p["segment"], p["score"])]))
+    if not rows:
+        rows.append((f"no detection >= {min_score}", classes[0], []))
     cmap = plt.get_cmap("tab10")
     fig, ax = plt.subplots(figsize=(12, 0.32 * len(rows) + 1.4))
     for i, (_, name, spans) in enumerate(rows):
@@ -39,8 +45,9 @@ def plot_detection_timeline(video_id: str, duration: float, ground_truth: list[d
     ax.set_xlim(0, duration)
     ax.set_ylim(0, len(rows))
     ax.set_xlabel("time (s)")
-    ax.set_title(f"{video_id}: ground truth (outlined) and top-{max_per_class} predictions per class "
-                 f"(score >= {min_score}, shade = score)", fontsize=9)
+    what = "ground truth (outlined) and " if ground_truth is not None else ""
+    ax.set_title(f"{video_id}: {what}top-{max_per_class} predictions per class (score >= {min_score}, shade = score)",
+                 fontsize=9)
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -19,7 +19,7 @@ def plot_anomaly_scores(
     video: str,
     snippet_scores: Sequence[float],
     num_frames: int,
-    segments: Sequence[tuple[int, int]],
+    segments: Sequence[tuple[int, int]] | None,
     path: str,
     class_name: str | None = None,
     fps: float | None = None,
@@ -28,11 +28,12 @@ def plot_anomaly_scores(
 ) -> str:
     """Score per frame (each snippet score held over its `snippet` frames) with the ground-truth anomalous spans
     (end-exclusive frame numbers) shaded; frames past the last whole snippet, which carry no score and no label in
-    the metric, are greyed. A second x axis gives seconds when `fps` is known. Returns `path`."""
+    the metric, are greyed. A second x axis gives seconds when `fps` is known. `segments` None: a video without
+    annotation (predict). Returns `path`."""
     scores = np.asarray(snippet_scores, dtype=np.float64).reshape(-1)
     scored = len(scores) * snippet
     fig, ax = plt.subplots(figsize=(11, 3.4))
-    for i, (start, end) in enumerate(segments):
+    for i, (start, end) in enumerate(segments or []):
         ax.axvspan(start, end, color="tab:red", alpha=0.22, lw=0, label="ground-truth anomaly" if i == 0 else None)
     if num_frames > scored:
         ax.axvspan(scored, num_frames, color="0.85", alpha=0.6, lw=0, label="not scored (partial snippet)")
@@ -44,7 +45,8 @@ def plot_anomaly_scores(
     ax.set_ylim(-0.02, 1.02)
     ax.set_xlabel("frame")
     ax.set_ylabel("anomaly score")
-    kind = "normal" if not segments else f"{len(segments)} anomalous span(s)"
+    kind = ("no annotation" if segments is None else "normal" if not segments
+            else f"{len(segments)} anomalous span(s)")
     fig.suptitle(f"{video}" + (f" ({class_name})" if class_name else "") + f": {kind}, {num_frames} frames",
                  fontsize=11)
     if fps:

@@ -1,5 +1,6 @@
 """What every task's wiring shares: the spec a task registers in the task table, what its `setup` returns, the checks of
-`*_config_overrides` recipe entries, and the random demo checkpoints the demo recipes write on first use."""
+`*_config_overrides` recipe entries, the random demo checkpoints the demo recipes write on first use, and what a task's
+predictor gets from `python -m hf_vtrain.predict` (PredictRuntime, VideoPlan) and the SubRip writer."""
 
 from __future__ import annotations
 
@@ -44,6 +45,96 @@ class TaskSpec:
     trainer_cls: type
     setup: Callable[..., TaskRun]      # (model_args, data_args, training_args) -> TaskRun
     validate: Callable[..., Any]       # (data_args) -> report with .ok and .format()
+    predictor: type | None = None      # a TaskPredictor subclass (`python -m hf_vtrain.predict`); None: no predict
+
+
+class TaskPredictor:
+    """What `python -m hf_vtrain.predict` asks of a task. A subclass sets the class attributes and implements:
+
+    - `__init__(folder, preprocessing, options, runtime)`: load the model (and tokenizer, ...) from `folder`, with its
+      `preprocessing_config.json` as `preprocessing`, the parsed command line as `options`, a PredictRuntime;
+    - `describe()`: one line of the settings in use;
+    - `plan(path, video_id) -> VideoPlan`: probe the file (raise VideoDecodeError naming it) and count the units;
+    - `run(plan, advance) -> result`: the model over the video, calling `advance(n)` as units are done;
+    - `write(plan, result, out_dir) -> (files, summary line)`: the video's files, the result file first;
+    - `read(out_dir, video_id) -> result`: a result written before (--skip_existing);
+    - `write_combined(results, out_dir) -> files`: every video's results in one file.
+    """
+
+    unit = "unit"              # what the progress bar counts (window, snippet, frame)
+    default_batch_size = 1     # units per forward when --batch_size is not given
+    result_suffix = ".json"    # `<video_id><result_suffix>`: the file that marks a video done
+    default_threshold = 0.5    # --threshold when not given
+
+    @staticmethod
+    def add_arguments(group) -> None:
+        """The task's own command-line options (an argparse argument group); none by default."""
+
+
+@dataclass(frozen=True)
+class PredictRuntime:
+    """Where and how `python -m hf_vtrain.predict` runs a model: device, autocast dtype (None: float32), batch size
+    (task units per forward), decode threads, and the task's display threshold (None: the task's default)."""
+
+    device: Any
+    dtype: Any
+    batch_size: int
+    decode_threads: int
+    threshold: float | None
+
+    def autocast(self):
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=torch.device(self.device).type, dtype=self.dtype)
+
+
+@dataclass
+class VideoPlan:
+    """One input video as a predictor planned it: its id, file, what the decoder reports, and the units of work
+    (windows, snippets) the progress bar counts; `extra` is the predictor's own (e.g. window starts)."""
+
+    video_id: str
+    path: str
+    num_frames: int
+    fps: float
+    height: int
+    width: int
+    units: int
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return self.num_frames / self.fps
+
+
+def prefetched(items: list, load):
+    """`load(item)` of each item in order, the next one decoded in a thread while the caller runs the model on this
+    one (decord and torch's resize release the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not items:
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(load, items[0])
+        for nxt in items[1:]:
+            ready = pending.result()
+            pending = pool.submit(load, nxt)
+            yield ready
+        yield pending.result()
+
+
+def srt_time(seconds: float) -> str:
+    millis = int(round(max(seconds, 0.0) * 1000))
+    hours, rest = divmod(millis, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    secs, millis = divmod(rest, 1000)
+    return f"{hours:02d}:{minutes:02d}:{secs:02d},{millis:03d}"
+
+
+def format_srt(cues: list[tuple[float, float, str]]) -> str:
+    """SubRip text of (start s, end s, text) cues, numbered from 1 in the order given."""
+    blocks = [f"{i}\n{srt_time(start)} --> {srt_time(end)}\n{text}\n" for i, (start, end, text) in enumerate(cues, 1)]
+    return "\n".join(blocks)
 
 
 def check_config_overrides(

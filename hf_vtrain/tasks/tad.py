@@ -1,20 +1,46 @@
 """Task `tad`, temporal action detection: AdaTAD on THUMOS-14-format corpora. The recipe keys of the model
 (TADModelArguments; the data keys are data/thumos14's TADDataArguments, the training keys VTrainingArguments), how the
 model is built (a VideoMAE checkpoint or a saved AdaTAD model, LoRA), and the setup that hands run.py its Trainer's
-pieces."""
+pieces, and the predictor of `python -m hf_vtrain.predict` (OpenTAD results, SubRip subtitles and a timeline per
+video)."""
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 from dataclasses import dataclass, field
 
-from ..data.thumos14 import TADCorpus, TADDataArguments, collate_tad, load_thumos14, validate_thumos14
+import numpy as np
+
+from ..data.common import write_json_atomic, write_text_atomic
+from ..data.thumos14 import (
+    EvalWindowTransform,
+    TADCorpus,
+    TADDataArguments,
+    collate_tad,
+    eval_window_starts,
+    load_thumos14,
+    num_sampled_frames,
+    validate_thumos14,
+)
 from ..models.adatad import AdaTADForActionDetection
 from ..parser import RecipeError
 from ..pretrained_sources import check_pretrained_source, loading
 from ..trainers.arguments import VTrainingArguments
 from ..trainers.tad import TADTrainer
-from .common import TaskRun, TaskSpec, check_config_overrides, config_errors, ensure_random_checkpoint
+from .common import (
+    PredictRuntime,
+    TaskPredictor,
+    TaskRun,
+    TaskSpec,
+    VideoPlan,
+    check_config_overrides,
+    config_errors,
+    ensure_random_checkpoint,
+    format_srt,
+    prefetched,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -182,10 +208,139 @@ def setup(model_args: TADModelArguments, data_args: TADDataArguments, training_a
         eval_dataset=corpus.eval_dataset,
         data_collator=collate_tad,
         trainer_kwargs={"corpus": corpus,
-                        "lora_base_model": model_args.model_name_or_path or model_args.backbone_name_or_path},
+                        "lora_base_model": model_args.model_name_or_path or model_args.backbone_name_or_path,
+                        "preprocessing_config": preprocessing_config(data_args)},
         epoch_hooks=[corpus.set_epoch],
         corpus=corpus,
     )
+
+
+def preprocessing_config(data_args: TADDataArguments) -> dict:
+    """How evaluation reads a video (hf_vtrain.model_folders): saved with the weights, read by predict. Class names,
+    normalisation and post-processing are the model config's."""
+    return {
+        "task": "tad",
+        "sample_stride": data_args.sample_stride,
+        "window_size": data_args.window_size,
+        "eval_window_stride": data_args.eval_window_stride,
+        "eval_resize": data_args.eval_resize,
+        "eval_crop": data_args.eval_resize,
+    }
+
+
+class TADPredictor(TaskPredictor):
+    """Detections for any video: the evaluation's sliding windows (EvalWindowTransform, so the same frames, resize
+    and crop), the model's window decoding and the evaluation's merge + soft-NMS. Per video `<id>.detections.json`
+    (OpenTAD results format, seconds), `<id>.srt` (segments scoring >= the threshold, by start time) and
+    `<id>.timeline.png`; `predictions.json` holds every video at the end."""
+
+    unit = "window"
+    default_batch_size = 1
+    result_suffix = ".detections.json"
+    default_threshold = 0.3
+
+    @staticmethod
+    def add_arguments(group) -> None:
+        group.add_argument("--max_plot_per_class", type=int, default=5,
+                           help="tad: detections per class drawn on the timeline (default 5)")
+
+    def __init__(self, folder: str, preprocessing: dict, options, runtime: PredictRuntime):
+        from ..data.video_io import EvalClipTransform
+
+        with loading("--model", folder, "AdaTAD model"):
+            self.model = AdaTADForActionDetection.from_pretrained(folder)
+        self.model.to(runtime.device).eval()
+        self.config = self.model.config
+        self.runtime = runtime
+        self.threshold = runtime.threshold if runtime.threshold is not None else self.default_threshold
+        self.max_plot_per_class = options.max_plot_per_class
+        self.sample_stride = int(preprocessing["sample_stride"])
+        self.window_size = int(preprocessing["window_size"])
+        self.window_stride = int(preprocessing["eval_window_stride"])
+        self.transform = EvalWindowTransform(
+            self.window_size, self.sample_stride,
+            clip_transform=EvalClipTransform(resize=preprocessing["eval_resize"], crop=preprocessing["eval_crop"]),
+            decode_threads=runtime.decode_threads,
+        )
+        self.class_names = [self.config.id2label[i] for i in range(len(self.config.id2label))]
+
+    def describe(self) -> str:
+        c = self.config
+        return (f"AdaTAD, {len(self.class_names)} classes; sample stride {self.sample_stride}, windows of "
+                f"{self.window_size} every {self.window_stride}, {self.transform.clip_transform!r}; soft-NMS sigma "
+                f"{c.nms_sigma}, score_threshold {c.score_threshold}, max_segments {c.max_segments}; .srt and "
+                f"timeline: score >= {self.threshold}")
+
+    def plan(self, path: str, video_id: str) -> VideoPlan:
+        from ..data.video_io import probe_video
+
+        info = probe_video(path, decode_last=True, num_threads=self.runtime.decode_threads)
+        starts = eval_window_starts(num_sampled_frames(info.num_frames, self.sample_stride), self.window_size,
+                                    self.window_stride)
+        return VideoPlan(video_id, path, info.num_frames, info.fps, info.height, info.width, len(starts),
+                         {"starts": starts})
+
+    def _batch(self, plan: VideoPlan, starts: list[int]) -> dict:
+        row = {"path": plan.path, "num_frames": plan.num_frames, "fps": plan.fps, "video_index": 0,
+               "segments": [], "labels": []}
+        return collate_tad([self.transform.transform_row({**row, "window_start": start}) for start in starts])
+
+    def run(self, plan: VideoPlan, advance) -> list[dict]:
+        import torch
+
+        from ..models.adatad.postprocessing_adatad import (
+            RawDetections,
+            decode_window_detections,
+            merge_raw_detections,
+            postprocess_settings,
+            to_opentad_results,
+        )
+
+        starts = plan.extra["starts"]
+        batches = [starts[i: i + self.runtime.batch_size] for i in range(0, len(starts), self.runtime.batch_size)]
+        detections = []
+        for batch in prefetched(batches, lambda b: self._batch(plan, b)):
+            with torch.no_grad(), self.runtime.autocast():
+                outputs = self.model(pixel_values=batch["pixel_values"].to(self.runtime.device),
+                                     pixel_mask=batch["pixel_mask"].to(self.runtime.device))
+                decoded = decode_window_detections(outputs, self.config)
+            detections.append(decoded.float().cpu().numpy())
+            advance(len(batch["window_start"]))
+        raw = RawDetections(
+            detections=np.concatenate(detections).astype(np.float32),
+            meta=np.asarray([[0, start] for start in starts], dtype=np.int64),
+            videos=[{"video_id": plan.video_id, "fps": plan.fps, "sample_stride": self.sample_stride,
+                     "duration": plan.duration}],
+            class_names=self.class_names,
+            postprocess=postprocess_settings(self.config),
+        )
+        return to_opentad_results(merge_raw_detections(raw), self.config.id2label)["results"][plan.video_id]
+
+    def write(self, plan: VideoPlan, detections: list[dict], out_dir: str) -> tuple[list[str], str]:
+        from ..plotting.tad import plot_detection_timeline
+
+        stem = os.path.join(out_dir, plan.video_id)
+        files = [write_json_atomic(f"{stem}.detections.json", {"results": {plan.video_id: detections}})]
+        shown = sorted((d for d in detections if d["score"] >= self.threshold),
+                       key=lambda d: (d["segment"][0], -d["score"]))
+        cues = [(d["segment"][0], d["segment"][1], f"{d['label']} {d['score']:.2f}") for d in shown]
+        files.append(write_text_atomic(f"{stem}.srt", format_srt(cues)))
+        # nothing reaches the threshold: the best detections are drawn all the same (the title gives the floor)
+        floor = self.threshold if shown else min([d["score"] for d in detections], default=0.0)
+        files.append(plot_detection_timeline(plan.video_id, plan.duration, None, detections, self.class_names,
+                                             f"{stem}.timeline.png", min_score=floor,
+                                             max_per_class=self.max_plot_per_class))
+        best = max(detections, key=lambda d: d["score"], default=None)
+        top = f"; best {best['label']} {best['segment'][0]:.2f}-{best['segment'][1]:.2f} s ({best['score']:.2f})" \
+            if best else ""
+        return files, f"{len(detections)} detections, {len(shown)} with score >= {self.threshold}{top}"
+
+    def read(self, out_dir: str, video_id: str) -> list[dict]:
+        with open(os.path.join(out_dir, video_id + self.result_suffix), encoding="utf-8") as handle:
+            return json.load(handle)["results"][video_id]
+
+    def write_combined(self, results: dict, out_dir: str) -> list[str]:
+        return [write_json_atomic(os.path.join(out_dir, "predictions.json"), {"results": results})]
 
 
 SPEC = TaskSpec(
@@ -196,4 +351,5 @@ SPEC = TaskSpec(
     trainer_cls=TADTrainer,
     setup=setup,
     validate=validate_thumos14,
+    predictor=TADPredictor,
 )

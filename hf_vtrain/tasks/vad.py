@@ -1,25 +1,43 @@
 """Task `vad`, video anomaly detection: FG-CLIP video fine-tuning on UCF-Crime-format corpora. The recipe keys of the
 model (VADModelArguments; the data keys are data/ucf_crime's VADDataArguments), how the model and tokenizer are loaded
-(a CLIP checkpoint or a saved FGCLIPVideoModel), and the setup that hands run.py its Trainer's pieces."""
+(a CLIP checkpoint or a saved FGCLIPVideoModel), the setup that hands run.py its Trainer's pieces, and the predictor
+of `python -m hf_vtrain.predict` (anomaly score per snippet and per frame, and a score plot, per video)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import dataclass, field
 
-from ..data.ucf_crime import VADDataArguments, load_ucf_crime, validate_ucf_crime
+import numpy as np
+
+from ..data.common import write_json_atomic
+from ..data.ucf_crime import (
+    SNIPPET_FRAMES,
+    VADDataArguments,
+    eval_frame_indices,
+    expand_eval_scores,
+    load_ucf_crime,
+    num_video_snippets,
+    resize_frames,
+    validate_ucf_crime,
+)
 from ..models.fgclip_video import FGCLIPVideoModel
 from ..parser import RecipeError
 from ..pretrained_sources import check_pretrained_source, loading
 from ..trainers.vad import VADTrainer, VADTrainingArguments
 from .common import (
+    PredictRuntime,
+    TaskPredictor,
     TaskRun,
     TaskSpec,
+    VideoPlan,
     check_config_overrides,
     check_loss_terms_have_data,
     config_errors,
     ensure_random_checkpoint,
+    prefetched,
 )
 
 logger = logging.getLogger(__name__)
@@ -141,10 +159,124 @@ def setup(model_args: VADModelArguments, data_args: VADDataArguments, training_a
         train_dataset=corpus.train_dataset,
         eval_dataset=corpus.eval_dataset,
         data_collator=corpus.train_collator,
-        trainer_kwargs={"corpus": corpus, "processing_class": tokenizer},
+        trainer_kwargs={"corpus": corpus, "processing_class": tokenizer,
+                        "preprocessing_config": preprocessing_config(data_args)},
         epoch_hooks=[corpus.set_epoch],
         corpus=corpus,
     )
+
+
+def preprocessing_config(data_args: VADDataArguments) -> dict:
+    """How evaluation reads a test video (hf_vtrain.model_folders): saved with the weights, read by predict. Prompts,
+    classes, normalisation and the scoring window are the model config's; the tokenizer is saved beside it."""
+    return {
+        "task": "vad",
+        "snippet_frames": SNIPPET_FRAMES,
+        "image_size": data_args.image_size,
+        "resize_mode": data_args.resize_mode,
+        "max_eval_snippets": data_args.max_eval_snippets,
+    }
+
+
+class VADPredictor(TaskPredictor):
+    """Anomaly scores for any video, as evaluation scores a test video: one frame fed per 16-frame snippet (the same
+    frames, resize and prompts), the temporal module over windows of `score_window_frames` snippets. A long video
+    runs in pieces of whole windows (positions restart in each window): the scores of one pass up to float rounding
+    (a video of up to `--batch_size` windows is one piece, which gives the evaluation's scores to the bit). Per
+    video `<key>.scores.json` (a snippet score list with the frame count: the input of `python -m
+    hf_vtrain.metrics.vad`), `<key>.frame_scores.json` (one score per scored frame: the same metric with `--snippet
+    1`) and `<key>.scores.png`; `anomaly_scores.json` holds every video at the end."""
+
+    unit = "snippet"
+    default_batch_size = 32
+    result_suffix = ".scores.json"
+    default_threshold = 0.5
+
+    def __init__(self, folder: str, preprocessing: dict, options, runtime: PredictRuntime):
+        import torch
+        from transformers import AutoTokenizer
+
+        with loading("--model", folder, "FGCLIPVideoModel"):
+            self.model = FGCLIPVideoModel.from_pretrained(folder)
+        if not _has_tokenizer(folder):
+            raise RecipeError(f"{folder} holds no tokenizer (tokenizer_config.json): the anomaly prompts cannot be "
+                              f"encoded; save the CLIP tokenizer into it")
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        self.model.to(runtime.device).eval()
+        self.config = self.model.config
+        self.runtime = runtime
+        self.threshold = runtime.threshold if runtime.threshold is not None else self.default_threshold
+        self.snippet = int(preprocessing["snippet_frames"])
+        self.image_size = int(preprocessing["image_size"])
+        self.resize_mode = preprocessing["resize_mode"]
+        self.max_snippets = preprocessing.get("max_eval_snippets")
+        with torch.no_grad(), runtime.autocast():  # once, as evaluation does
+            prompts = self.model.encode_prompts(tokenizer)
+            self.prompt_embeds = self.model.get_prompt_embeddings(**prompts).float()
+
+    def describe(self) -> str:
+        c = self.config
+        cap = "every snippet" if self.max_snippets is None else f"at most {self.max_snippets} per video"
+        return (f"FG-CLIP video, {len(c.anomaly_prompts)} prompts (normal: {c.anomaly_prompts[c.normal_prompt_index]!r}); "
+                f"one frame per {self.snippet}-frame snippet ({cap}), {self.resize_mode} to {self.image_size} px, "
+                f"windows of {c.score_window_frames} snippets; plot threshold {self.threshold}")
+
+    def plan(self, path: str, video_id: str) -> VideoPlan:
+        from ..data.video_io import probe_video
+
+        info = probe_video(path, decode_last=True, num_threads=self.runtime.decode_threads)
+        fed = eval_frame_indices(info.num_frames, self.max_snippets, self.snippet)
+        return VideoPlan(video_id, path, info.num_frames, info.fps, info.height, info.width, len(fed),
+                         {"fed": fed, "num_snippets": num_video_snippets(info.num_frames, self.snippet)})
+
+    def run(self, plan: VideoPlan, advance) -> dict:
+        import torch
+
+        from ..data.video_io import VideoReader
+
+        reader = VideoReader(plan.path, num_threads=self.runtime.decode_threads)
+        fed = plan.extra["fed"]
+        piece = self.config.score_window_frames * max(1, self.runtime.batch_size)  # whole windows per forward
+        pieces = [fed[i: i + piece] for i in range(0, len(fed), piece)]
+        scores = []
+        for pixels in prefetched(pieces, lambda idx: resize_frames(reader.get_frames(idx), self.image_size,
+                                                                   self.resize_mode)[0]):
+            pixel_values = pixels.unsqueeze(0).to(self.runtime.device)
+            mask = torch.ones(pixel_values.shape[:2], dtype=torch.bool, device=self.runtime.device)
+            with torch.no_grad(), self.runtime.autocast():
+                out = self.model.score_snippets(pixel_values, mask, prompt_embeds=self.prompt_embeds)
+            scores.append(out.scores[0].float().cpu().numpy().astype(np.float64))
+            advance(len(pixels))
+        return {"scores": expand_eval_scores(np.concatenate(scores), plan.extra["num_snippets"]).tolist(),
+                "num_frames": plan.num_frames}
+
+    def write(self, plan: VideoPlan, result: dict, out_dir: str) -> tuple[list[str], str]:
+        from ..plotting.vad import plot_anomaly_scores
+
+        scores = result["scores"]
+        stem = os.path.join(out_dir, plan.video_id)
+        frames = np.repeat(np.asarray(scores), self.snippet).tolist()
+        files = [
+            write_json_atomic(f"{stem}.scores.json", {"scores": {plan.video_id: scores},
+                                                      "num_frames": {plan.video_id: plan.num_frames}}),
+            write_json_atomic(f"{stem}.frame_scores.json", {"scores": {plan.video_id: frames}}),
+            plot_anomaly_scores(plan.video_id, scores, plan.num_frames, None, f"{stem}.scores.png", fps=plan.fps,
+                                snippet=self.snippet, threshold=self.threshold),
+        ]
+        above = sum(s >= self.threshold for s in scores)
+        peak = int(np.argmax(scores))
+        return files, (f"{len(scores)} snippets, {above} with score >= {self.threshold}; peak {scores[peak]:.3f} at "
+                       f"{peak * self.snippet / plan.fps:.1f} s")
+
+    def read(self, out_dir: str, video_id: str) -> dict:
+        with open(os.path.join(out_dir, video_id + self.result_suffix), encoding="utf-8") as handle:
+            saved = json.load(handle)
+        return {"scores": saved["scores"][video_id], "num_frames": saved["num_frames"][video_id]}
+
+    def write_combined(self, results: dict, out_dir: str) -> list[str]:
+        return [write_json_atomic(os.path.join(out_dir, "anomaly_scores.json"),
+                                  {"scores": {k: v["scores"] for k, v in results.items()},
+                                   "num_frames": {k: v["num_frames"] for k, v in results.items()}})]
 
 
 SPEC = TaskSpec(
@@ -155,4 +287,5 @@ SPEC = TaskSpec(
     trainer_cls=VADTrainer,
     setup=setup,
     validate=validate_ucf_crime,
+    predictor=VADPredictor,
 )

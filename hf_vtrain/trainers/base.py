@@ -18,6 +18,7 @@ import torch
 from accelerate.utils import gather_object
 from transformers import PreTrainedModel, Trainer, TrainerCallback
 
+from ..model_folders import EMA_DIR, PREPROCESSING_CONFIG_NAME, write_preprocessing_config
 from .arguments import VTrainingArguments
 from .distributed import outside_zero_init, patch_deepspeed_scalar_broadcast
 from .ema import ModelEMA, ema_decay_for_half_life, ema_report
@@ -25,7 +26,6 @@ from .optimization import assign_param_groups, build_optimizer_groups, format_pa
 
 logger = logging.getLogger(__name__)
 
-EMA_DIR = "ema"
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -141,11 +141,15 @@ _SAMPLE_ID_KEYS = ("video_index", "window_start", "sample_index")
 class VTrainer(Trainer):
     """Base trainer of every task. Subclasses add `compute_loss` parts or evaluation as their task needs."""
 
-    def __init__(self, *args, epoch_hooks=(), epoch_offset: int = 0, schedule_epochs: float | None = None, **kwargs):
+    def __init__(self, *args, epoch_hooks=(), epoch_offset: int = 0, schedule_epochs: float | None = None,
+                 preprocessing_config: dict | None = None, **kwargs):
         """`epoch_offset`: epochs trained by the phases before this one (epoch-driven hooks and the eval/save schedule
         count epochs of the whole run); `schedule_epochs`: the epochs of every phase together, which a phase with
-        `continue_schedule` sizes its schedule for."""
-        self.push_log: list[dict] = []  # before super().__init__, which creates the Hub repository
+        `continue_schedule` sizes its schedule for; `preprocessing_config`: what the task's evaluation reads frames
+        with (hf_vtrain.model_folders), written next to the weights of every save (final model, checkpoints, ema/),
+        so that the folder alone is enough to predict and evaluate."""
+        self.push_log: list[dict] = []
+        self.preprocessing_config = preprocessing_config  # before super().__init__, which creates the Hub repository
         self._watched_pushes: set[int] = set()
         super().__init__(*args, **kwargs)
         targs: VTrainingArguments = self.args
@@ -346,6 +350,11 @@ class VTrainer(Trainer):
         # A shallow copy: save_pretrained pops the entries of the mapping it is given.
         self._saved_state_dict = dict(state_dict) if state_dict is not None else None
         super()._save(output_dir, state_dict=state_dict)
+        self._save_preprocessing_config(output_dir or self.args.output_dir)
+
+    def _save_preprocessing_config(self, folder: str) -> None:
+        if self.preprocessing_config is not None and self.args.should_save:
+            write_preprocessing_config(folder, self.preprocessing_config)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         self._saved_state_dict = None
@@ -361,6 +370,7 @@ class VTrainer(Trainer):
             self.model.save_pretrained(ema_dir, state_dict=state)
             if self.processing_class is not None:  # ema/ is a whole model folder too: evaluate or predict from it
                 self.processing_class.save_pretrained(ema_dir)
+            self._save_preprocessing_config(ema_dir)
             with open(os.path.join(ema_dir, "ema_state.json"), "w") as handle:
                 json.dump({"decay": self.ema.decay, "num_updates": self.ema.num_updates}, handle)
 
@@ -492,6 +502,7 @@ class VTrainer(Trainer):
             "|---|---|",
             *[f"| {k} | {v:.4f} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in sorted(eval_metrics.items())],
             "",
+            *self._model_card_use_section(),
             "## Reproduce",
             "",
             "```bash",
@@ -503,6 +514,43 @@ class VTrainer(Trainer):
         ]
         with open(os.path.join(self.args.output_dir, "README.md"), "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines))
+
+
+    def _model_card_use_section(self) -> list[str]:
+        if self.preprocessing_config is None:
+            return []
+        repo = (getattr(self, "hub_model_id", None) or self.args.hub_model_id) if self.args.push_to_hub else None
+        return model_card_use_section(self.preprocessing_config, self.args.output_dir, repo)
+
+
+def model_card_use_section(preprocessing_config: dict, folder: str, repo: str | None) -> list[str]:
+    """The model card's "## Use" lines: predict on videos and evaluate again, from the folder and the store repo (if
+    pushed), and what predict reads. Phased runs write it again for their top folder."""
+    folder = os.path.abspath(folder)
+    where = f"this folder (`{folder}`)" + (f" or its store repo `{repo}`" if repo else "")
+    model = repo or folder
+    settings = ", ".join(f"{k} {v}" for k, v in preprocessing_config.items() if k not in ("task", "format"))
+    return [
+        "## Use",
+        "",
+        f"`--model` is {where}; no recipe is needed. Any video decord reads, at any size, frame rate and length:",
+        "",
+        "```bash",
+        f"python -m hf_vtrain.predict --model {model} VIDEO_OR_FOLDER --output predictions/",
+        "```",
+        "",
+        "Evaluate it again (the metrics above, in its own `eval-*` folder):",
+        "",
+        "```bash",
+        f"python -m hf_vtrain.run {os.path.join(folder, 'recipe_resolved.yaml')} --do_train false "
+        f"--model_name_or_path {model}",
+        "```",
+        "",
+        f"`{PREPROCESSING_CONFIG_NAME}` (task {preprocessing_config.get('task')}: {settings}) says how frames are "
+        f"read; `config.json` holds the classes, normalisation and post-processing. With a store other than the Hub, "
+        f"set `HF_ENDPOINT` (and `HF_TOKEN` for a private repo).",
+        "",
+    ]
 
 
 def load_exact(model: PreTrainedModel, checkpoint_dir: str) -> None:

@@ -412,8 +412,10 @@ def test_evaluate_only_reproduces_the_run_and_its_checkpoints(root, tmp_path, ca
     folder gives the evaluation logged at its step; raw weights are a key away; bad sources are one message."""
     out = tmp_path / "run"
     argv = tiny_argv(root, out, num_train_epochs=2, eval_start_epoch=1, plot_eval_videos=1, ema_decay=0.9)
-    run_module.execute(run_module.prepare(argv))
+    run_module.execute(run_module.prepare(argv + ["--hub_token", "hf_SECRET_123"]))
     final = json.loads((out / "eval_results.json").read_text())
+    for name in ("recipe_resolved.yaml", "run_info.json", "README.md"):  # the run's files go to the store
+        assert "hf_SECRET_123" not in (out / name).read_text(), name
 
     metrics = run_module.execute(run_module.prepare(argv + ["--do_train", "false", "--model_name_or_path", str(out)]))
     folder = out / "eval-run-ema"
@@ -436,6 +438,11 @@ def test_evaluate_only_reproduces_the_run_and_its_checkpoints(root, tmp_path, ca
                                                         "--eval_weights", "raw", "--report_to", "tensorboard"]))
     assert list((out / "eval-run-raw" / "runs").glob("*/events.out.tfevents.*"))  # not ./runs/ (transformers)
     assert (out / "eval-run-raw" / "eval_results.json").is_file() and raw["eval_loss"] != final["eval_loss"]
+
+    # the run's recipe_resolved.yaml is a recipe: the model card's evaluate command
+    again = run_module.execute(run_module.prepare([str(out / "recipe_resolved.yaml"), "--do_train", "false",
+                                                   "--model_name_or_path", str(out)]))
+    assert again["eval_average_mAP"] == final["eval_average_mAP"]
 
     line = _one_error_line(_cli(argv + ["--do_train", "false"], capsys))
     assert "set model_name_or_path" in line
