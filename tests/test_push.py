@@ -120,8 +120,9 @@ def test_predict_and_evaluate_from_the_store_with_only_the_repo_id(hub_server, h
     assert "checkpoint" not in " ".join(os.listdir(snapshot))  # the final model only was downloaded
     assert "python -m hf_vtrain.predict --model team/usable" in open(os.path.join(snapshot, "README.md")).read()
 
-    proc = _run(tiny_argv(corpus_root, tmp_path / "evaluated", do_train="false", model_name_or_path="team/usable"),
-                hub_env)
+    # no recipe: the repo's own recipe_resolved.yaml
+    proc = _run(["--do_train", "false", "--model_name_or_path", "team/usable", "--output_dir",
+                 str(tmp_path / "evaluated")], hub_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads((tmp_path / "evaluated" / "eval-usable-ema" / "eval_results.json").read_text())
     assert again["eval_average_mAP"] == metrics["eval_average_mAP"] and again["eval_loss"] == metrics["eval_loss"]

@@ -105,6 +105,10 @@ class VTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self):
+        accelerator = self.accelerator_config
+        if isinstance(accelerator, str) and not os.path.isfile(accelerator):  # transformers: FileNotFoundError
+            raise ValueError(f"accelerator_config: {accelerator!r} is no file: give a mapping of AcceleratorConfig "
+                             f"fields or the path of a JSON file holding one")
         # multistep is no transformers SchedulerType: the base class converts the name to one, so it sees another
         # name and gets this one back (VTrainer.create_scheduler builds every schedule itself).
         schedule = getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)

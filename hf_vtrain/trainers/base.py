@@ -539,11 +539,11 @@ def model_card_use_section(preprocessing_config: dict, folder: str, repo: str | 
         f"python -m hf_vtrain.predict --model {model} VIDEO_OR_FOLDER --output predictions/",
         "```",
         "",
-        "Evaluate it again (the metrics above, in its own `eval-*` folder):",
+        "Evaluate it again with its own `recipe_resolved.yaml` (the metrics above, in an `eval-*` folder; add "
+        "`--data_root` where the corpus is on your machine, or give another recipe first):",
         "",
         "```bash",
-        f"python -m hf_vtrain.run {os.path.join(folder, 'recipe_resolved.yaml')} --do_train false "
-        f"--model_name_or_path {model}",
+        f"python -m hf_vtrain.run --do_train false --model_name_or_path {model}",
         "```",
         "",
         f"`{PREPROCESSING_CONFIG_NAME}` (task {preprocessing_config.get('task')}: {settings}) says how frames are "

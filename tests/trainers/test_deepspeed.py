@@ -350,6 +350,24 @@ def test_deepspeed_launcher_gives_the_torchrun_result(runs):
     assert _eval(launched) == _eval(out["zero2"])
 
 
+def test_evaluate_only_under_the_deepspeed_launcher_with_zero3(runs):
+    """--do_train false of the 1-process run's folder, 2 processes under the `deepspeed` launcher with ZeRO-3 (the
+    engine partitions the loaded EMA weights for inference): the run's own metrics, in its eval-* folder."""
+    root, out = runs
+    evaluated = root / "evaluated_zero3"
+    cmd = [sys.executable, "-m", "deepspeed.launcher.runner", "--num_gpus", "2", "--master_port", str(free_port()),
+           RUN_PY, *tiny_argv(root, evaluated, **COMMON, deepspeed=ZERO3, do_train="false",
+                              model_name_or_path=str(out["one"]))]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=root, env=launch_env())
+    assert proc.returncode == 0, failure_text(proc)
+    assert "dist_world_size=2" in proc.stdout + proc.stderr
+    again, final = _eval(evaluated / "eval-one-ema"), _eval(out["one"])
+    assert final["eval_average_mAP"] > 0
+    assert {k: v for k, v in again.items() if "mAP" in k} == {k: v for k, v in final.items() if "mAP" in k}
+    assert again["eval_loss"] == pytest.approx(final["eval_loss"], rel=1e-6)
+    assert (evaluated / "eval-one-ema" / "predictions.json").read_bytes() == (out["one"] / "predictions.json").read_bytes()
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 def test_accelerate_launch_with_the_deepspeed_configs(runs, stage):
     """The README's `accelerate launch --config_file recipes/accelerate_configs/deepspeed_zero{2,3}.yaml` (the recipe

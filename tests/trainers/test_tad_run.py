@@ -443,6 +443,12 @@ def test_evaluate_only_reproduces_the_run_and_its_checkpoints(root, tmp_path, ca
     again = run_module.execute(run_module.prepare([str(out / "recipe_resolved.yaml"), "--do_train", "false",
                                                    "--model_name_or_path", str(out)]))
     assert again["eval_average_mAP"] == final["eval_average_mAP"]
+    # no recipe at all: a checkpoint's run folder's recipe_resolved.yaml, the evaluation in that run folder
+    (out / f"eval-{checkpoint.name}-ema").rename(tmp_path / "first")
+    again = run_module.main(["--do_train", "false", "--model_name_or_path", str(checkpoint)])
+    assert again["eval_average_mAP"] == logged["eval_average_mAP"]
+    assert (out / f"eval-{checkpoint.name}-ema" / "predictions.json").read_bytes() == \
+        (tmp_path / "first" / "predictions.json").read_bytes()
 
     line = _one_error_line(_cli(argv + ["--do_train", "false"], capsys))
     assert "set model_name_or_path" in line
