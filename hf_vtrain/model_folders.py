@@ -62,14 +62,7 @@ def resolve_model_folder(source, weights: str = "ema", key: str = "model_name_or
     if weights not in ("ema", "raw"):
         raise RecipeError(f"weights must be ema or raw, got {weights!r}")
     source = str(source)
-    if os.path.isdir(source):
-        folder = source
-    elif os.path.exists(source):
-        raise RecipeError(f"{key}: {source} is a file; pass the folder that holds it")
-    elif source.startswith((".", "/", "~")) or source.count("/") != 1:
-        raise RecipeError(f"{key}: {source} does not exist (neither a folder nor a store repo id 'owner/name')")
-    else:
-        folder = download_model_repo(source, key, token, revision)
+    folder = locate_model(source, key, token, revision)
     ema = os.path.join(folder, EMA_DIR)
     if weights == "ema" and os.path.isfile(os.path.join(ema, "config.json")):
         chosen, kind = ema, "ema"
@@ -81,6 +74,38 @@ def resolve_model_folder(source, weights: str = "ema", key: str = "model_name_or
         raise RecipeError(f"{key}: {source} holds no model (no config.json): pass a run folder, a checkpoint-N "
                           f"folder or a store repo id")
     return chosen, kind, os.path.basename(os.path.normpath(source)) or "model"
+
+
+def locate_model(source: str, key: str = "model_name_or_path", token: str | None = None,
+                 revision: str | None = None) -> str:
+    """The local folder of `source`: itself when it is a folder, else the download of the store repo `owner/name`
+    (a mistyped local path `parent/nam` gets the close names of parent/ in its message)."""
+    if os.path.isdir(source):
+        return source
+    if os.path.exists(source):
+        raise RecipeError(f"{key}: {source} is a file; pass the folder that holds it")
+    if source.startswith((".", "/", "~")) or source.count("/") != 1:
+        raise RecipeError(f"{key}: {source} does not exist (neither a folder nor a store repo id 'owner/name')")
+    try:
+        return download_model_repo(source, key, token, revision)
+    except RecipeError as err:
+        local = _local_typo(source)
+        if local:  # `outputs/run_nam`: most likely a mistyped folder, not a repo id
+            reason = str(err).removeprefix(f"{key}: {source} ")
+            raise RecipeError(f"{key}: {source} is no folder ({local}), and as a store repo id it {reason}") from None
+        raise
+
+
+def _local_typo(source: str) -> str | None:
+    """For `parent/name` whose parent is a local folder: what that folder holds that looks like `name`."""
+    import difflib
+
+    parent, name = os.path.split(source)
+    if not parent or not os.path.isdir(parent):
+        return None
+    close = difflib.get_close_matches(name, sorted(os.listdir(parent)), n=3)
+    return (f"did you mean {', '.join(os.path.join(parent, c) for c in close)}?" if close
+            else f"{parent}/ holds no such entry")
 
 
 def download_model_repo(repo: str, key: str = "model_name_or_path", token: str | None = None,

@@ -546,7 +546,7 @@ def with_model_recipe(argv: list[str]) -> list[str]:
     `recipe_resolved.yaml` (in a run folder; a checkpoint's or ema/'s run folder; a store repo's top folder) is the
     recipe. The evaluation goes to that run folder's eval-* folder, or for a repo id to ./eval-* (unless output_dir
     is given). Any other argv is returned as it is."""
-    from hf_vtrain.model_folders import download_model_repo
+    from hf_vtrain.model_folders import locate_model
     from hf_vtrain.parser import split_argv
 
     recipe, overrides = split_argv(argv)
@@ -554,18 +554,15 @@ def with_model_recipe(argv: list[str]) -> list[str]:
     if recipe is not None or not source or peek_key(argv, "do_train", True) is not False:
         return argv
     source = str(source)
-    if os.path.isdir(source):
-        folders = [source, os.path.dirname(os.path.abspath(source))]  # the run folder, or a checkpoint's / ema's
-    elif os.path.exists(source) or source.count("/") != 1 or source.startswith((".", "/", "~")):
-        return argv  # not a model: evaluation_source names the problem
-    else:
-        folders = [download_model_repo(source, token=os.environ.get("HF_TOKEN"))]
+    local = os.path.isdir(source)
+    folder = locate_model(source, token=os.environ.get("HF_TOKEN"))
+    folders = [folder, os.path.dirname(os.path.abspath(folder))] if local else [folder]  # a checkpoint's run folder
     found = next((f for f in folders if os.path.isfile(os.path.join(f, "recipe_resolved.yaml"))), None)
     if found is None:
         raise RecipeError(f"--do_train false without a recipe evaluates with the model's own recipe_resolved.yaml, "
                           f"and {source} has none: give the recipe (python -m hf_vtrain.run RECIPE --do_train false "
                           f"--model_name_or_path {source})")
-    output = [] if "output_dir" in overrides else ["--output_dir", found if os.path.isdir(source) else os.getcwd()]
+    output = [] if "output_dir" in overrides else ["--output_dir", found if local else os.getcwd()]
     logger.warning("evaluate-only with %s's own recipe %s", source, os.path.join(found, "recipe_resolved.yaml"))
     return [os.path.join(found, "recipe_resolved.yaml"), *argv, *output]
 

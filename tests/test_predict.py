@@ -154,6 +154,11 @@ def test_vad_predict_gives_the_evaluation_scores(vad_run, tmp_path, capsys):
         k: json.loads((out / f"{k}.frame_scores.json").read_text())["scores"][k] for k in run["scores"]}, snippet=1)
     assert by_frame.as_dict()["auc"] == final["eval_auc"]
 
+    # evaluate-only without a recipe (the run's own), from the EMA folder with its tokenizer: the run's figures
+    metrics = run_module.main(["--do_train", "false", "--model_name_or_path", str(vad_run.out)])
+    assert metrics["eval_auc"] == final["eval_auc"] and metrics["eval_ap"] == final["eval_ap"]
+    assert json.loads((vad_run.out / "eval-run-ema" / "anomaly_scores.json").read_text()) == run
+
     # one scoring window per forward: a video in pieces, the same scores up to float rounding
     proc = predict(["--model", vad_run.out, *tests, "--output", tmp_path / "pieces", "--batch_size", "1"], capsys)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -206,7 +211,7 @@ def test_real_h264_clips_of_other_sizes_and_rates(tad_run, vad_run, tmp_path, ca
     assert matplotlib.image.imread(tmp_path / "vad" / "bigbuckbunny.scores.png").ndim == 3
 
 
-def test_mistakes_are_one_line(tad_run, tmp_path, capsys):
+def test_mistakes_are_one_line(tad_run, tmp_path, capsys, monkeypatch):
     def one_line(args):
         proc = predict(args, capsys)
         assert proc.returncode == 2, proc.stderr[-3000:]
@@ -219,6 +224,14 @@ def test_mistakes_are_one_line(tad_run, tmp_path, capsys):
     assert "no such file or folder" in one_line(["--model", tad_run.out, tmp_path / "nope.mp4", *out])
     assert "does not exist" in one_line(["--model", tmp_path / "no_model", video, *out])
     assert "holds no model" in one_line(["--model", tmp_path, video, *out])
+    # a mistyped relative folder looks like a repo id `owner/name`: the store is asked (offline here), then the folder
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tad_run.root.parent)
+    line = one_line(["--model", f"{tad_run.root.name}/rnu", video, *out])
+    assert f"is no folder (did you mean {tad_run.root.name}/run?)" in line and "as a store repo id" in line
+    monkeypatch.undo()
     backbone = tad_run.root / "backbone"  # a plain VideoMAE folder: weights and config, no preprocessing config
     assert "holds no preprocessing_config.json" in one_line(["--model", backbone, video, *out])
     assert "a folder with no video file" in one_line(["--model", tad_run.out, tmp_path, *out])
