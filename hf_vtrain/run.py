@@ -261,6 +261,22 @@ _LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.
                "critical": logging.CRITICAL}
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """The console: sys.stdout as it is when a record is written, not as it was when logging was set up (a run
+    started from Python, then its stdout redirected or closed, must not turn later records into logging errors)."""
+
+    def __init__(self):
+        super().__init__(sys.stdout)
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def setup_logging(training_args) -> None:
     """The console is quiet by default: warnings, the Trainer's progress bar or loss lines, and the metric tables
     (printed). `log_level: info` (or debug) shows everything there; train.log always gets INFO and above, config dumps
@@ -272,7 +288,7 @@ def setup_logging(training_args) -> None:
     if training_args.should_log and training_args.log_level in _LOG_LEVELS:
         console = _LOG_LEVELS[training_args.log_level]
     record = min(console, logging.INFO)
-    stream = logging.StreamHandler(sys.stdout)
+    stream = _ConsoleHandler()
     stream.setLevel(console)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S",
                         handlers=[stream], level=record, force=True)

@@ -120,9 +120,14 @@ def _eval(folder):
 
 
 def _assert_tensors_equal(a, b, where=""):
-    """Nested containers of tensors and plain values: equal, tensors bit for bit."""
+    """Nested containers of tensors and plain values: equal, tensors bit for bit (NaN where the other has NaN: a
+    ZeRO-3 flat group's alignment padding past the last parameter is left uninitialised, and was seen to hold NaN)."""
     if torch.is_tensor(a):
-        assert torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b), where
+        assert torch.is_tensor(b) and a.shape == b.shape, where
+        if a.is_floating_point():
+            assert torch.equal(torch.isnan(a), torch.isnan(b)), where
+            a, b = torch.nan_to_num(a, nan=0.0), torch.nan_to_num(b, nan=0.0)
+        assert torch.equal(a, b), where
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), where
         for key in a:
@@ -240,6 +245,7 @@ def _thumos_recipe_lrs() -> dict:
     return dict(COMMON, learning_rate=recipe["learning_rate"], param_groups=json.dumps(recipe["param_groups"]))
 
 
+@pytest.mark.slow  # 50 s: the precision study of the module doc at the recipe's rates (ZeRO-2 vs one process)
 def test_at_the_recipe_learning_rates_weights_are_within_1e6_of_one_process(tmp_path, require_deepspeed):
     """Same 8 steps at the recipe's learning rates: 2-process DDP, ZeRO-2 and ZeRO-3 against 1 process. Every tensor
     that can change an output is within 1e-6 (measured 1.8e-7). The 8 attention key biases (key conv and key
