@@ -30,6 +30,8 @@ def corpus_root(tmp_path_factory):
 
 
 def test_push_checkpoints_and_load_back(hub_server, hub_env, corpus_root, tmp_path):
+    """The stored revisions pass git / git-lfs checks; the pushed model loads with the trained weights; with the local
+    folder gone, predict and evaluate-only work from the repo id alone."""
     out = tmp_path / "run"
     proc = _run(tiny_argv(corpus_root, out, hub_model_id="team/adatad-tiny", **PUSH), hub_env)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -54,6 +56,30 @@ def test_push_checkpoints_and_load_back(hub_server, hub_env, corpus_root, tmp_pa
     assert pulled.keys() == reference.keys() and len(local) > 0
     for key in reference:
         assert torch.equal(pulled[key], reference[key]), key
+
+    # the local run folder deleted: predict with only the repo id on a clean output folder gives the run's detections;
+    # evaluate-only of the repo id without a recipe (the stored recipe_resolved.yaml), the run's metrics
+    detections = json.loads((out / "predictions.json").read_text())["results"]
+    metrics = json.loads((out / "eval_results.json").read_text())
+    shutil.rmtree(out)
+    videos = corpus_root / "corpus" / "raw_data" / "video"
+    clean = tmp_path / "clean"
+    proc = subprocess.run([sys.executable, "-m", "hf_vtrain.predict", "--model", "team/adatad-tiny",
+                           *(str(videos / f"{v}.mp4") for v in detections), "--output", str(clean), "--no_progress"],
+                          env=hub_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for video_id, expected in detections.items():
+        assert json.loads((clean / f"{video_id}.detections.json").read_text())["results"][video_id] == expected
+    summary = json.loads((clean / "predict_summary.json").read_text())
+    assert summary["weights"] == "ema" and summary["model"] == "team/adatad-tiny"
+    snapshot = os.path.dirname(summary["folder"])  # the EMA weights are its ema/
+    assert "checkpoint" not in " ".join(os.listdir(snapshot))  # the final model only was downloaded
+    assert "python -m hf_vtrain.predict --model team/adatad-tiny" in open(os.path.join(snapshot, "README.md")).read()
+    proc = _run(["--do_train", "false", "--model_name_or_path", "team/adatad-tiny", "--output_dir",
+                 str(tmp_path / "evaluated")], hub_env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    again = json.loads((tmp_path / "evaluated" / "eval-adatad-tiny-ema" / "eval_results.json").read_text())
+    assert again["eval_average_mAP"] == metrics["eval_average_mAP"] and again["eval_loss"] == metrics["eval_loss"]
 
 
 def test_failed_background_push_is_reported(hub_server, hub_env, corpus_root, tmp_path):
@@ -95,37 +121,6 @@ def test_resume_from_store_when_local_folder_is_gone(hub_server, hub_env, corpus
     assert match and int(match.group(1)) in (2, 4), log[-3000:]
     state = json.loads((out / "trainer_state.json").read_text())
     assert state["global_step"] == 6
-
-
-def test_predict_and_evaluate_from_the_store_with_only_the_repo_id(hub_server, hub_env, corpus_root, tmp_path):
-    """Train and push, delete the run folder: predict with the repo id on a clean output folder gives the run's
-    detections; evaluate-only of the repo id gives the run's metrics; the stored model card says how."""
-    out = tmp_path / "run"
-    proc = _run(tiny_argv(corpus_root, out, hub_model_id="team/usable", ema_decay=0.9, **PUSH), hub_env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    detections = json.loads((out / "predictions.json").read_text())["results"]
-    metrics = json.loads((out / "eval_results.json").read_text())
-    shutil.rmtree(out)
-    videos = corpus_root / "corpus" / "raw_data" / "video"
-    clean = tmp_path / "clean"
-    proc = subprocess.run([sys.executable, "-m", "hf_vtrain.predict", "--model", "team/usable",
-                           *(str(videos / f"{v}.mp4") for v in detections), "--output", str(clean), "--no_progress"],
-                          env=hub_env, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for video_id, expected in detections.items():
-        assert json.loads((clean / f"{video_id}.detections.json").read_text())["results"][video_id] == expected
-    summary = json.loads((clean / "predict_summary.json").read_text())
-    assert summary["weights"] == "ema" and summary["model"] == "team/usable"
-    snapshot = os.path.dirname(summary["folder"])  # the EMA weights are its ema/
-    assert "checkpoint" not in " ".join(os.listdir(snapshot))  # the final model only was downloaded
-    assert "python -m hf_vtrain.predict --model team/usable" in open(os.path.join(snapshot, "README.md")).read()
-
-    # no recipe: the repo's own recipe_resolved.yaml
-    proc = _run(["--do_train", "false", "--model_name_or_path", "team/usable", "--output_dir",
-                 str(tmp_path / "evaluated")], hub_env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    again = json.loads((tmp_path / "evaluated" / "eval-usable-ema" / "eval_results.json").read_text())
-    assert again["eval_average_mAP"] == metrics["eval_average_mAP"] and again["eval_loss"] == metrics["eval_loss"]
 
 
 def test_a_phased_run_pushes_its_top_folder(hub_server, hub_env, tmp_path):
