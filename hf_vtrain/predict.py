@@ -49,8 +49,8 @@ def build_parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
                         help="autocast dtype; auto: fp16 on a GPU, fp32 on the CPU")
     parser.add_argument("--batch_size", type=int, default=None,
                         help="per forward: tad, windows (default 1); vad, windows of score_window_frames snippets "
-                             "(default 32: a video up to 32 windows long in one piece, which gives the evaluation's "
-                             "scores to the bit; pieces agree to float rounding)")
+                             "(default 32: a video up to 32 windows long in one piece, as evaluation "
+                             "scores it; pieces agree to float rounding)")
     parser.add_argument("--decode_threads", type=int, default=1, help="decord threads (default 1)")
     parser.add_argument("--threshold", type=float, default=None,
                         help="tad: segments with this score or more go into the .srt and timeline (default 0.3); "

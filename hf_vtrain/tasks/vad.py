@@ -182,7 +182,7 @@ class VADPredictor(TaskPredictor):
     """Anomaly scores for any video, as evaluation scores a test video: one frame fed per 16-frame snippet (the same
     frames, resize and prompts), the temporal module over windows of `score_window_frames` snippets. A long video
     runs in pieces of whole windows (positions restart in each window): the scores of one pass up to float rounding
-    (a video of up to `--batch_size` windows is one piece, which gives the evaluation's scores to the bit). Per
+    (a video of up to `--batch_size` windows is one piece, as evaluation scores it). Per
     video `<key>.scores.json` (a snippet score list with the frame count: the input of `python -m
     hf_vtrain.metrics.vad`), `<key>.frame_scores.json` (one score per scored frame: the same metric with `--snippet
     1`) and `<key>.scores.png`; `anomaly_scores.json` holds every video at the end."""
