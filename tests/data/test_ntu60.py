@@ -1,0 +1,110 @@
+"""The synthetic NTU-60 corpus (real PYSKL pickle, real MP4s) validates clean; every kind of broken input is named."""
+
+import copy
+import os
+import pickle
+
+import numpy as np
+import pytest
+
+from hf_vtrain.data.ntu60 import HARDataArguments, validate_ntu60
+from hf_vtrain.data.restricted_pickle import load_restricted
+from hf_vtrain.data.synthetic_ntu60 import XSUB_TRAIN_SUBJECTS, ensure_synthetic_ntu60
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ntu") / "corpus"
+    ensure_synthetic_ntu60(root, num_classes=3, samples_per_class=6)
+    return root
+
+
+def args_for(root, **overrides):
+    return HARDataArguments(data_root=str(root), num_classes=3, **overrides)
+
+
+def test_the_synthetic_corpus_is_valid_and_split_by_subject_and_camera(corpus):
+    for split in ("xsub", "xview"):
+        report = validate_ntu60(args_for(corpus, split=split))
+        assert report.ok, report.format()
+        assert report.num_samples["train"] and report.num_samples["val"]
+        assert sum(report.num_samples.values()) == 18 and "2D keypoints: 18" in report.format()
+    data = load_restricted(corpus / "ntu60_2d.pkl")
+    subjects = {int(n[9:12]) for n in data["split"]["xsub_train"]}
+    assert subjects <= set(XSUB_TRAIN_SUBJECTS)
+    assert not {int(n[9:12]) for n in data["split"]["xsub_val"]} & set(XSUB_TRAIN_SUBJECTS)
+    assert {int(n[5:8]) for n in data["split"]["xview_val"]} == {1}
+    ann = data["annotations"][0]
+    assert ann["keypoint"].shape[1:] == (ann["total_frames"], 17, 2) and ann["keypoint_score"].dtype == np.float16
+
+
+def write_variant(corpus, tmp_path, change):
+    data = load_restricted(corpus / "ntu60_2d.pkl")
+    data = copy.deepcopy(data)
+    change(data)
+    path = tmp_path / "variant.pkl"
+    path.write_bytes(pickle.dumps(data))
+    return str(path)
+
+
+def test_every_problem_is_named_at_once(corpus, tmp_path):
+    names = {}
+
+    def break_it(data):
+        anns = data["annotations"]
+        names.update(label=anns[0]["frame_dir"], outside=anns[1]["frame_dir"], frames=anns[2]["frame_dir"])
+        anns[0]["label"] = 7                                   # not a class
+        anns[1]["keypoint"] = anns[1]["keypoint"].copy()
+        anns[1]["keypoint"][0, 3, 5] = (500.0, 10.0)           # a detected joint outside 64x96
+        anns[2]["total_frames"] += 4                           # video and keypoints hold fewer
+        data["split"]["xsub_train"].append("S009C001P001R001A001")      # no such sample
+        data["split"]["xsub_val"].append(data["split"]["xsub_train"][0])  # in both lists
+
+    path = write_variant(corpus, tmp_path, break_it)
+    os.rename(corpus / "videos" / f"{names['outside']}.mp4", tmp_path / "moved.mp4")
+    try:
+        report = validate_ntu60(args_for(corpus, annotation_path=path))
+    finally:
+        os.rename(tmp_path / "moved.mp4", corpus / "videos" / f"{names['outside']}.mp4")
+    text = report.format()
+    assert not report.ok
+    assert f"({names['label']}): label 7 is not a class index in [0, 3)" in text
+    assert f"({names['outside']}): 1 detected keypoints lie outside img_shape 64x96, e.g. (500.0, 10.0)" in text
+    assert f"({names['frames']}): keypoint holds" in text and "total_frames says" in text
+    assert f"{names['frames']}.mp4 (sample {names['frames']}):" in text and "the annotation's total_frames" in text
+    assert f"{names['outside']}.mp4 (sample {names['outside']}): video file not found" in text
+    assert "names 1 frame_dir(s) with no annotation, e.g. ['S009C001P001R001A001']" in text
+    assert "1 sample(s) are in both xsub_train and xsub_val" in text
+
+
+def test_a_3d_pickle_where_heatmaps_are_needed(corpus, tmp_path):
+    def to_3d(data):
+        for ann in data["annotations"]:
+            m, t = ann["keypoint"].shape[:2]
+            ann["keypoint"] = np.zeros((m, t, 25, 3), np.float16)
+            ann.pop("keypoint_score"), ann.pop("img_shape")
+
+    path = write_variant(corpus, tmp_path, to_3d)
+    report = validate_ntu60(args_for(corpus, annotation_path=path, check_videos=False))
+    assert "3D keypoints (V=25, x y z) carry no scores and no image shape" in report.format()
+    assert validate_ntu60(args_for(corpus, annotation_path=path, check_videos=False, needs_heatmaps=False)).ok
+
+
+class Gadget:
+    pass
+
+
+def test_a_pickle_with_another_type_is_refused(corpus, tmp_path):
+    path = tmp_path / "odd.pkl"
+    path.write_bytes(pickle.dumps({"split": {}, "annotations": [Gadget()]}))
+    report = validate_ntu60(args_for(corpus, annotation_path=str(path)))
+    assert len(report.problems) == 1 and "holds an object of type tests.data.test_ntu60.Gadget" in report.problems[0]
+
+
+def test_recipe_values_are_checked():
+    with pytest.raises(ValueError, match="split must be one of"):
+        HARDataArguments(split="xset")
+    with pytest.raises(ValueError, match=r"must contain \{frame_dir\}"):
+        HARDataArguments(video_name_pattern="video.mp4")
+    assert HARDataArguments(data_root="/d", video_name_pattern="{frame_dir}_rgb.mp4").video_path("S1") == \
+        "/d/videos/S1_rgb.mp4"
