@@ -23,7 +23,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .common import CorpusArguments, ValidationReport, probe_file
+import torch
+
+from .common import CorpusArguments, RowTransform, ValidationReport, probe_file
 from .restricted_pickle import RefusedPickleError, load_restricted
 
 SPLITS = ("xsub", "xview")
@@ -54,6 +56,24 @@ class HARDataArguments(CorpusArguments):
         default=True, metadata={"help": "Validation decodes each video's last frame besides opening it."}
     )
     validate_workers: int = field(default=8, metadata={"help": "Threads probing videos during validation."})
+    class_names_path: Optional[str] = field(
+        default=None, metadata={"help": "Class names, one per line (default: NTU's action ids A001 ...)."}
+    )
+    rgb_frames: int = field(default=16, metadata={"help": "RGB frames per clip (EPAM 16, RGBPoseConv3D 8)."})
+    pose_frames: int = field(default=48, metadata={"help": "Pose frames per clip (EPAM 48, RGBPoseConv3D 32)."})
+    rgb_size: int = field(default=224, metadata={"help": "RGB frames become rgb_size x rgb_size."})
+    pose_size: int = field(default=56, metadata={"help": "Heatmaps are pose_size x pose_size (rgb_size / 4)."})
+    heatmap_sigma: float = field(default=0.6, metadata={"help": "Heatmap Gaussian sigma (EPAM 0.6, RGBPoseConv3D 0.7)."})
+    flip_prob: float = field(default=0.5, metadata={"help": "Training: horizontal flip (joints swapped)."})
+    num_test_clips: int = field(default=1, metadata={"help": "Clips per test sample (EPAM 1, RGBPoseConv3D 10)."})
+    test_clip_fusion: str = field(
+        default="mean_logits",
+        metadata={"help": "How the clips of a test sample combine: mean_logits (EPAM: one clip of summed logits) or "
+                          "mean_softmax (RGBPoseConv3D: softmax probabilities averaged over the clips)."},
+    )
+    decode_threads: int = field(default=1, metadata={"help": "decord threads per reader."})
+    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Debug: first n training samples."})
+    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Debug: first n validation samples."})
     synthetic_num_classes: int = field(default=4, metadata={"help": "Synthetic: classes (motions)."})
     synthetic_samples_per_class: int = field(default=12, metadata={"help": "Synthetic: samples per class."})
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic: generator seed."})
@@ -66,6 +86,11 @@ class HARDataArguments(CorpusArguments):
             raise ValueError(f"video_name_pattern must contain {{frame_dir}}, got {self.video_name_pattern!r}")
         if self.num_classes < 2 or self.frame_count_tolerance < 0:
             raise ValueError("num_classes must be >= 2 and frame_count_tolerance >= 0")
+        if self.test_clip_fusion not in ("mean_logits", "mean_softmax"):
+            raise ValueError(f"test_clip_fusion must be mean_logits or mean_softmax, got {self.test_clip_fusion!r}")
+        if self.pose_frames % self.rgb_frames or self.num_test_clips < 1:
+            raise ValueError(f"pose_frames ({self.pose_frames}) must be a multiple of rgb_frames ({self.rgb_frames}) "
+                             f"and num_test_clips >= 1")
 
     def video_path(self, frame_dir: str) -> str:
         return os.path.join(self.resolve(self.video_dir), self.video_name_pattern.format(frame_dir=frame_dir))
@@ -201,3 +226,219 @@ def validate_ntu60(args: HARDataArguments) -> HARValidationReport:
                 report.problems.append(f"{video} (sample {name}): {probe['num_frames']} frames, the annotation's "
                                        f"total_frames is {expected} (frame_count_tolerance {args.frame_count_tolerance})")
     return report
+
+
+# ----------------------------------------------------------------------------------------------- sampling
+
+
+def uniform_sample_indices(total: int, num: int, generator=None, clip_index: int = 0) -> np.ndarray:
+    """MMAction2's UniformSampleFrames: `num` frames of `total`. Training (a generator): one random frame in each of
+    `num` equal segments (a video shorter than `num` frames: a run from a random start, wrapped around; up to twice
+    `num`: each frame once, with random skips). Testing (no generator): the same rules with draws from a
+    generator seeded by `clip_index` (clip k of a multi-clip test is always the same frames)."""
+    if generator is None:
+        generator = torch.Generator().manual_seed(255 + clip_index)
+
+    def randint(high: int, size: int = 1) -> np.ndarray:
+        return torch.randint(0, int(high), (size,), generator=generator).numpy()
+
+    if total < num:
+        start = int(randint(total)[0])
+        return (np.arange(start, start + num) % total).astype(np.int64)
+    if total < 2 * num:
+        skips = np.zeros(num + 1, np.int64)
+        chosen = torch.randperm(num + 1, generator=generator)[: total - num].numpy()
+        skips[chosen] = 1
+        return np.arange(num) + np.cumsum(skips)[:-1]
+    edges = np.array([i * total // num for i in range(num + 1)], np.int64)
+    sizes = np.diff(edges)
+    offsets = np.array([int(randint(s)[0]) for s in sizes], np.int64)
+    return edges[:num] + offsets
+
+
+# ----------------------------------------------------------------------------------------------- transforms
+
+COCO_LEFT = (1, 3, 5, 7, 9, 11, 13, 15)
+COCO_RIGHT = (2, 4, 6, 8, 10, 12, 14, 16)
+
+
+def compact_box(keypoints: np.ndarray, scores: np.ndarray, height: int, width: int, padding: float = 0.25,
+                threshold: float = 10) -> tuple[int, int, int, int]:
+    """MMAction2's PoseCompact (hw_ratio 1, padding allowed outside the image): the box around every detected joint
+    of the clip, grown by `padding` and made square; the whole frame when the joints span less than `threshold`
+    pixels. (x0, y0, x1, y1) in source pixels, possibly beyond the frame."""
+    seen = (scores > 0) & (keypoints[..., 0] != 0) & (keypoints[..., 1] != 0)
+    if not seen.any():
+        return 0, 0, width, height
+    x, y = keypoints[..., 0][seen], keypoints[..., 1][seen]
+    min_x, max_x, min_y, max_y = float(x.min()), float(x.max()), float(y.min()), float(y.max())
+    if max_x - min_x < threshold or max_y - min_y < threshold:
+        return 0, 0, width, height
+    cx, cy = (max_x + min_x) / 2, (max_y + min_y) / 2
+    half_w = (max_x - min_x) / 2 * (1 + padding)
+    half_h = (max_y - min_y) / 2 * (1 + padding)
+    half_w = half_h = max(half_w, half_h)
+    return int(cx - half_w), int(cy - half_h), int(cx + half_w), int(cy + half_h)
+
+
+def crop_resize_frames(frames: np.ndarray, box, size: int, flip: bool) -> torch.Tensor:
+    """uint8 (T, 3, size, size) of `box` (x0, y0, x1, y1) of (T, H, W, 3) frames, zero-padded where the box leaves
+    the frame, flipped horizontally on request."""
+    from .video_io import _run
+
+    clip = torch.from_numpy(np.ascontiguousarray(frames))
+    height, width = clip.shape[1:3]
+    x0, y0, x1, y1 = box
+    pad = (max(0, -x0), max(0, x1 - width), max(0, -y0), max(0, y1 - height))
+    if any(pad):
+        clip = torch.nn.functional.pad(clip.permute(0, 3, 1, 2), pad).permute(0, 2, 3, 1)
+        x0, x1, y0, y1 = x0 + pad[0], x1 + pad[0], y0 + pad[2], y1 + pad[2]
+    return _run(clip, (x0, y0, x1, y1), (size, size), flip=flip)
+
+
+class HARSampleTransform(RowTransform):
+    """One sample of each stream at the same temporal positions: `pose_frames` sampled uniformly (one clip for
+    training, `num_clips` fixed clips for testing), every `pose_frames / rgb_frames`-th of them for RGB; the clip's
+    compact box (PoseCompact); training: a random resized crop of it (area 0.56-1) and a horizontal flip (left/right
+    joints swapped); the RGB frames cropped and resized to `rgb_size`, the keypoints moved with them and drawn as
+    heatmaps at `pose_size` (`sigma`, MMAction2's rules). Keys: pixel_values (K, T, 3, S, S) uint8, heatmaps (K, V,
+    Tp, s, s) float32, labels, sample_index; K = 1 for training."""
+
+    def __init__(self, samples: list[dict], paths: list[str], rgb_frames: int, pose_frames: int, rgb_size: int,
+                 pose_size: int, sigma: float, train: bool, num_clips: int = 1, flip_prob: float = 0.5,
+                 crop_area: tuple = (0.56, 1.0), seed: int = 0, with_rgb: bool = True, decode_threads: int = 1):
+        from .video_io import ReaderCache
+
+        if pose_frames % rgb_frames:
+            raise ValueError(f"pose_frames ({pose_frames}) must be a multiple of rgb_frames ({rgb_frames})")
+        self.samples, self.paths = samples, paths
+        self.rgb_frames, self.pose_frames = rgb_frames, pose_frames
+        self.rgb_size, self.pose_size, self.sigma = rgb_size, pose_size, sigma
+        self.train, self.num_clips, self.flip_prob, self.crop_area = train, num_clips, flip_prob, crop_area
+        self.seed, self.with_rgb = seed, with_rgb
+        self._readers = ReaderCache(decode_threads)
+        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
+
+    def set_epoch(self, epoch: int) -> None:
+        self._epoch.fill_(int(epoch))
+
+    def _clip(self, index: int, clip_index: int, generator) -> dict:
+        from ..data.pose_heatmaps import keypoint_heatmaps
+        from .video_io import _draw_flip, _draw_resized_crop_box
+
+        ann = self.samples[index]
+        kp_all, sc_all = np.asarray(ann["keypoint"], np.float32), np.asarray(ann["keypoint_score"], np.float32)
+        height, width = int(ann["img_shape"][0]), int(ann["img_shape"][1])
+        pose_idx = uniform_sample_indices(int(ann["total_frames"]), self.pose_frames,
+                                          generator if self.train else None, clip_index)
+        kp, sc = kp_all[:, pose_idx].copy(), sc_all[:, pose_idx].copy()
+        box = compact_box(kp, sc, height, width)
+        flip = False
+        if self.train:
+            bw, bh = box[2] - box[0], box[3] - box[1]
+            sx0, sy0, sx1, sy1 = _draw_resized_crop_box(bh, bw, self.crop_area, (3 / 4, 4 / 3), generator)
+            box = (box[0] + sx0, box[1] + sy0, box[0] + sx1, box[1] + sy1)
+            flip = _draw_flip(self.flip_prob, generator)
+        scale_x = self.rgb_size / (box[2] - box[0])
+        scale_y = self.rgb_size / (box[3] - box[1])
+        kp[..., 0] = (kp[..., 0] - box[0]) * scale_x
+        kp[..., 1] = (kp[..., 1] - box[1]) * scale_y
+        if flip:  # mmaction's Flip of keypoints: x -> width - x, left and right joints swapped
+            kp[..., 0] = self.rgb_size - kp[..., 0]
+            order = np.arange(kp.shape[2])
+            order[list(COCO_LEFT)], order[list(COCO_RIGHT)] = COCO_RIGHT, COCO_LEFT
+            kp, sc = kp[:, :, order], sc[:, :, order]
+        heatmaps = keypoint_heatmaps(kp * (self.pose_size / self.rgb_size), sc, self.pose_size, self.pose_size,
+                                     self.sigma).permute(1, 0, 2, 3)  # (V, Tp, s, s)
+        out = {"heatmaps": heatmaps}
+        if self.with_rgb:
+            rgb_idx = pose_idx[:: self.pose_frames // self.rgb_frames]
+            frames = self._readers.get(self.paths[index]).get_frames(rgb_idx)
+            out["pixel_values"] = crop_resize_frames(frames, box, self.rgb_size, flip)
+        return out
+
+    def transform_row(self, row: dict) -> dict:
+        from .video_io import clip_generator
+
+        index = int(row["index"])
+        generator = clip_generator(self.seed, int(self._epoch), index) if self.train else None
+        clips = [self._clip(index, k, generator) for k in range(1 if self.train else self.num_clips)]
+        out = {key: torch.stack([c[key] for c in clips]) for key in clips[0]}
+        out["labels"] = torch.tensor(int(self.samples[index]["label"]), dtype=torch.long)
+        out["sample_index"] = torch.tensor(index, dtype=torch.long)
+        return out
+
+
+def collate_har(samples: list[dict]) -> dict:
+    """Stacks samples: pixel_values (B, K, T, 3, S, S), heatmaps (B, K, V, Tp, s, s), labels (B,), sample_index."""
+    return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
+
+
+@dataclass
+class HARCorpus:
+    train_dataset: Any
+    eval_dataset: Any
+    class_names: list[str]
+    train_samples: list[dict]  # the annotations of the training split, in dataset order
+    eval_samples: list[dict]
+    report: HARValidationReport
+    train_transform: HARSampleTransform
+    eval_transform: HARSampleTransform
+
+    def set_epoch(self, epoch: int) -> None:
+        self.train_transform.set_epoch(epoch)
+
+
+def class_names_for(args: "HARDataArguments") -> list[str]:
+    path = args.resolve(args.class_names_path) if args.class_names_path else None
+    if path:
+        with open(path, encoding="utf-8") as handle:
+            names = [line.strip() for line in handle if line.strip()]
+        if len(names) != args.num_classes:
+            raise ValueError(f"{path}: {len(names)} class names for num_classes {args.num_classes}")
+        return names
+    return [f"A{i + 1:03d}" for i in range(args.num_classes)]  # NTU's action ids
+
+
+def load_ntu60(args: "HARDataArguments", seed: int = 0, with_rgb: bool = True) -> HARCorpus:
+    """Validates the corpus (CorpusError listing every problem) and builds the two datasets (one row per sample)
+    with their transforms; `with_rgb` False (a pose-only model) decodes no video and does not check the videos."""
+    import datasets
+
+    from .common import CorpusError
+
+    if args.synthetic:
+        from .synthetic_ntu60 import ensure_synthetic_ntu60
+
+        ensure_synthetic_ntu60(args.data_root, **args.synthetic_kwargs())
+    if not with_rgb:
+        import dataclasses
+
+        args = dataclasses.replace(args, check_videos=False)
+    report = validate_ntu60(args)
+    if not report.ok:
+        raise CorpusError(report)
+    data = load_restricted(args.resolve(args.annotation_path))
+    by_name = {ann["frame_dir"]: ann for ann in data["annotations"]}
+    splits = {}
+    for part, cap in (("train", args.max_train_samples), ("val", args.max_eval_samples)):
+        names = list(dict.fromkeys(data["split"][f"{args.split}_{part}"]))[:cap]
+        splits[part] = [by_name[n] for n in names]
+    common = dict(rgb_frames=args.rgb_frames, pose_frames=args.pose_frames, rgb_size=args.rgb_size,
+                  pose_size=args.pose_size, sigma=args.heatmap_sigma, with_rgb=with_rgb,
+                  decode_threads=args.decode_threads)
+    transforms = {
+        "train": HARSampleTransform(splits["train"], [args.video_path(a["frame_dir"]) for a in splits["train"]],
+                                    train=True, flip_prob=args.flip_prob, seed=seed, **common),
+        "val": HARSampleTransform(splits["val"], [args.video_path(a["frame_dir"]) for a in splits["val"]],
+                                  train=False, num_clips=args.num_test_clips, **common),
+    }
+    tables = {}
+    for part, anns in splits.items():
+        tables[part] = datasets.Dataset.from_dict(
+            {"index": list(range(len(anns))), "frame_dir": [a["frame_dir"] for a in anns],
+             "label": [int(a["label"]) for a in anns]})
+        tables[part].set_transform(transforms[part])
+    return HARCorpus(train_dataset=tables["train"], eval_dataset=tables["val"], class_names=class_names_for(args),
+                     train_samples=splits["train"], eval_samples=splits["val"], report=report,
+                     train_transform=transforms["train"], eval_transform=transforms["val"])

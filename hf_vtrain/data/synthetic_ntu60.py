@@ -1,7 +1,7 @@
 """A tiny NTU RGB+D 60 corpus in the real on-disk format: a PYSKL annotation pickle (2D COCO-17 keypoints with scores,
 X-Sub and X-View splits) and one H.264 MP4 per sample named `<frame_dir>.mp4`, `frame_dir` in NTU's
 `SsssCcccPpppRrrrAaaa` form. Each video shows a stick figure on a moving background; its motion is the class (wave the
-left arm, wave the right arm, squat, jump, ...), its joints are the pickle's keypoints. Subjects split as NTU's X-Sub
+left arm, squat, jump, raise both arms, ...), its joints are the pickle's keypoints. Subjects split as NTU's X-Sub
 splits them (the official training subject ids), cameras as X-View (camera 1 is the validation view).
 
     python -m hf_vtrain.data.synthetic_ntu60 OUT_DIR [--num-classes 4] [--samples-per-class 12]
@@ -26,7 +26,9 @@ from .synthetic import PARAMS_FILE, build_corpus, check_decodable, default_kwarg
 XSUB_TRAIN_SUBJECTS = (1, 2, 4, 5, 8, 9, 13, 14, 15, 16, 17, 18, 19, 25, 27, 28, 31, 34, 35, 38)
 XSUB_VAL_SUBJECTS = (3, 6, 7, 10, 11, 12, 20, 21, 22, 23, 24, 26, 29, 30, 32, 33, 36, 37, 39, 40)
 XVIEW_VAL_CAMERA = 1
-MOTIONS = ("wave_left_arm", "wave_right_arm", "squat", "jump", "sway", "raise_both_arms")
+# The motions, in class order. wave_left_arm and wave_right_arm are mirror images: with both, a horizontal flip turns one
+# RGB clip into the other class (the pose stream keeps them apart by joint identity), so they come last.
+MOTIONS = ("wave_left_arm", "squat", "jump", "raise_both_arms", "sway", "wave_right_arm")
 # COCO-17: nose, eyes, ears, shoulders, elbows, wrists, hips, knees, ankles (left before right)
 BONES = ((0, 5), (0, 6), (5, 6), (5, 7), (7, 9), (6, 8), (8, 10), (5, 11), (6, 12), (11, 12), (11, 13), (13, 15),
          (12, 14), (14, 16), (0, 1), (0, 2), (1, 3), (2, 4))
@@ -42,12 +44,16 @@ def pose_at(motion: str, phase: np.ndarray) -> np.ndarray:
     pose = np.repeat(BASE_POSE[None], len(phase), axis=0).copy()
     s = np.sin(phase)
     lift = (s + 1) / 2  # 0..1
-    if motion in ("wave_left_arm", "raise_both_arms"):
-        pose[:, 7] = np.stack([0.6 + 0 * s, -1.3 - 0.3 * lift], 1)
-        pose[:, 9] = np.stack([0.6 + 0.25 * s, -1.75 - 0.2 * lift], 1)
-    if motion in ("wave_right_arm", "raise_both_arms"):
-        pose[:, 8] = np.stack([-0.6 + 0 * s, -1.3 - 0.3 * lift], 1)
-        pose[:, 10] = np.stack([-0.6 - 0.25 * s, -1.75 - 0.2 * lift], 1)
+    if motion == "wave_left_arm":  # elbow at shoulder height, the hand swinging sideways above it
+        pose[:, 7] = np.stack([0.6 + 0 * s, -1.3 + 0 * s], 1)
+        pose[:, 9] = np.stack([0.6 + 0.3 * s, -1.8 + 0 * s], 1)
+    if motion == "wave_right_arm":
+        pose[:, 8] = np.stack([-0.6 + 0 * s, -1.3 + 0 * s], 1)
+        pose[:, 10] = np.stack([-0.6 - 0.3 * s, -1.8 + 0 * s], 1)
+    if motion == "raise_both_arms":  # both arms from the hips to straight above the head and back
+        for elbow, wrist, side in ((7, 9, 1.0), (8, 10, -1.0)):
+            pose[:, elbow] = np.stack([side * (0.45 + 0.1 * lift), -0.85 - 0.9 * lift], 1)
+            pose[:, wrist] = np.stack([side * (0.5 - 0.2 * lift), -0.45 - 1.6 * lift], 1)
     if motion == "squat":
         drop = 0.5 * lift
         pose[:, :13, 1] += drop[:, None]

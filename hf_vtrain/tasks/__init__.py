@@ -12,6 +12,7 @@ from .common import TaskRun, TaskSpec
 TASKS: dict[str, str] = {
     "tad": "hf_vtrain.tasks.tad",
     "vad": "hf_vtrain.tasks.vad",
+    "har": "hf_vtrain.tasks.har",
 }
 
 

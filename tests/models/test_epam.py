@@ -31,6 +31,12 @@ def test_save_load_and_single_stream_weights_load_into_the_fused_model(tmp_path)
     pose.eval(), again.eval()
     assert torch.equal(pose(heatmaps=heatmaps).logits, again(heatmaps=heatmaps).logits)
     fused = EPAMForActionRecognition(EPAMConfig(**TINY))
+    fused.save_pretrained(tmp_path / "fused")
+    pixels = torch.randint(0, 256, (2, 4, 3, 32, 32), dtype=torch.uint8)
+    loaded = EPAMForActionRecognition.from_pretrained(tmp_path / "fused").eval()
+    assert torch.equal(loaded(pixel_values=pixels, heatmaps=heatmaps).logits,
+                       fused.eval()(pixel_values=pixels, heatmaps=heatmaps).logits)  # the RGB path after loading
+    fused.train()
     result = fused.load_state_dict(pose.state_dict(), strict=False)
     assert not result.unexpected_keys
     assert all(k.startswith(("rgb_", "attention_module")) for k in result.missing_keys)

@@ -163,6 +163,9 @@ class EPAMOutput(ModelOutput):
     logits: torch.Tensor | None = None
     rgb_logits: torch.Tensor | None = None
     pose_logits: torch.Tensor | None = None
+    rgb_loss: torch.Tensor | None = None
+    pose_loss: torch.Tensor | None = None
+    batch_metrics: dict | None = None  # top1_acc of the batch (with labels): the training curves' train accuracy
 
 
 class EPAMPreTrainedModel(PreTrainedModel):
@@ -212,13 +215,14 @@ class EPAMForActionRecognition(EPAMPreTrainedModel):
         if c.streams == "rgb+pose":
             self.attention_module = EPAMSpatialTemporalAttention(self.pose_backbone.out_channels, c.rgb_frames,
                                                                  c.attention_hidden)
-        self.register_buffer("image_mean", torch.tensor(c.image_mean).view(1, 3, 1, 1, 1), persistent=False)
-        self.register_buffer("image_std", torch.tensor(c.image_std).view(1, 3, 1, 1, 1), persistent=False)
         self.post_init()
 
     def _rgb_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        x = pixel_values.permute(0, 2, 1, 3, 4).to(self.image_mean.dtype) / 255.0  # (B, 3, T, H, W)
-        return (x - self.image_mean) / self.image_std
+        # from the config at each call: a non-persistent buffer would be left uninitialised by from_pretrained
+        x = pixel_values.permute(0, 2, 1, 3, 4).float() / 255.0  # (B, 3, T, H, W)
+        mean = torch.tensor(self.config.image_mean, device=x.device).view(1, 3, 1, 1, 1)
+        std = torch.tensor(self.config.image_std, device=x.device).view(1, 3, 1, 1, 1)
+        return (x - mean) / std
 
     def forward(self, pixel_values: torch.Tensor | None = None, heatmaps: torch.Tensor | None = None,
                 labels: torch.Tensor | None = None, **kwargs) -> EPAMOutput:
@@ -227,7 +231,7 @@ class EPAMForActionRecognition(EPAMPreTrainedModel):
         if "pose" in c.streams:
             if heatmaps is None:
                 raise ValueError(f"streams {c.streams!r} needs heatmaps (batch, joints, frames, h, w)")
-            pose_feats = self.pose_backbone(heatmaps.to(self.image_mean.dtype))
+            pose_feats = self.pose_backbone(heatmaps.float())
             pose_logits = self.pose_cls_head(pose_feats)
         if "rgb" in c.streams:
             if pixel_values is None:
@@ -239,10 +243,15 @@ class EPAMForActionRecognition(EPAMPreTrainedModel):
             rgb_logits = self.rgb_cls_head(rgb_feats)
         present = [t for t in (rgb_logits, pose_logits) if t is not None]
         logits = present[0] if len(present) == 1 else present[0] + present[1]
-        loss = None
+        out = EPAMOutput(logits=logits, rgb_logits=rgb_logits, pose_logits=pose_logits)
         if labels is not None:
-            loss = sum(F.cross_entropy(t.float(), labels) for t in present)
-        return EPAMOutput(loss=loss, logits=logits, rgb_logits=rgb_logits, pose_logits=pose_logits)
+            if rgb_logits is not None:
+                out.rgb_loss = F.cross_entropy(rgb_logits.float(), labels)
+            if pose_logits is not None:
+                out.pose_loss = F.cross_entropy(pose_logits.float(), labels)
+            out.loss = sum(t for t in (out.rgb_loss, out.pose_loss) if t is not None)
+            out.batch_metrics = {"top1_acc": (logits.argmax(dim=-1) == labels).float().mean().detach()}
+        return out
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -1,0 +1,88 @@
+"""Whole `har` runs (EPAM-Net) through run.py on a tiny synthetic NTU-format corpus: the pose stream alone, the fused
+model started from its weights (tensors compared), metrics and outputs, evaluate-only, the data check."""
+
+import json
+import os
+
+import pytest
+import torch
+import yaml
+
+from hf_vtrain import run as run_module
+from hf_vtrain.models.epam import EPAMForActionRecognition
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DEMO = os.path.join(REPO, "recipes", "epam_ntu60_demo.yaml")
+TINY_MODEL = ("{rgb_base_channels: 8, rgb_stage_blocks: [1, 1], rgb_spatial_strides: [2, 2], pose_base_channels: 8, "
+              "pose_stage_blocks: [1, 1], pose_spatial_strides: [2, 2], dropout: 0.0}")
+
+
+def single_phase_recipe(root) -> str:
+    """The demo recipe without its `phases:` (phases themselves: tests/test_phases.py)."""
+    path = root / "epam_single_phase.yaml"
+    if not path.exists():
+        recipe = yaml.safe_load(open(DEMO))
+        recipe.pop("phases")
+        path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def tiny_argv(root, output_dir, **overrides):
+    """The demo recipe without its phases, shrunk: 3 classes x 6 samples, 4 RGB / 8 pose frames, 32 / 16 px."""
+    keys = {"output_dir": str(output_dir), "data_root": str(root / "corpus"), "synthetic_num_classes": 3,
+            "synthetic_samples_per_class": 6, "num_classes": 3, "rgb_frames": 4, "pose_frames": 8, "rgb_size": 32,
+            "pose_size": 16, "model_config_overrides": TINY_MODEL, "num_train_epochs": 2,
+            "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4, "eval_start_epoch": 2,
+            "eval_every_epochs": 1, "save_strategy": "no", "logging_steps": 1, "report_to": "none"}
+    keys.update(overrides)
+    argv = [single_phase_recipe(root)]
+    for key, value in keys.items():
+        argv += [f"--{key}", str(value)]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return tmp_path_factory.mktemp("har_run")
+
+
+def test_pose_then_fused_from_it(root, tmp_path):
+    pose_dir = root / "pose"
+    metrics = run_module.execute(run_module.prepare(tiny_argv(root, pose_dir, streams="pose")))
+    assert {"eval_top1_acc", "eval_top5_acc", "eval_mean_class_acc"} <= set(metrics)
+    for name in ("scores.json", "labels.json", "eval_accuracy_table.txt", "confusion_matrix.png",
+                 "preprocessing_config.json", "model.safetensors"):
+        assert (pose_dir / name).is_file(), name
+    history = json.loads((pose_dir / "trainer_state.json").read_text())["log_history"]
+    assert any("train_top1_acc" in e for e in history) and any("pose_loss" in e for e in history)
+
+    # the fused model starts from the pose run's weights, by name; the RGB stream and the attention start fresh
+    prepared = run_module.prepare(tiny_argv(root, tmp_path / "fused", init_from=str(pose_dir)))
+    fused = prepared.trainer.model.state_dict()
+    saved = EPAMForActionRecognition.from_pretrained(pose_dir).state_dict()
+    assert all(k.startswith("pose_") for k in saved)
+    for key, tensor in saved.items():
+        assert torch.equal(fused[key], tensor), key
+    assert any(k.startswith("rgb_backbone.") for k in fused) and any(k.startswith("attention_module.") for k in fused)
+    metrics = run_module.execute(prepared)
+    assert {"eval_rgb_top1_acc", "eval_pose_top1_acc", "eval_top1_acc"} <= set(metrics)
+    scores = json.loads((tmp_path / "fused" / "scores.json").read_text())["scores"]
+    labels = json.loads((tmp_path / "fused" / "labels.json").read_text())["labels"]
+    assert scores.keys() == labels.keys() and len(next(iter(scores.values()))) == 3
+
+    # the metric CLI on the run's files gives the run's figures; evaluate-only of the folder does too
+    from hf_vtrain.metrics.har import evaluate_files
+
+    again = evaluate_files(tmp_path / "fused" / "labels.json", tmp_path / "fused" / "scores.json").as_dict("eval_")
+    assert again["eval_top1_acc"] == metrics["eval_top1_acc"]
+    evaluated = run_module.main(["--do_train", "false", "--model_name_or_path", str(tmp_path / "fused")])
+    assert evaluated["eval_top1_acc"] == metrics["eval_top1_acc"]
+
+
+def test_validate_only_and_a_bad_value(root, capsys):
+    result = run_module.main(tiny_argv(root, root / "v", validate_data_only="true"))
+    assert result["ok"] and "NTU-60 corpus check" in capsys.readouterr().out
+    from hf_vtrain.parser import RecipeError
+
+    with pytest.raises(RecipeError, match="streams must be rgb\\+pose, pose or rgb"):
+        run_module.prepare(tiny_argv(root, root / "bad", streams="depth"))
