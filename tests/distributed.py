@@ -90,3 +90,19 @@ def tensor_diffs(a, b) -> dict[str, float]:
     """Largest absolute difference per tensor of two state dicts with the same keys."""
     assert a.keys() == b.keys(), sorted(set(a) ^ set(b))
     return {k: (a[k].double() - b[k].double()).abs().max().item() for k in a}
+
+
+def run_until_file_then_sigkill(cmd, marker, env, timeout: float = 600, poll: float = 0.02) -> None:
+    """Starts `cmd` in its own session and SIGKILLs its whole process group as soon as `marker` (a file the run writes,
+    e.g. a checkpoint's trainer_state.json) exists: a hard interruption at a known point."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    deadline = time.time() + timeout
+    while not os.path.isfile(marker):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        assert time.time() < deadline, f"{marker} did not appear within {timeout} s"
+        time.sleep(poll)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()

@@ -4,10 +4,8 @@ changed), SIGKILL inside phase 2 resumed to exactly the weights of an uninterrup
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -15,6 +13,7 @@ from safetensors.torch import load_file
 
 from hf_vtrain import run as run_module
 from hf_vtrain.parser import RecipeError
+from tests.distributed import run_until_file_then_sigkill
 from tests.trainers.test_tad_run import DEMO, REPO, tiny_argv
 
 PHASES = """
@@ -188,15 +187,7 @@ def test_sigkill_inside_phase_two_then_the_same_command_equals_an_uninterrupted_
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     out = tmp_path / "killed"
     argv = phased_argv(root, out)
-    proc = subprocess.Popen(_cmd(argv), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
-    deadline = time.time() + 600
-    while not (out / "phase2-all" / "checkpoint-4" / "trainer_state.json").is_file():
-        assert proc.poll() is None, "the run ended before it could be killed"
-        assert time.time() < deadline
-        time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    run_until_file_then_sigkill(_cmd(argv), out / "phase2-all" / "checkpoint-4" / "trainer_state.json", env)
     assert not (out / "phase2-all" / "phase_complete.json").exists()  # really inside phase 2
     done = subprocess.run(_cmd(argv), capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -86,3 +86,43 @@ def test_validate_only_and_a_bad_value(root, capsys):
 
     with pytest.raises(RecipeError, match="streams must be rgb\\+pose, pose or rgb"):
         run_module.prepare(tiny_argv(root, root / "bad", streams="depth"))
+
+
+def phased_argv(root, output_dir):
+    """The demo recipe with its two phases (pose, then fused from it), shrunk as tiny_argv; 3 epochs each, a
+    checkpoint every epoch (3 steps)."""
+    argv = tiny_argv(root, output_dir, num_train_epochs=3, save_strategy="epoch", save_every_epochs=1,
+                     eval_start_epoch=3)
+    argv[0] = DEMO
+    return argv
+
+
+def test_sigkill_inside_phase_two_then_the_same_command_equals_an_uninterrupted_run(root, tmp_path):
+    """The two-phase run killed right after phase 2's first checkpoint, then the same command: phase 1 is skipped,
+    phase 2 resumes (epoch-seeded sampling and augmentation, BatchNorm statistics) and ends with the weights of an
+    uninterrupted run, bit for bit."""
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+
+    from tests.distributed import run_until_file_then_sigkill
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    cmd = [sys.executable, os.path.join(REPO, "hf_vtrain", "run.py")]
+    full = tmp_path / "full"
+    done = subprocess.run(cmd + phased_argv(root, full), capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = tmp_path / "killed"
+    run_until_file_then_sigkill(cmd + phased_argv(root, out), out / "phase2-fused" / "checkpoint-3" /
+                                "trainer_state.json", env)
+    assert not (out / "phase2-fused" / "phase_complete.json").exists()
+    again = subprocess.run(cmd + phased_argv(root, out), capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "phases[0] (pose) finished before with these settings: skipped" in again.stdout + again.stderr
+    a, b = load_file(full / "model.safetensors"), load_file(out / "model.safetensors")
+    assert a.keys() == b.keys() and any(k.startswith("rgb_backbone") for k in a)
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    assert json.loads((full / "eval_results.json").read_text())["eval_top1_acc"] == \
+        json.loads((out / "eval_results.json").read_text())["eval_top1_acc"]
