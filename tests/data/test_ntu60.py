@@ -108,3 +108,42 @@ def test_recipe_values_are_checked():
         HARDataArguments(video_name_pattern="video.mp4")
     assert HARDataArguments(data_root="/d", video_name_pattern="{frame_dir}_rgb.mp4").video_path("S1") == \
         "/d/videos/S1_rgb.mp4"
+
+
+def test_uniform_sampling_follows_mmaction_rules():
+    import torch
+
+    from hf_vtrain.data.ntu60 import uniform_sample_indices
+
+    generator = torch.Generator().manual_seed(0)
+    long = uniform_sample_indices(100, 10, generator)
+    assert len(long) == 10 and all(10 * i <= f < 10 * (i + 1) for i, f in enumerate(long))  # one per segment
+    medium = uniform_sample_indices(15, 10, generator)  # each frame at most once, in order, 5 skipped
+    assert len(set(medium.tolist())) == 10 and (np.diff(medium) > 0).all() and medium.max() < 15
+    short = uniform_sample_indices(4, 10, generator)  # a run from a random start, wrapped around
+    assert set(short.tolist()) == {0, 1, 2, 3} and all((b - a) % 4 == 1 for a, b in zip(short, short[1:]))
+    # testing: clip k is always the same frames, and differs from clip k+1
+    assert np.array_equal(uniform_sample_indices(100, 10, None, 0), uniform_sample_indices(100, 10, None, 0))
+    assert not np.array_equal(uniform_sample_indices(100, 10, None, 0), uniform_sample_indices(100, 10, None, 1))
+
+
+def test_compact_box_and_the_sample_transform(corpus):
+    from hf_vtrain.data.ntu60 import compact_box, load_ntu60
+
+    keypoints = np.array([[[[10.0, 20.0], [30.0, 60.0]]]], np.float32)  # one person, one frame, two joints
+    scores = np.ones((1, 1, 2), np.float32)
+    # centre (20, 40), half sizes 10 and 20 grown by 25%: 12.5 and 25, made square at 25
+    assert compact_box(keypoints, scores, 100, 100) == (-5, 15, 45, 65)
+    assert compact_box(keypoints * 0, scores, 100, 100) == (0, 0, 100, 100)  # no joint detected: the whole frame
+    data = load_ntu60(args_for(corpus, rgb_frames=4, pose_frames=8, rgb_size=32, pose_size=16, num_test_clips=2))
+    sample = data.eval_dataset[0]
+    assert sample["pixel_values"].shape == (2, 4, 3, 32, 32) and sample["heatmaps"].shape == (2, 17, 8, 16, 16)
+    assert sample["heatmaps"].max() > 0.5 and int(sample["labels"]) == data.eval_samples[0]["label"]
+    again = data.eval_dataset[0]
+    assert torch_equal(sample["pixel_values"], again["pixel_values"])  # testing is deterministic
+
+
+def torch_equal(a, b):
+    import torch
+
+    return torch.equal(a, b)
