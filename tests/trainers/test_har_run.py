@@ -78,6 +78,29 @@ def test_pose_then_fused_from_it(root, tmp_path):
     evaluated = run_module.main(["--do_train", "false", "--model_name_or_path", str(tmp_path / "fused")])
     assert evaluated["eval_top1_acc"] == metrics["eval_top1_acc"]
 
+    # predict: a video and its keypoints (one PYSKL annotation as <id>.pkl beside it) give the evaluation's scores
+    import pickle
+    import shutil
+
+    from hf_vtrain import predict as predict_module
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    for ann in prepared.task.corpus.eval_samples[:2]:
+        shutil.copy(root / "corpus" / "videos" / f"{ann['frame_dir']}.mp4", videos)
+        (videos / f"{ann['frame_dir']}.pkl").write_bytes(pickle.dumps(ann))
+    (videos / "no_keypoints.mp4").write_bytes((videos / f"{ann['frame_dir']}.mp4").read_bytes())
+    status = predict_module.main(["--model", str(tmp_path / "fused"), str(videos), "--output", str(tmp_path / "pred"),
+                                  "--no_progress"])
+    assert status == 2  # no_keypoints.mp4 has no keypoints: named and skipped, the others written
+    for ann in prepared.task.corpus.eval_samples[:2]:
+        got = json.loads((tmp_path / "pred" / f"{ann['frame_dir']}.top5.json").read_text())
+        want = torch.tensor(scores[ann["frame_dir"]]).softmax(-1)
+        assert torch.allclose(torch.tensor(got["scores"]), want, atol=1e-5)
+        assert got["top5"][0]["label"] == prepared.task.corpus.class_names[int(want.argmax())]
+    summary = json.loads((tmp_path / "pred" / "predict_summary.json").read_text())
+    assert [f["video_id"] for f in summary["failed"]] == ["no_keypoints"]
+
 
 def test_validate_only_and_a_bad_value(root, capsys):
     result = run_module.main(tiny_argv(root, root / "v", validate_data_only="true"))
