@@ -165,7 +165,7 @@ class EPAMOutput(ModelOutput):
     pose_logits: torch.Tensor | None = None
     rgb_loss: torch.Tensor | None = None
     pose_loss: torch.Tensor | None = None
-    batch_metrics: dict | None = None  # top1_acc of the batch (with labels): the training curves' train accuracy
+    batch_metrics: dict | None = None  # top1_acc (percent) of the batch, with labels: the curves' train accuracy
 
 
 class EPAMPreTrainedModel(PreTrainedModel):
@@ -250,7 +250,8 @@ class EPAMForActionRecognition(EPAMPreTrainedModel):
             if pose_logits is not None:
                 out.pose_loss = F.cross_entropy(pose_logits.float(), labels)
             out.loss = sum(t for t in (out.rgb_loss, out.pose_loss) if t is not None)
-            out.batch_metrics = {"top1_acc": (logits.argmax(dim=-1) == labels).float().mean().detach()}
+            # percent, as the evaluation's top1_acc: the curves and compare_runs put them side by side
+            out.batch_metrics = {"top1_acc": 100 * (logits.argmax(dim=-1) == labels).float().mean().detach()}
         return out
 
 
