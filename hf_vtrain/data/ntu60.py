@@ -25,7 +25,7 @@ import numpy as np
 
 import torch
 
-from .common import CorpusArguments, RowTransform, ValidationReport, probe_file
+from .common import CorpusArguments, EpochSeeded, RowTransform, ValidationReport, probe_file
 from .restricted_pickle import RefusedPickleError, load_restricted
 
 SPLITS = ("xsub", "xview")
@@ -296,7 +296,7 @@ def crop_resize_frames(frames: np.ndarray, box, size: int, flip: bool) -> torch.
     return _run(clip, (x0, y0, x1, y1), (size, size), flip=flip)
 
 
-class HARSampleTransform(RowTransform):
+class HARSampleTransform(RowTransform, EpochSeeded):
     """One sample of each stream at the same temporal positions: `pose_frames` sampled uniformly (one clip for
     training, `num_clips` fixed clips for testing), every `pose_frames / rgb_frames`-th of them for RGB; the clip's
     compact box (PoseCompact); training: a random resized crop of it (area 0.56-1) and a horizontal flip (left/right
@@ -317,13 +317,10 @@ class HARSampleTransform(RowTransform):
         self.train, self.num_clips, self.flip_prob, self.crop_area = train, num_clips, flip_prob, crop_area
         self.seed, self.with_rgb = seed, with_rgb
         self._readers = ReaderCache(decode_threads)
-        self._epoch = torch.zeros((), dtype=torch.int64).share_memory_()
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch.fill_(int(epoch))
+        EpochSeeded.__init__(self)
 
     def _clip(self, index: int, clip_index: int, generator) -> dict:
-        from ..data.pose_heatmaps import keypoint_heatmaps
+        from .pose_heatmaps import keypoint_heatmaps
         from .video_io import _draw_flip, _draw_resized_crop_box
 
         ann = self.samples[index]
@@ -361,7 +358,7 @@ class HARSampleTransform(RowTransform):
         from .video_io import clip_generator
 
         index = int(row["index"])
-        generator = clip_generator(self.seed, int(self._epoch), index) if self.train else None
+        generator = clip_generator(self.seed, self.epoch, index) if self.train else None
         clips = [self._clip(index, k, generator) for k in range(1 if self.train else self.num_clips)]
         out = {key: torch.stack([c[key] for c in clips]) for key in clips[0]}
         out["labels"] = torch.tensor(int(self.samples[index]["label"]), dtype=torch.long)
