@@ -358,7 +358,8 @@ def _check_corpus(args: TADDataArguments) -> tuple[TADValidationReport, list[str
                 adjusted["largest frame-count difference, frames"] = max(
                     adjusted["largest frame-count difference, frames"], abs(entry.frame - n))
         if is_finite_number(entry.duration) and abs(entry.duration - n / fps) > 1.0 / fps:
-            difference = abs(entry.duration - n / fps) / entry.duration
+            # a duration of 0 (or below) is as far from the file's as it gets: a problem, never a division by zero
+            difference = abs(entry.duration - n / fps) / entry.duration if entry.duration > 0 else float("inf")
             if difference > tolerance:
                 problems.append(
                     f"{where}: annotation 'duration' {entry.duration} s differs from the file's {n} frames / "
