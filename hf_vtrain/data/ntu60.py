@@ -160,22 +160,23 @@ def _sample_problems(where: str, ann: Any, args: HARDataArguments) -> tuple[list
     return out, layout
 
 
-def validate_ntu60(args: HARDataArguments) -> HARValidationReport:
+def _check_ntu60(args: HARDataArguments) -> tuple[HARValidationReport, Any]:
+    """The report and the pickle's contents (None when it could not be read), read once for check and load."""
     path = args.resolve(args.annotation_path)
     report = HARValidationReport(annotation_path=path, split=args.split)
     if not os.path.isfile(path):
         report.problems.append(f"{path}: annotation pickle not found")
-        return report
+        return report, None
     try:
         data = load_restricted(path)
     except (RefusedPickleError, ValueError) as err:
         report.problems.append(str(err))
-        return report
+        return report, None
     if not isinstance(data, dict) or not isinstance(data.get("split"), dict) or \
             not isinstance(data.get("annotations"), list):
         report.problems.append(f"{path}: expected {{'split': {{name: [frame_dir]}}, 'annotations': [...]}}, got "
                                f"{type(data).__name__} with keys {sorted(data) if isinstance(data, dict) else '-'}")
-        return report
+        return report, None
     by_name: dict[str, dict] = {}
     layouts = Counter()
     for i, ann in enumerate(data["annotations"]):
@@ -225,8 +226,12 @@ def validate_ntu60(args: HARDataArguments) -> HARValidationReport:
                     args.frame_count_tolerance:
                 report.problems.append(f"{video} (sample {name}): {probe['num_frames']} frames, the annotation's "
                                        f"total_frames is {expected} (frame_count_tolerance {args.frame_count_tolerance})")
-    return report
+    return report, data
 
+
+
+def validate_ntu60(args: HARDataArguments) -> HARValidationReport:
+    return _check_ntu60(args)[0]
 
 # ----------------------------------------------------------------------------------------------- sampling
 
@@ -412,10 +417,9 @@ def load_ntu60(args: "HARDataArguments", seed: int = 0, with_rgb: bool = True) -
         import dataclasses
 
         args = dataclasses.replace(args, check_videos=False)
-    report = validate_ntu60(args)
+    report, data = _check_ntu60(args)  # the pickle (hundreds of MB for NTU) read once
     if not report.ok:
         raise CorpusError(report)
-    data = load_restricted(args.resolve(args.annotation_path))
     by_name = {ann["frame_dir"]: ann for ann in data["annotations"]}
     splits = {}
     for part, cap in (("train", args.max_train_samples), ("val", args.max_eval_samples)):

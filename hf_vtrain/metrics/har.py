@@ -52,7 +52,10 @@ def ranked_classes(scores: np.ndarray) -> np.ndarray:
 
 def top_k_accuracy(labels, scores, ks: Sequence[int] = (1, 5)) -> dict[int, float]:
     labels, scores = _as_arrays(labels, scores)
-    ranked = ranked_classes(scores)
+    return _top_k(labels, ranked_classes(scores), ks)
+
+
+def _top_k(labels: np.ndarray, ranked: np.ndarray, ks) -> dict[int, float]:
     return {k: float((ranked[:, :k] == labels[:, None]).any(axis=1).mean()) for k in ks}
 
 
@@ -65,8 +68,10 @@ def confusion_matrix(labels, predicted, num_classes: int) -> np.ndarray:
 
 def mean_class_accuracy(labels, scores) -> float:
     labels, scores = _as_arrays(labels, scores)
-    predicted = ranked_classes(scores)[:, 0]
-    matrix = confusion_matrix(labels, predicted, scores.shape[1])
+    return _mean_class(confusion_matrix(labels, ranked_classes(scores)[:, 0], scores.shape[1]))
+
+
+def _mean_class(matrix: np.ndarray) -> float:
     present = (matrix.sum(axis=0) + matrix.sum(axis=1)) > 0  # labelled or predicted
     labelled = matrix.sum(axis=1)
     hits = np.diag(matrix)
@@ -100,11 +105,11 @@ def evaluate_recognition(labels, scores) -> HARMetricResult:
     """Top-1, top-5 (top-k with k = min(5, classes)) and mean class accuracy of (samples, classes) scores."""
     labels, scores = _as_arrays(labels, scores)
     k5 = min(5, scores.shape[1])
-    top = top_k_accuracy(labels, scores, (1, k5))
-    predicted = ranked_classes(scores)[:, 0]
-    return HARMetricResult(top1=top[1], top5=top[k5], mean_class_accuracy=mean_class_accuracy(labels, scores),
-                           num_samples=len(labels), num_classes=scores.shape[1],
-                           confusion=confusion_matrix(labels, predicted, scores.shape[1]))
+    ranked = ranked_classes(scores)  # one ranking for every figure
+    top = _top_k(labels, ranked, (1, k5))
+    matrix = confusion_matrix(labels, ranked[:, 0], scores.shape[1])
+    return HARMetricResult(top1=top[1], top5=top[k5], mean_class_accuracy=_mean_class(matrix),
+                           num_samples=len(labels), num_classes=scores.shape[1], confusion=matrix)
 
 
 # ----------------------------------------------------------------------------------------------- files

@@ -167,7 +167,7 @@ class HARPredictor(TaskPredictor):
         import torch
 
         from ..data.ntu60 import HARSampleTransform, collate_har
-        from ..trainers.har import flatten_clips
+        from ..trainers.har import flatten_clips, fuse_clips
 
         p = self.pre
         transform = HARSampleTransform([plan.extra["sample"]], [plan.path], p["rgb_frames"], p["pose_frames"],
@@ -177,9 +177,8 @@ class HARPredictor(TaskPredictor):
         batch, clips = flatten_clips(collate_har([transform.transform_row({"index": 0})]))
         with torch.no_grad(), self.runtime.autocast():
             logits = self.model(**{k: v.to(self.runtime.device) for k, v in batch.items() if k != "labels"}).logits
-        logits = logits.float().view(1, clips, -1)
-        fused = logits.softmax(-1).mean(1) if p["test_clip_fusion"] == "mean_softmax" else logits.mean(1)
-        probs = fused.softmax(-1)[0] if p["test_clip_fusion"] == "mean_logits" else fused[0]
+        fused = fuse_clips(logits, clips, p["test_clip_fusion"])[0]
+        probs = fused if p["test_clip_fusion"] == "mean_softmax" else fused.softmax(-1)
         advance(plan.units)
         top = torch.argsort(-probs, stable=True)[:5].tolist()
         return {"top5": [{"label": self.class_names[i], "score": float(probs[i])} for i in top],

@@ -42,6 +42,13 @@ def flatten_clips(inputs: dict) -> tuple[dict, int]:
     return out, clips
 
 
+def fuse_clips(logits: torch.Tensor, clips: int, rule: str) -> torch.Tensor:
+    """(B * K, C) logits of the K clips of each sample to (B, C): their mean (`mean_logits`, EPAM-Net) or the mean of
+    their softmax probabilities (`mean_softmax`, RGBPoseConv3D)."""
+    logits = logits.float().view(-1, clips, logits.shape[-1])
+    return logits.softmax(-1).mean(1) if rule == "mean_softmax" else logits.mean(1)
+
+
 class HARTrainer(VTrainer):
     def __init__(self, *args, corpus: Any, test_clip_fusion: str = "mean_logits", **kwargs):
         super().__init__(*args, **kwargs)
@@ -72,8 +79,7 @@ class HARTrainer(VTrainer):
             return loss, None, None
         scores = []
         for _, logits in self._heads(outputs):
-            logits = logits.float().view(-1, clips, logits.shape[-1])
-            scores.append(logits.softmax(-1).mean(1) if self.test_clip_fusion == "mean_softmax" else logits.mean(1))
+            scores.append(fuse_clips(logits, clips, self.test_clip_fusion))
         labels = torch.stack([inputs["labels"], inputs["sample_index"]], dim=1)
         return loss, torch.stack(scores, dim=1), labels
 
