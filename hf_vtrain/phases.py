@@ -84,13 +84,15 @@ def plan_phases(argv: list[str], spec, extra_keys: tuple[str, ...]) -> list[Phas
         folder = phase_folder(str(output_dir), k, name)
         values["output_dir"], sources["output_dir"], labels["output_dir"] = folder, where, f"{PHASES_KEY}[{k}]"
         init_from = values.get("init_from")
-        if init_from == PREVIOUS:
-            if k == 0:
-                raise RecipeError(f"{where}: {PHASES_KEY}[0].init_from: 'previous': the first phase has no phase "
-                                  f"before it")
-            init_from = values["init_from"] = planned[-1].folder
+        if isinstance(init_from, str):
+            init_from = values["init_from"] = _resolve_init_from(init_from, planned, where, k)
         model_args, data_args, training_args, set_keys = parse_values(
             values, sources, labels, types, extra_keys, f"{where}: {PHASES_KEY}[{k}]")
+        if spec.check_recipe is not None:
+            try:
+                spec.check_recipe(model_args, data_args)
+            except RecipeError as err:
+                raise RecipeError(f"{where}: {PHASES_KEY}[{k}] ({name}): {err}") from None
         epochs = training_args.num_train_epochs
         if epochs != int(epochs) or epochs < 1 or training_args.max_steps > 0:
             raise RecipeError(f"{where}: {PHASES_KEY}[{k}]: a phase trains whole epochs (num_train_epochs "
@@ -102,6 +104,25 @@ def plan_phases(argv: list[str], spec, extra_keys: tuple[str, ...]) -> list[Phas
     for phase in planned:
         phase.total_epochs = offset
     return planned
+
+
+def init_from_folders(value: str) -> list[str]:
+    """`init_from`'s folders: one, or several separated by commas (their weights together)."""
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _resolve_init_from(value: str, planned: list[Phase], where: str, k: int) -> str:
+    """Each item of a phase's `init_from`: 'previous' (the phase before it), an earlier phase's name, or a folder."""
+    names = {phase.name: phase.folder for phase in planned}
+    out = []
+    for item in init_from_folders(value):
+        if item == PREVIOUS:
+            if k == 0:
+                raise RecipeError(f"{where}: {PHASES_KEY}[0].init_from: 'previous': the first phase has no phase "
+                                  f"before it")
+            item = planned[-1].folder
+        out.append(names.get(item, item))
+    return ",".join(out)
 
 
 def resolved_for_marker(resolved: dict) -> dict:
@@ -134,16 +155,30 @@ def mark_finished(phase: Phase, resolved: dict, trainer) -> None:
 
 def init_weights_from(model, folder: str, use_ema: bool, allow_unexpected: bool, key: str = "init_from") -> dict:
     """Copies the weights of the model saved in `folder` (its `ema/` with `use_ema`) into `model`, matched by
-    parameter name. The folder's model is loaded through its own class (`AutoModel`), so keys its class renames on
+    parameter name; several folders separated by commas give their weights together (each weight from one of them:
+    RGBPoseConv3D's fused model from its RGB-only and pose-only phases). The folder's model is loaded through its own class (`AutoModel`), so keys its class renames on
     save come back right. Keys `model` has and the folder lacks are listed (they keep their initial values); keys the
-    folder has and `model` lacks are an error unless `allow_unexpected`; a shape mismatch always is."""
+    folder has and `model` lacks are an error unless `allow_unexpected`; a shape mismatch always is. A model with an
+    `adapt_init_state_dict(state_dict)` method reshapes the folder's weights first (RGBPoseConv3D widens a single
+    stream's first convolutions for its laterals)."""
     from transformers import AutoModel
 
-    source_dir = os.path.join(folder, "ema") if use_ema else folder
-    if not os.path.isfile(os.path.join(source_dir, "config.json")):
-        what = "EMA weights (ema/)" if use_ema else "a saved model (config.json + weights)"
-        raise RecipeError(f"{key}: {source_dir} holds no {what}")
-    source = AutoModel.from_pretrained(source_dir).state_dict()
+    source, origin = {}, {}
+    for one in init_from_folders(folder):
+        source_dir = os.path.join(one, "ema") if use_ema else one
+        if not os.path.isfile(os.path.join(source_dir, "config.json")):
+            what = "EMA weights (ema/)" if use_ema else "a saved model (config.json + weights)"
+            raise RecipeError(f"{key}: {source_dir} holds no {what}")
+        weights = AutoModel.from_pretrained(source_dir).state_dict()
+        twice = sorted(k for k in weights if k in source and not k.endswith("num_batches_tracked"))
+        if twice:
+            raise RecipeError(f"{key}: {len(twice)} weights are in both {origin[twice[0]]} and {source_dir}, e.g. "
+                              f"{twice[:3]}: each weight must come from one folder")
+        source.update(weights)
+        origin.update(dict.fromkeys(weights, source_dir))
+    source_dir = ", ".join(dict.fromkeys(origin.values()))
+    if hasattr(model, "adapt_init_state_dict"):  # a model that knows how another model's weights fit it (widened)
+        source = model.adapt_init_state_dict(source)
     target = model.state_dict()
     missing = sorted(k for k in target if k not in source)
     unexpected = sorted(k for k in source if k not in target)
@@ -166,6 +201,12 @@ def init_weights_from(model, folder: str, use_ema: bool, allow_unexpected: bool,
         logger.warning("%s: %d weights of %s are not used: %s", key, len(unexpected), source_dir, unexpected[:10])
     logger.warning("%s: started from %d weights of %s", key, len(target) - len(missing), source_dir)
     return {"source": source_dir, "loaded": len(target) - len(missing), "missing": missing, "unexpected": unexpected}
+
+
+def _shown_init_from(value: str | None, output_dir: str) -> str:
+    if not value:
+        return "the recipe"
+    return ", ".join(os.path.relpath(one, output_dir) for one in init_from_folders(value))
 
 
 def merged_log_history(phases: list[Phase]) -> tuple[list[dict], list[dict]]:
@@ -231,7 +272,7 @@ def assemble_top_folder(phases: list[Phase], output_dir: str, title: str, run_in
                               if isinstance(v, float) and "runtime" not in k and "per_second" not in k)
             rows.append(f"| {entry['phase'] + 1}: {entry['name']} | {entry['epoch_offset'] + 1}-"
                         f"{entry['epoch_offset'] + entry['epochs']} | {entry['global_step']} | "
-                        f"{os.path.relpath(entry['init_from'], output_dir) if entry['init_from'] else 'the recipe'} "
+                        f"{_shown_init_from(entry['init_from'], output_dir)} "
                         f"| {shown or '-'} |")
         with open(card, encoding="utf-8") as handle:
             text = handle.read().replace("The full resolved recipe is in `recipe_resolved.yaml`.",

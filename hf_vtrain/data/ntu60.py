@@ -63,6 +63,13 @@ class HARDataArguments(CorpusArguments):
     pose_frames: int = field(default=48, metadata={"help": "Pose frames per clip (EPAM 48, RGBPoseConv3D 32)."})
     rgb_size: int = field(default=224, metadata={"help": "RGB frames become rgb_size x rgb_size."})
     pose_size: int = field(default=56, metadata={"help": "Heatmaps are pose_size x pose_size (rgb_size / 4)."})
+    eval_rgb_size: Optional[int] = field(
+        default=None, metadata={"help": "Evaluation and predict: RGB size (default rgb_size; MMAction2's "
+                                        "RGBPoseConv3D tests at 256 after training at 224)."},
+    )
+    eval_pose_size: Optional[int] = field(
+        default=None, metadata={"help": "Evaluation and predict: heatmap size (default pose_size; RGBPoseConv3D 64)."},
+    )
     heatmap_sigma: float = field(default=0.6, metadata={"help": "Heatmap Gaussian sigma (EPAM 0.6, RGBPoseConv3D 0.7)."})
     flip_prob: float = field(default=0.5, metadata={"help": "Training: horizontal flip (joints swapped)."})
     num_test_clips: int = field(default=1, metadata={"help": "Clips per test sample (EPAM 1, RGBPoseConv3D 10)."})
@@ -88,9 +95,18 @@ class HARDataArguments(CorpusArguments):
             raise ValueError("num_classes must be >= 2 and frame_count_tolerance >= 0")
         if self.test_clip_fusion not in ("mean_logits", "mean_softmax"):
             raise ValueError(f"test_clip_fusion must be mean_logits or mean_softmax, got {self.test_clip_fusion!r}")
+        if (self.eval_rgb_size is None) != (self.eval_pose_size is None):
+            raise ValueError("eval_rgb_size and eval_pose_size go together (both, or neither: the training sizes)")
         if self.pose_frames % self.rgb_frames or self.num_test_clips < 1:
             raise ValueError(f"pose_frames ({self.pose_frames}) must be a multiple of rgb_frames ({self.rgb_frames}) "
                              f"and num_test_clips >= 1")
+
+    @property
+    def eval_sizes(self) -> tuple[int, int]:
+        """(RGB, heatmap) sizes of evaluation and predict."""
+        if self.eval_rgb_size is None:
+            return self.rgb_size, self.pose_size
+        return self.eval_rgb_size, self.eval_pose_size
 
     def video_path(self, frame_dir: str) -> str:
         return os.path.join(self.resolve(self.video_dir), self.video_name_pattern.format(frame_dir=frame_dir))
@@ -425,14 +441,16 @@ def load_ntu60(args: "HARDataArguments", seed: int = 0, with_rgb: bool = True) -
     for part, cap in (("train", args.max_train_samples), ("val", args.max_eval_samples)):
         names = list(dict.fromkeys(data["split"][f"{args.split}_{part}"]))[:cap]
         splits[part] = [by_name[n] for n in names]
-    common = dict(rgb_frames=args.rgb_frames, pose_frames=args.pose_frames, rgb_size=args.rgb_size,
-                  pose_size=args.pose_size, sigma=args.heatmap_sigma, with_rgb=with_rgb,
-                  decode_threads=args.decode_threads)
+    common = dict(rgb_frames=args.rgb_frames, pose_frames=args.pose_frames, sigma=args.heatmap_sigma,
+                  with_rgb=with_rgb, decode_threads=args.decode_threads)
+    eval_rgb, eval_pose = args.eval_sizes
     transforms = {
         "train": HARSampleTransform(splits["train"], [args.video_path(a["frame_dir"]) for a in splits["train"]],
-                                    train=True, flip_prob=args.flip_prob, seed=seed, **common),
+                                    rgb_size=args.rgb_size, pose_size=args.pose_size, train=True,
+                                    flip_prob=args.flip_prob, seed=seed, **common),
         "val": HARSampleTransform(splits["val"], [args.video_path(a["frame_dir"]) for a in splits["val"]],
-                                  train=False, num_clips=args.num_test_clips, **common),
+                                  rgb_size=eval_rgb, pose_size=eval_pose, train=False, num_clips=args.num_test_clips,
+                                  **common),
     }
     tables = {}
     for part, anns in splits.items():

@@ -46,6 +46,9 @@ class TaskSpec:
     setup: Callable[..., TaskRun]      # (model_args, data_args, training_args) -> TaskRun
     validate: Callable[..., Any]       # (data_args) -> report with .ok and .format()
     predictor: type | None = None      # a TaskPredictor subclass (`python -m hf_vtrain.predict`); None: no predict
+    # (model_args, data_args) -> None, raising RecipeError: what can be checked without the corpus (the model config
+    # the keys make); phases run it for every phase before the first one trains. None: nothing beyond the dataclasses
+    check_recipe: Callable[..., None] | None = None
 
 
 class TaskPredictor:

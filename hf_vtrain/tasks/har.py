@@ -1,10 +1,8 @@
-"""Task `har`, action recognition from RGB and pose: EPAM-Net on NTU RGB+D 60 in PYSKL's format. The recipe keys of
-the model (HARModelArguments; the data keys are data/ntu60's HARDataArguments, the training keys VTrainingArguments),
-how the model is built (a new one from its config, or a saved one: a single-stream model's weights load into the
-fused one through `init_from`, phase by phase), the setup that hands run.py its Trainer's pieces, and the predictor of
-`python -m hf_vtrain.predict` (top-5 classes of a video from its frames and its keypoints).
-
-Missing (issue 17): RGBPoseConv3D."""
+"""Task `har`, action recognition from RGB and pose on NTU RGB+D 60 in PYSKL's format: EPAM-Net and RGBPoseConv3D.
+The recipe keys of the model (HARModelArguments; the data keys are data/ntu60's HARDataArguments, the training keys
+VTrainingArguments), how the model is built (a new one from its config, or a saved one: single-stream weights load
+into the fused model through `init_from`, phase by phase), the setup that hands run.py its Trainer's pieces, and the
+predictor of `python -m hf_vtrain.predict` (top-5 classes of a video from its frames and its keypoints)."""
 
 from __future__ import annotations
 
@@ -12,6 +10,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..data.ntu60 import HARDataArguments, collate_har, load_ntu60, validate_ntu60
 from ..parser import RecipeError
@@ -19,16 +18,42 @@ from ..pretrained_sources import check_pretrained_source, loading
 from ..trainers.arguments import VTrainingArguments
 from ..trainers.har import HARTrainer
 from ..data.common import write_json_atomic
+from ..models.rgb_pose_recognition import count_parameters
 from .common import PredictRuntime, TaskPredictor, TaskRun, TaskSpec, VideoPlan, check_config_overrides, config_errors
 
 logger = logging.getLogger(__name__)
 
-REFERENCE_PARAMETERS = {"epam": ("EPAM-Net", "about 2.5 M (Abdelkawy et al. 2025)")}
+
+class HARModelType(NamedTuple):
+    name: str
+    reference: str  # the published full-size fused model's parameter count
+    package: str  # hf_vtrain.models.<package>: its config and model classes
+    config_class: str
+    model_class: str
+    parts: tuple[str, ...]  # submodules whose parameter counts are printed
+
+
+MODEL_TYPES = {
+    "epam": HARModelType("EPAM-Net", "about 2.5 M (Abdelkawy et al. 2025)", "epam", "EPAMConfig",
+                         "EPAMForActionRecognition", ("rgb_backbone", "pose_backbone", "attention_module")),
+    "rgbpose_conv3d": HARModelType("RGBPoseConv3D", "about 36 M (MMAction2's rgbpose_conv3d)", "rgbpose_conv3d",
+                                   "RGBPoseConv3DConfig", "RGBPoseConv3DForActionRecognition",
+                                   ("backbone.rgb_path", "backbone.pose_path")),
+}
+
+
+def model_classes(model_type: str):
+    """(config class, model class) of a har model type."""
+    import importlib
+
+    entry = MODEL_TYPES[model_type]
+    module = importlib.import_module(f"hf_vtrain.models.{entry.package}")
+    return getattr(module, entry.config_class), getattr(module, entry.model_class)
 
 
 @dataclass
 class HARModelArguments:
-    model_type: str = field(default="epam", metadata={"help": "epam (EPAM-Net)."})
+    model_type: str = field(default="epam", metadata={"help": "epam (EPAM-Net) or rgbpose_conv3d (RGBPoseConv3D)."})
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "A saved model (folder or hub id) to start from; none: a new model."}
     )
@@ -39,13 +64,12 @@ class HARModelArguments:
     model_config_overrides: dict = field(default_factory=dict, metadata={"help": "The model config's fields."})
 
     def __post_init__(self):
-        if self.model_type not in REFERENCE_PARAMETERS:
-            raise ValueError(f"model_type must be one of {sorted(REFERENCE_PARAMETERS)}, got {self.model_type!r}")
+        if self.model_type not in MODEL_TYPES:
+            raise ValueError(f"model_type must be one of {sorted(MODEL_TYPES)}, got {self.model_type!r}")
         if self.streams not in ("rgb+pose", "pose", "rgb"):
             raise ValueError(f"streams must be rgb+pose, pose or rgb, got {self.streams!r}")
-        from ..models.epam import EPAMConfig
-
-        check_config_overrides("model_config_overrides", self.model_config_overrides, EPAMConfig)
+        config_class, _ = model_classes(self.model_type)
+        check_config_overrides("model_config_overrides", self.model_config_overrides, config_class)
         clash = sorted(set(self.model_config_overrides) & {"streams", "rgb_frames", "pose_frames", "rgb_image_size",
                                                              "pose_image_size", "id2label", "label2id"})
         if clash:
@@ -54,40 +78,65 @@ class HARModelArguments:
                              f"from the corpus")
 
 
-def build_model(model_args: HARModelArguments, data_args: HARDataArguments, class_names: list[str]):
-    from ..models.epam import EPAMConfig, EPAMForActionRecognition, count_parameters
+def _config_keys(model_args: HARModelArguments, data_args: HARDataArguments) -> dict:
+    return {"streams": model_args.streams, "rgb_frames": data_args.rgb_frames, "pose_frames": data_args.pose_frames,
+            "rgb_image_size": data_args.rgb_size, "pose_image_size": data_args.pose_size}
 
+
+def new_config(model_args: HARModelArguments, data_args: HARDataArguments, class_names: list[str]):
+    """The config of a new model from the recipe (its architecture checked: an error names model_config_overrides)."""
     id2label = dict(enumerate(class_names))
-    wanted = {"streams": model_args.streams, "rgb_frames": data_args.rgb_frames, "pose_frames": data_args.pose_frames,
-              "rgb_image_size": data_args.rgb_size, "pose_image_size": data_args.pose_size}
+    config_class, _ = model_classes(model_args.model_type)
+    with config_errors("the model config (model_config_overrides and the data keys rgb_frames, pose_frames, rgb_size, "
+                       "pose_size)"):
+        return config_class(**_config_keys(model_args, data_args), id2label=id2label,
+                            label2id={v: k for k, v in id2label.items()}, **model_args.model_config_overrides)
+
+
+def check_recipe(model_args: HARModelArguments, data_args: HARDataArguments) -> None:
+    """Before any phase trains: the model config each phase's keys make (frame counts and sizes the model cannot
+    take, e.g. RGBPoseConv3D's pose_frames = 4 x rgb_frames, end the run before phase 1 instead of after it)."""
+    if not model_args.model_name_or_path:
+        new_config(model_args, data_args, [str(i) for i in range(data_args.num_classes)])
+
+
+def build_model(model_args: HARModelArguments, data_args: HARDataArguments, class_names: list[str]):
+    entry = MODEL_TYPES[model_args.model_type]
+    _, model_class = model_classes(model_args.model_type)
+    id2label = dict(enumerate(class_names))
+    wanted = _config_keys(model_args, data_args)
     if model_args.model_name_or_path:
         source = model_args.model_name_or_path
-        check_pretrained_source("model_name_or_path", source, "EPAM-Net model")
-        with loading("model_name_or_path", source, "EPAM-Net model"):
-            model = EPAMForActionRecognition.from_pretrained(source)
+        check_pretrained_source("model_name_or_path", source, f"{entry.name} model")
+        with loading("model_name_or_path", source, f"{entry.name} model"):
+            model = model_class.from_pretrained(source)
         differ = {k: (getattr(model.config, k), v) for k, v in wanted.items() if getattr(model.config, k) != v}
         if differ or model.config.id2label != id2label:
             raise RecipeError(f"model_name_or_path: {source} was built for other data: "
                               f"{ {**differ, **({'classes': 'differ'} if model.config.id2label != id2label else {})} }"
                               f" (saved, recipe); to start a fused model from a single-stream one use init_from")
     else:
-        with config_errors("model_config_overrides"):
-            config = EPAMConfig(**wanted, id2label=id2label, label2id={v: k for k, v in id2label.items()},
-                                **model_args.model_config_overrides)
-        model = EPAMForActionRecognition(config)
-    name, reference = REFERENCE_PARAMETERS[model_args.model_type]
-    parts = {n: count_parameters(getattr(model, n)) for n in ("rgb_backbone", "pose_backbone", "attention_module")
-             if hasattr(model, n)}
-    logger.warning("%s (%s): %s parameters (%s); the published full-size fused model: %s", name,
+        model = model_class(new_config(model_args, data_args, class_names))
+    parts = {n: count_parameters(model.get_submodule(n)) for n in entry.parts if _has_submodule(model, n)}
+    logger.warning("%s (%s): %s parameters (%s); the published full-size fused model: %s", entry.name,
                    model.config.streams, f"{count_parameters(model):,}",
-                   ", ".join(f"{k} {v:,}" for k, v in parts.items()), reference)
+                   ", ".join(f"{k} {v:,}" for k, v in parts.items()), entry.reference)
     return model
+
+
+def _has_submodule(model, name: str) -> bool:
+    try:
+        model.get_submodule(name)
+    except AttributeError:
+        return False
+    return True
 
 
 def preprocessing_config(data_args: HARDataArguments, streams: str) -> dict:
     """How evaluation reads a sample (hf_vtrain.model_folders); classes and normalisation are the model config's."""
     return {"task": "har", "streams": streams, "rgb_frames": data_args.rgb_frames,
-            "pose_frames": data_args.pose_frames, "rgb_size": data_args.rgb_size, "pose_size": data_args.pose_size,
+            "pose_frames": data_args.pose_frames, "rgb_size": data_args.eval_sizes[0],
+            "pose_size": data_args.eval_sizes[1],
             "heatmap_sigma": data_args.heatmap_sigma, "num_test_clips": data_args.num_test_clips,
             "test_clip_fusion": data_args.test_clip_fusion, "compact_padding": 0.25}
 
@@ -127,10 +176,14 @@ class HARPredictor(TaskPredictor):
                            help="har: folder of <video id>.pkl keypoint files (default: next to each video)")
 
     def __init__(self, folder: str, preprocessing: dict, options, runtime: PredictRuntime):
-        from ..models.epam import EPAMForActionRecognition
-
-        with loading("--model", folder, "EPAM-Net model"):
-            self.model = EPAMForActionRecognition.from_pretrained(folder)
+        with open(os.path.join(folder, "config.json"), encoding="utf-8") as handle:
+            model_type = json.load(handle).get("model_type")
+        if model_type not in MODEL_TYPES:
+            raise RecipeError(f"--model: {folder} holds a {model_type!r} model, not one of task har's "
+                              f"{sorted(MODEL_TYPES)}")
+        self.model_name = MODEL_TYPES[model_type].name
+        with loading("--model", folder, f"{self.model_name} model"):
+            self.model = model_classes(model_type)[1].from_pretrained(folder)
         self.model.to(runtime.device).eval()
         self.config, self.pre, self.runtime = self.model.config, preprocessing, runtime
         self.keypoints_dir = options.keypoints_dir
@@ -138,7 +191,7 @@ class HARPredictor(TaskPredictor):
 
     def describe(self) -> str:
         p = self.pre
-        return (f"EPAM-Net ({p['streams']}), {len(self.class_names)} classes; {p['rgb_frames']} RGB / "
+        return (f"{self.model_name} ({p['streams']}), {len(self.class_names)} classes; {p['rgb_frames']} RGB / "
                 f"{p['pose_frames']} pose frames at {p['rgb_size']} / {p['pose_size']} px, {p['num_test_clips']} "
                 f"clip(s), {p['test_clip_fusion']}; keypoints from <video>.pkl")
 
@@ -167,7 +220,7 @@ class HARPredictor(TaskPredictor):
         import torch
 
         from ..data.ntu60 import HARSampleTransform, collate_har
-        from ..trainers.har import flatten_clips, fuse_clips
+        from ..trainers.har import flatten_clips, fuse_heads
 
         p = self.pre
         transform = HARSampleTransform([plan.extra["sample"]], [plan.path], p["rgb_frames"], p["pose_frames"],
@@ -176,8 +229,8 @@ class HARPredictor(TaskPredictor):
                                        decode_threads=self.runtime.decode_threads)
         batch, clips = flatten_clips(collate_har([transform.transform_row({"index": 0})]))
         with torch.no_grad(), self.runtime.autocast():
-            logits = self.model(**{k: v.to(self.runtime.device) for k, v in batch.items() if k != "labels"}).logits
-        fused = fuse_clips(logits, clips, p["test_clip_fusion"])[0]
+            outputs = self.model(**{k: v.to(self.runtime.device) for k, v in batch.items() if k != "labels"})
+        fused = fuse_heads(outputs, clips, p["test_clip_fusion"])[0][1][0]
         probs = fused if p["test_clip_fusion"] == "mean_softmax" else fused.softmax(-1)
         advance(plan.units)
         top = torch.argsort(-probs, stable=True)[:5].tolist()
@@ -200,7 +253,7 @@ class HARPredictor(TaskPredictor):
 
 
 SPEC = TaskSpec(
-    description="action recognition from RGB and pose (EPAM-Net, NTU RGB+D 60 in PYSKL's format)",
+    description="action recognition from RGB and pose (EPAM-Net, RGBPoseConv3D; NTU RGB+D 60 in PYSKL's format)",
     model_args=HARModelArguments,
     data_args=HARDataArguments,
     training_args=VTrainingArguments,
@@ -208,4 +261,5 @@ SPEC = TaskSpec(
     setup=setup,
     validate=validate_ntu60,
     predictor=HARPredictor,
+    check_recipe=check_recipe,
 )

@@ -53,8 +53,9 @@ class VTrainingArguments(TrainingArguments):
     init_from: str | None = field(
         default=None,
         metadata={"help": "Start from these weights, matched by parameter name: a model folder (a run's output, a "
-                          "checkpoint), or 'previous' in a phase (the phase before it). Keys the model has and the "
-                          "folder lacks are listed; keys the folder has and the model lacks are an error unless "
+                          "checkpoint), or 'previous' / an earlier phase's name in a phase; several separated by "
+                          "commas give their weights together (each weight from one of them). Keys the model has and "
+                          "the folders lack are listed; keys the folder has and the model lacks are an error unless "
                           "init_from_allow_unexpected. Not applied when resuming (the checkpoint has the weights)."},
     )
     init_from_ema: bool = field(

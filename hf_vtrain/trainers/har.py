@@ -2,7 +2,7 @@
 and MMAction2's top-1 / top-5 / mean class accuracy of the fused prediction and of each stream.
 
 Evaluation: `prediction_step` runs every clip of a test sample and combines them per the recipe
-(`test_clip_fusion`: mean of the logits, or of the softmax probabilities), returning (batch, heads, classes) scores
+(`fuse_heads`: mean of the logits, or of each stream's softmax probabilities), returning (batch, heads, classes) scores
 (heads: the fused prediction, then each stream the model has) and (label, sample index) as labels, so the Trainer
 gathers them across processes; `compute_metrics` checks every sample came once and computes the metrics on the
 whole gathered set.
@@ -49,6 +49,20 @@ def fuse_clips(logits: torch.Tensor, clips: int, rule: str) -> torch.Tensor:
     return logits.softmax(-1).mean(1) if rule == "mean_softmax" else logits.mean(1)
 
 
+def fuse_heads(outputs, clips: int, rule: str) -> list[tuple[str, torch.Tensor]]:
+    """The (B, C) scores of each head from the model's outputs for B x `clips` clips: ("fused", ...) first, then each
+    stream when the model has two. With `mean_logits` the fused head is the clips' mean of the summed logits (EPAM-Net);
+    with `mean_softmax` each stream's probabilities are averaged over the clips and the fused head is the mean of the
+    two streams' (MMAction2's RGBPoseConv3D evaluation: `RGBPose_1:1`, the same ranking as its sum)."""
+    streams = [(name, fuse_clips(getattr(outputs, key), clips, rule)) for name, key in STREAM_OUTPUTS
+               if getattr(outputs, key, None) is not None]
+    if len(streams) > 1 and rule == "mean_softmax":
+        fused = sum(scores for _, scores in streams) / len(streams)
+    else:
+        fused = fuse_clips(outputs.logits, clips, rule)
+    return [("fused", fused)] + (streams if len(streams) > 1 else [])
+
+
 class HARTrainer(VTrainer):
     def __init__(self, *args, corpus: Any, test_clip_fusion: str = "mean_logits", **kwargs):
         super().__init__(*args, **kwargs)
@@ -63,12 +77,6 @@ class HARTrainer(VTrainer):
         flat, _ = flatten_clips(inputs)
         return super().compute_loss(model, flat, return_outputs, num_items_in_batch)
 
-    def _heads(self, outputs) -> list[tuple[str, torch.Tensor]]:
-        heads = [("fused", outputs.logits)]
-        present = [(name, getattr(outputs, key)) for name, key in STREAM_OUTPUTS if getattr(outputs, key, None)
-                   is not None]
-        return heads + present if len(present) > 1 else heads
-
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)
         flat, clips = flatten_clips(inputs)
@@ -77,9 +85,7 @@ class HARTrainer(VTrainer):
         loss = outputs.loss.detach().mean() if outputs.loss is not None else None
         if prediction_loss_only:
             return loss, None, None
-        scores = []
-        for _, logits in self._heads(outputs):
-            scores.append(fuse_clips(logits, clips, self.test_clip_fusion))
+        scores = [head for _, head in fuse_heads(outputs, clips, self.test_clip_fusion)]
         labels = torch.stack([inputs["labels"], inputs["sample_index"]], dim=1)
         return loss, torch.stack(scores, dim=1), labels
 

@@ -149,3 +149,63 @@ def test_sigkill_inside_phase_two_then_the_same_command_equals_an_uninterrupted_
         assert torch.equal(a[key], b[key]), key
     assert json.loads((full / "eval_results.json").read_text())["eval_top1_acc"] == \
         json.loads((out / "eval_results.json").read_text())["eval_top1_acc"]
+
+
+RGBPOSE_DEMO = os.path.join(REPO, "recipes", "rgbpose_conv3d_ntu60_demo.yaml")
+RGBPOSE_TINY = ("{rgb_base_channels: 8, rgb_stage_blocks: [1, 1, 1, 1], pose_base_channels: 4, "
+                "pose_stage_blocks: [1, 1, 1], fusion_kernel: 3, dropout: 0.0}")
+
+
+def test_rgbpose_conv3d_in_three_phases_as_mmaction2_trains_it(root, tmp_path, capsys):
+    """The pose pathway alone, the RGB pathway alone, the fused model from both (init_from: pose, rgb); 2-clip
+    testing with each stream's probabilities averaged over the clips and the streams' averaged, at other sizes than
+    training (eval_rgb_size); then predict on one of the validation videos gives the evaluation's scores."""
+    recipe = yaml.safe_load(open(RGBPOSE_DEMO))
+    recipe["phases"] = [{"name": "pose", "streams": "pose"}, {"name": "rgb", "streams": "rgb"},
+                        {"name": "fused", "streams": "rgb+pose", "init_from": "pose, rgb"}]
+    path = tmp_path / "rgbpose_three_phases.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    argv = tiny_argv(root, tmp_path / "run", rgb_frames=2, pose_frames=8, rgb_size=32, pose_size=8,
+                     eval_rgb_size=48, eval_pose_size=12, num_test_clips=2, model_config_overrides=RGBPOSE_TINY,
+                     num_train_epochs=1, eval_start_epoch=1)
+    argv[0] = str(path)
+    metrics = run_module.main(argv)
+    out = tmp_path / "run"
+    summary = json.loads((out / "phases.json").read_text())
+    assert [p["name"] for p in summary] == ["pose", "rgb", "fused"]
+    assert summary[2]["init_from"] == f"{out / 'phase1-pose'},{out / 'phase2-rgb'}"
+    assert {"eval_top1_acc", "eval_rgb_top1_acc", "eval_pose_top1_acc"} <= set(metrics)
+    assert f"weights of {out / 'phase1-pose'}, {out / 'phase2-rgb'}" in capsys.readouterr().out
+    scores = json.loads((out / "scores.json").read_text())["scores"]
+    for probs in scores.values():  # mean_softmax: the fused scores are probabilities
+        assert abs(sum(probs) - 1) < 1e-5
+    preprocessing = json.loads((out / "preprocessing_config.json").read_text())
+    assert (preprocessing["rgb_size"], preprocessing["pose_size"], preprocessing["num_test_clips"]) == (48, 12, 2)
+
+    import pickle
+    import shutil
+
+    from hf_vtrain import predict as predict_module
+
+    ann = next(a for a in pickle.load(open(root / "corpus" / "ntu60_2d.pkl", "rb"))["annotations"]
+               if a["frame_dir"] in scores)
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    shutil.copy(root / "corpus" / "videos" / f"{ann['frame_dir']}.mp4", videos)
+    (videos / f"{ann['frame_dir']}.pkl").write_bytes(pickle.dumps(ann))
+    assert predict_module.main(["--model", str(out), str(videos), "--output", str(tmp_path / "pred"),
+                                "--no_progress"]) == 0
+    got = json.loads((tmp_path / "pred" / f"{ann['frame_dir']}.top5.json").read_text())
+    assert torch.allclose(torch.tensor(got["scores"]), torch.tensor(scores[ann["frame_dir"]]), atol=1e-5)
+
+
+def test_a_model_config_no_phase_can_build_ends_the_run_before_phase_one(root, tmp_path):
+    from hf_vtrain.parser import RecipeError
+
+    argv = tiny_argv(root, tmp_path / "run", rgb_frames=2, pose_frames=6, rgb_size=32, pose_size=8,
+                     model_config_overrides=RGBPOSE_TINY)
+    argv[0] = RGBPOSE_DEMO
+    with pytest.raises(RecipeError, match=r"phases\[1\] \(fused\): the model config .*pose_frames \(6\) must be "
+                                          r"speed_ratio \(4\) x rgb_frames \(2\)"):
+        run_module.main(argv)
+    assert not (tmp_path / "run" / "phase1-pose").exists()  # nothing trained

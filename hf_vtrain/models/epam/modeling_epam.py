@@ -11,15 +11,14 @@ the same temporal positions, so pose feature frame `k * pose_frame_stride` guide
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
-from transformers.utils import ModelOutput
 
+from ..rgb_pose_recognition import (RGBPoseRecognitionOutput, count_parameters, init_recognition_layer, normalized_rgb,
+                                    recognition_output)
 from .configuration_epam import EPAMConfig
 
 
@@ -154,18 +153,7 @@ class EPAMHead(nn.Module):
         return self.fc_cls(self.dropout(F.adaptive_avg_pool3d(x, 1).flatten(1)))
 
 
-@dataclass
-class EPAMOutput(ModelOutput):
-    """loss: the sum of each present stream's cross-entropy; logits: what the model predicts (the sum of the
-    streams' logits for rgb+pose, as EPAM-Net tests); rgb_logits (pose-guided), pose_logits."""
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    rgb_logits: torch.Tensor | None = None
-    pose_logits: torch.Tensor | None = None
-    rgb_loss: torch.Tensor | None = None
-    pose_loss: torch.Tensor | None = None
-    batch_metrics: dict | None = None  # top1_acc (percent) of the batch, with labels: the curves' train accuracy
+EPAMOutput = RGBPoseRecognitionOutput
 
 
 class EPAMPreTrainedModel(PreTrainedModel):
@@ -177,23 +165,8 @@ class EPAMPreTrainedModel(PreTrainedModel):
 
     @torch.no_grad()
     def _init_weights(self, module):
-        # The reference's init_weights: kaiming (fan_out, ReLU) convolutions, BN to 1 / 0, zero last BN of every
-        # residual branch, N(0, 0.01) linear layers. transformers skips tensors loaded from a checkpoint.
-        if isinstance(module, nn.Conv3d):
-            init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
-            if module.bias is not None:
-                init.zeros_(module.bias)
-        elif isinstance(module, nn.BatchNorm3d):
-            init.ones_(module.weight)
-            init.zeros_(module.bias)
-            if getattr(module, "running_mean", None) is not None:
-                init.zeros_(module.running_mean)
-                init.ones_(module.running_var)
-                init.zeros_(module.num_batches_tracked)
-        elif isinstance(module, nn.Linear):
-            init.normal_(module.weight, std=self.config.init_std)
-            if module.bias is not None:
-                init.zeros_(module.bias)
+        # The reference's init_weights (MMAction2's), and the last BN of every residual branch at zero
+        init_recognition_layer(module, self.config.init_std)
         if isinstance(module, EPAMBlock):
             init.zeros_(module.conv3.bn.weight)
 
@@ -217,15 +190,8 @@ class EPAMForActionRecognition(EPAMPreTrainedModel):
                                                                  c.attention_hidden)
         self.post_init()
 
-    def _rgb_input(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        # from the config at each call: a non-persistent buffer would be left uninitialised by from_pretrained
-        x = pixel_values.permute(0, 2, 1, 3, 4).float() / 255.0  # (B, 3, T, H, W)
-        mean = torch.tensor(self.config.image_mean, device=x.device).view(1, 3, 1, 1, 1)
-        std = torch.tensor(self.config.image_std, device=x.device).view(1, 3, 1, 1, 1)
-        return (x - mean) / std
-
     def forward(self, pixel_values: torch.Tensor | None = None, heatmaps: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs) -> EPAMOutput:
+                labels: torch.Tensor | None = None, **kwargs) -> RGBPoseRecognitionOutput:
         c = self.config
         rgb_logits = pose_logits = None
         if "pose" in c.streams:
@@ -236,27 +202,12 @@ class EPAMForActionRecognition(EPAMPreTrainedModel):
         if "rgb" in c.streams:
             if pixel_values is None:
                 raise ValueError(f"streams {c.streams!r} needs pixel_values (batch, frames, 3, H, W)")
-            rgb_feats = self.rgb_backbone(self._rgb_input(pixel_values))
+            rgb_feats = self.rgb_backbone(normalized_rgb(pixel_values, c.image_mean, c.image_std))
             if c.streams == "rgb+pose":
                 guide = pose_feats[:, :, :: c.pose_frame_stride][:, :, : rgb_feats.shape[2]]
                 rgb_feats = rgb_feats + rgb_feats * self.attention_module(guide)
             rgb_logits = self.rgb_cls_head(rgb_feats)
-        present = [t for t in (rgb_logits, pose_logits) if t is not None]
-        logits = present[0] if len(present) == 1 else present[0] + present[1]
-        out = EPAMOutput(logits=logits, rgb_logits=rgb_logits, pose_logits=pose_logits)
-        if labels is not None:
-            if rgb_logits is not None:
-                out.rgb_loss = F.cross_entropy(rgb_logits.float(), labels)
-            if pose_logits is not None:
-                out.pose_loss = F.cross_entropy(pose_logits.float(), labels)
-            out.loss = sum(t for t in (out.rgb_loss, out.pose_loss) if t is not None)
-            # percent, as the evaluation's top1_acc: the curves and compare_runs put them side by side
-            out.batch_metrics = {"top1_acc": 100 * (logits.argmax(dim=-1) == labels).float().mean().detach()}
-        return out
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
+        return recognition_output(rgb_logits, pose_logits, labels)
 
 
 __all__ = ["EPAMForActionRecognition", "EPAMOutput", "EPAMPreTrainedModel", "count_parameters"]
