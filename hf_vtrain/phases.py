@@ -17,7 +17,7 @@ import shutil
 from dataclasses import dataclass
 from typing import Any
 
-from .data.common import write_json_atomic
+from .data.common import write_json_atomic, write_text_atomic
 from .model_folders import PREPROCESSING_CONFIG_NAME, read_preprocessing_config
 from .parser import PHASE_NAME_KEY, PHASES_KEY, RecipeError, merged_values, parse_values, read_layers
 
@@ -246,6 +246,13 @@ def assemble_top_folder(phases: list[Phase], output_dir: str, title: str, run_in
             shutil.copytree(src, dst)
         else:
             shutil.copy2(src, dst)
+    # the final model's own settings, so evaluate-only of the top folder (or of its store repo, which has no phase
+    # folders) needs no recipe
+    with open(os.path.join(last.folder, "recipe_resolved.yaml"), encoding="utf-8") as handle:
+        last_recipe = handle.read()
+    write_text_atomic(os.path.join(output_dir, "recipe_resolved.yaml"),
+                      f"# The last phase's resolved recipe ({last.label}): the settings of the final model in this "
+                      f"folder.\n# The run's phases: phases.json and each phase's folder.\n" + last_recipe)
     history, boundaries = merged_log_history(phases)
     write_json_atomic(os.path.join(output_dir, MERGED_HISTORY), history)
     curves = plot_training_curves(history, os.path.join(output_dir, "training_curves.png"), title=title,

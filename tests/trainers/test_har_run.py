@@ -179,6 +179,10 @@ def test_rgbpose_conv3d_in_three_phases_as_mmaction2_trains_it(root, tmp_path, c
     scores = json.loads((out / "scores.json").read_text())["scores"]
     for probs in scores.values():  # mean_softmax: the fused scores are probabilities
         assert abs(sum(probs) - 1) < 1e-5
+    # evaluate-only of the phased run's top folder, without a recipe: its final model's own settings
+    evaluated = run_module.main(["--do_train", "false", "--model_name_or_path", str(out)])
+    assert evaluated["eval_top1_acc"] == metrics["eval_top1_acc"]
+    assert (out / "eval-run-raw" / "eval_results.json").is_file()
     preprocessing = json.loads((out / "preprocessing_config.json").read_text())
     assert (preprocessing["rgb_size"], preprocessing["pose_size"], preprocessing["num_test_clips"]) == (48, 12, 2)
 
