@@ -156,20 +156,19 @@ def mark_finished(phase: Phase, resolved: dict, trainer) -> None:
 def init_weights_from(model, folder: str, use_ema: bool, allow_unexpected: bool, key: str = "init_from") -> dict:
     """Copies the weights of the model saved in `folder` (its `ema/` with `use_ema`) into `model`, matched by
     parameter name; several folders separated by commas give their weights together (each weight from one of them:
-    RGBPoseConv3D's fused model from its RGB-only and pose-only phases). The folder's model is loaded through its own class (`AutoModel`), so keys its class renames on
-    save come back right. Keys `model` has and the folder lacks are listed (they keep their initial values); keys the
-    folder has and `model` lacks are an error unless `allow_unexpected`; a shape mismatch always is. A model with an
+    RGBPoseConv3D's fused model from its RGB-only and pose-only phases). The folder's model is loaded through the
+    model's class (same model type) or its own (`AutoModel`), so keys its class renames on save come back right.
+    Keys `model` has and the folder lacks are listed (they keep their initial values); keys the folder has and
+    `model` lacks are an error unless `allow_unexpected`; a shape mismatch always is. A model with an
     `adapt_init_state_dict(state_dict)` method reshapes the folder's weights first (RGBPoseConv3D widens a single
     stream's first convolutions for its laterals)."""
-    from transformers import AutoModel
-
     source, origin = {}, {}
     for one in init_from_folders(folder):
         source_dir = os.path.join(one, "ema") if use_ema else one
         if not os.path.isfile(os.path.join(source_dir, "config.json")):
             what = "EMA weights (ema/)" if use_ema else "a saved model (config.json + weights)"
             raise RecipeError(f"{key}: {source_dir} holds no {what}")
-        weights = AutoModel.from_pretrained(source_dir).state_dict()
+        weights = _saved_model_class(model, source_dir).from_pretrained(source_dir).state_dict()
         twice = sorted(k for k in weights if k in source and not k.endswith("num_batches_tracked"))
         if twice:
             raise RecipeError(f"{key}: {len(twice)} weights are in both {origin[twice[0]]} and {source_dir}, e.g. "
@@ -207,6 +206,17 @@ def _shown_init_from(value: str | None, output_dir: str) -> str:
     if not value:
         return "the recipe"
     return ", ".join(os.path.relpath(one, output_dir) for one in init_from_folders(value))
+
+
+def _saved_model_class(model, folder: str):
+    """The class to load `folder`'s model with: the target model's own class when the folder holds the same kind of
+    model (e.g. an RT-DETR detector subclass, which AutoModel would load as the bare RTDetrModel without its `model.`
+    prefix), else AutoModel (the folder's own registered class)."""
+    from transformers import AutoConfig, AutoModel
+
+    if AutoConfig.from_pretrained(folder).model_type == getattr(model.config, "model_type", None):
+        return type(model)
+    return AutoModel
 
 
 def merged_log_history(phases: list[Phase]) -> tuple[list[dict], list[dict]]:

@@ -13,6 +13,7 @@ TASKS: dict[str, str] = {
     "tad": "hf_vtrain.tasks.tad",
     "vad": "hf_vtrain.tasks.vad",
     "har": "hf_vtrain.tasks.har",
+    "det": "hf_vtrain.tasks.det",
 }
 
 
