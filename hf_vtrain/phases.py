@@ -202,6 +202,51 @@ def init_weights_from(model, folder: str, use_ema: bool, allow_unexpected: bool,
     return {"source": source_dir, "loaded": len(target) - len(missing), "missing": missing, "unexpected": unexpected}
 
 
+BEST_DIR = "best"
+BEST_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", PREPROCESSING_CONFIG_NAME, "ema",
+              "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def copy_best_checkpoint(phases: list[Phase], output_dir: str) -> dict | None:
+    """With `metric_for_best_model`: the best evaluated checkpoint over every phase (each phase's Trainer tracks its
+    own best) copied to `output_dir/best/` (its model, not its optimizer), with `best.json` saying which phase, step
+    and run epoch it came from and its value. None without the key or without a checkpoint at a best evaluation."""
+    args = phases[-1].training_args
+    metric = args.metric_for_best_model
+    if not metric:
+        return None
+    better = (lambda a, b: a > b) if args.greater_is_better else (lambda a, b: a < b)
+    best = None
+    for phase in phases:
+        with open(os.path.join(phase.folder, "trainer_state.json")) as handle:
+            state = json.load(handle)
+        folder = state.get("best_model_checkpoint")
+        value = state.get("best_metric")
+        if value is None or not folder or not os.path.isdir(folder):
+            continue
+        if best is None or better(value, best["value"]):
+            steps_per_epoch = state["global_step"] / max(phase.epochs, 1)
+            best = {"metric": metric, "value": value, "phase": phase.name, "step": state.get("best_global_step"),
+                    "epoch": phase.epoch_offset + round((state.get("best_global_step") or 0) / steps_per_epoch),
+                    "source": os.path.relpath(folder, output_dir)}
+    if best is None:
+        logger.warning("metric_for_best_model %s: no phase saved a checkpoint at an evaluation; no best/", metric)
+        return None
+    source, target = os.path.join(output_dir, best["source"]), os.path.join(output_dir, BEST_DIR)
+    shutil.rmtree(target, ignore_errors=True)
+    os.makedirs(target)
+    for name in BEST_FILES:
+        src = os.path.join(source, name)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(target, name))
+        elif os.path.isfile(src):
+            shutil.copy2(src, os.path.join(target, name))
+    write_json_atomic(os.path.join(target, "best.json"), best, indent=1)
+    logger.warning("best checkpoint by %s over the phases: %s (%s %.4f, run epoch %d) -> %s", metric, best["source"],
+                   metric, best["value"], best["epoch"], target)
+    return best
+
+
 def _shown_init_from(value: str | None, output_dir: str) -> str:
     if not value:
         return "the recipe"
@@ -242,7 +287,8 @@ def merged_log_history(phases: list[Phase]) -> tuple[list[dict], list[dict]]:
 def assemble_top_folder(phases: list[Phase], output_dir: str, title: str, run_info: dict,
                         repo: str | None = None) -> dict:
     """After the last phase: its model and outputs copied into `output_dir`, the curves over all phases (boundaries
-    marked), the merged log history, a summary of the phases and the model card with a phases section and its "Use"
+    marked), the merged log history, a summary of the phases, the best checkpoint over all phases in `best/` (with
+    metric_for_best_model) and the model card with a phases section and its "Use"
     section pointing at the top folder (and `repo`, the store repo it is pushed to)."""
     from .plotting.curves import plot_training_curves
 
@@ -280,7 +326,9 @@ def assemble_top_folder(phases: list[Phase], output_dir: str, title: str, run_in
                         "epochs": phase.epochs, "epoch_offset": phase.epoch_offset,
                         "global_step": marker["global_step"], "init_from": phase.init_from, "eval": metrics})
     write_json_atomic(os.path.join(output_dir, SUMMARY), summary, indent=1)
-    write_json_atomic(os.path.join(output_dir, "run_info.json"), {**run_info, "phases": summary}, indent=2)
+    best = copy_best_checkpoint(phases, output_dir)
+    write_json_atomic(os.path.join(output_dir, "run_info.json"),
+                      {**run_info, "phases": summary, **({"best": best} if best else {})}, indent=2)
     card = os.path.join(output_dir, "README.md")
     if os.path.isfile(card):
         rows = ["", "## Phases", "", "| phase | epochs | steps | started from | final evaluation |", "|---|---|---|---|---|"]

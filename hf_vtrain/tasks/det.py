@@ -13,8 +13,7 @@ The RT-DETR backbone freezes its BatchNorms by default (`freeze_backbone_batch_n
 BatchNorms, and the phases decide what is frozen (`param_groups` with lr 0) and `freeze_norm_stats` what keeps its
 statistics.
 
-Missing (issue 18): predict (boxes per frame as COCO JSON and an annotated video), the best checkpoint by mAP@0.5
-across phases.
+Missing (issue 18): predict (boxes per frame as COCO JSON and an annotated video).
 """
 
 from __future__ import annotations
@@ -47,6 +46,10 @@ class DetModelArguments:
         default_factory=dict, metadata={"help": "RTDetrResNetConfig fields of a new model's backbone."}
     )
     max_detections: int = field(default=100, metadata={"help": "Detections kept per frame (COCO's maxDets)."})
+    map_during_training: bool = field(
+        default=True, metadata={"help": "false: evaluations during training compute the loss only (no mAP); the "
+                                        "final evaluation computes mAP (the users' switch that saves the time)."},
+    )
 
     def __post_init__(self):
         from transformers import RTDetrConfig, RTDetrResNetConfig
@@ -124,6 +127,10 @@ def preprocessing_config(model_args: DetModelArguments, data_args: DetDataArgume
 
 
 def setup(model_args: DetModelArguments, data_args: DetDataArguments, training_args: VTrainingArguments):
+    best = training_args.metric_for_best_model
+    if best and not model_args.map_during_training and "loss" not in best:
+        raise RecipeError(f"metric_for_best_model {best} needs the metric during training: map_during_training is "
+                          f"false (choose eval_loss, or compute mAP during training)")
     with training_args.main_process_first(desc="corpus and model"):
         corpus = load_fred(data_args, seed=training_args.seed)
         logger.info("corpus: %s", corpus.report.format())
@@ -134,6 +141,7 @@ def setup(model_args: DetModelArguments, data_args: DetDataArguments, training_a
         eval_dataset=corpus.eval_dataset,
         data_collator=collate_det,
         trainer_kwargs={"corpus": corpus, "max_detections": model_args.max_detections,
+                        "map_during_training": model_args.map_during_training,
                         "preprocessing_config": preprocessing_config(model_args, data_args)},
         epoch_hooks=[corpus.set_epoch],
         corpus=corpus,

@@ -37,10 +37,12 @@ def coco_results(detections: np.ndarray, image_ids: np.ndarray, min_score: float
 
 
 class DetTrainer(VTrainer):
-    def __init__(self, *args, corpus: Any, max_detections: int = 100, frames_to_draw: int = 8, **kwargs):
+    def __init__(self, *args, corpus: Any, max_detections: int = 100, frames_to_draw: int = 8,
+                 map_during_training: bool = True, **kwargs):
         super().__init__(*args, **kwargs)
         self.corpus = corpus
         self.max_detections = max_detections
+        self.map_during_training = map_during_training
         self.frames_to_draw = frames_to_draw
         self.compute_metrics = self._compute_det_metrics
         self.last_result = None
@@ -54,11 +56,17 @@ class DetTrainer(VTrainer):
         with torch.no_grad(), self.compute_loss_context_manager():
             outputs = model(**{k: inputs[k] for k in MODEL_INPUTS})
         loss = outputs.loss.detach().mean() if outputs.loss is not None else None
-        if prediction_loss_only:
+        if prediction_loss_only or (self.is_in_train and not self.map_during_training):
             return loss, None, None
         detections = detections_from_outputs(outputs.logits, outputs.pred_boxes, inputs["orig_size"],
                                              self.max_detections)
         return loss, detections, inputs["image_id"]
+
+    def evaluate(self, *args, **kwargs):
+        metrics = super().evaluate(*args, **kwargs)
+        if self.is_in_train and not self.map_during_training:
+            self.last_eval = None  # a loss-only evaluation: the final one after training computes mAP
+        return metrics
 
     def _compute_det_metrics(self, eval_pred) -> dict[str, float]:
         detections = np.asarray(eval_pred.predictions, dtype=np.float64)  # (N, k, 6)

@@ -2,7 +2,7 @@
 through the path a published checkpoint takes, the frozen phase leaving the backbone's weights and BatchNorm
 statistics bit for bit, the unfrozen phase moving them, evaluation and checkpoints on the run's epoch schedule across
 both phases, the loss parts in the logs, the metric outputs (scored again by the CLI), early fusion widening the
-first convolution, and the recipe checks."""
+first convolution, the best checkpoint over both phases, and the recipe checks."""
 
 import json
 import os
@@ -98,6 +98,13 @@ def test_frozen_then_unfrozen_phases_on_the_run_schedule(root, tmp_path):
     assert [n for n in os.listdir(out / "phase1-frozen") if n.startswith("checkpoint-")] == \
         [f"checkpoint-{phase1_steps}"]
 
+    # the best checkpoint by mAP@0.5 over both phases (the demo recipe's metric_for_best_model), with where it came from
+    best = json.loads((out / "best" / "best.json").read_text())
+    evals = {round(e["epoch"]): e["eval_map_50"] for e in history if "eval_map_50" in e}
+    assert best["metric"] == "eval_map_50" and best["value"] == max(evals.values()) and best["phase"] == "unfrozen"
+    assert evals[best["epoch"]] == best["value"] and (out / "best" / "model.safetensors").is_file()
+    assert best["source"] == f"phase2-unfrozen/checkpoint-{best['step']}"
+
     # the outputs: detections and ground truth the CLI scores to the run's figure, the curve, drawn frames
     from hf_vtrain.metrics import det
 
@@ -141,3 +148,22 @@ def test_recipe_mistakes_end_before_training(root, tmp_path):
         run_module.prepare(tiny_argv(root, tmp_path / "a", modality="thermal"))
     with pytest.raises(RecipeError, match="'encoder_hiden_dim' is not a RTDetrConfig field"):
         run_module.main(tiny_argv(root, tmp_path / "b", model_config_overrides="{encoder_hiden_dim: 8}"))
+
+
+def test_map_during_training_false_skips_it_until_the_final_evaluation(root, tmp_path):
+    from hf_vtrain.parser import RecipeError
+
+    recipe = yaml.safe_load(open(DEMO))
+    recipe.pop("phases")
+    path = tmp_path / "single.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    with pytest.raises(RecipeError, match="metric_for_best_model eval_map_50 needs the metric during training"):
+        run_module.main(tiny_argv(root, tmp_path / "a", recipe=path, map_during_training="false"))
+    out = tmp_path / "b"
+    metrics = run_module.main(tiny_argv(root, out, recipe=path, map_during_training="false",
+                                        metric_for_best_model="eval_loss", num_train_epochs=2,
+                                        per_device_train_batch_size=8, eval_start_epoch=1, eval_every_epochs=1))
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    during = [e for e in history if "eval_loss" in e]
+    assert len(during) == 2 and not any("eval_map_50" in e for e in during)
+    assert "eval_map_50" in metrics  # the final evaluation
