@@ -25,6 +25,7 @@ from .parser import RecipeError
 logger = logging.getLogger("hf_vtrain")
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SUMMARY_NAME = "predict_summary.json"
 
 
@@ -65,26 +66,49 @@ def build_parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
     return parser
 
 
+def is_frame_folder(path: str) -> bool:
+    """A folder holding image frames directly and no video: one input (a sequence of frames, e.g. FRED's RGB/)."""
+    if not os.path.isdir(path):
+        return False
+    names = [n.lower() for n in os.listdir(path)]
+    return any(n.endswith(IMAGE_EXTENSIONS) for n in names) and not any(n.endswith(VIDEO_EXTENSIONS) for n in names)
+
+
+def _frame_folder_ids(folders: list[str]) -> dict[str, str]:
+    """Ids of frame folders: their paths after the part all of them share, joined by "_" (1/RGB and 4/RGB become
+    1_RGB and 4_RGB); one folder alone: its name."""
+    parts = [os.path.normpath(os.path.abspath(f)).split(os.sep) for f in folders]
+    common = 0
+    while len(parts) > 1 and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return {f: "_".join(p[common:]) if len(parts) > 1 else p[-1] for f, p in zip(folders, parts)}
+
+
 def find_videos(inputs: Sequence[str]) -> list[tuple[str, str]]:
     """(video id, path) of every input, folders searched recursively, in the order given (files of a folder sorted);
-    a missing path, a folder without videos or two videos with one id (file name without extension) is one
+    a folder holding image frames and no video is one input of frames (for the tasks that read frames). A missing
+    path, a folder without videos or frames, or two inputs with one id (file name without extension) is one
     RecipeError."""
     found: list[str] = []
     for item in inputs:
-        if os.path.isdir(item):
+        if is_frame_folder(item):
+            found.append(item)
+        elif os.path.isdir(item):
             inside = sorted(os.path.join(root, name) for root, _, names in os.walk(item) for name in names
                             if name.lower().endswith(VIDEO_EXTENSIONS))
             if not inside:
-                raise RecipeError(f"{item}: a folder with no video file ({', '.join(VIDEO_EXTENSIONS)})")
+                raise RecipeError(f"{item}: a folder with no video file ({', '.join(VIDEO_EXTENSIONS)}) and no "
+                                  f"image frames ({', '.join(IMAGE_EXTENSIONS)})")
             found += inside
         elif os.path.isfile(item):
             found.append(item)
         else:
             raise RecipeError(f"{item}: no such file or folder")
+    frame_ids = _frame_folder_ids([p for p in dict.fromkeys(found) if os.path.isdir(p)])
     seen: dict[str, str] = {}
     videos = []
     for path in dict.fromkeys(found):  # a file named twice runs once
-        video_id = os.path.splitext(os.path.basename(path))[0]
+        video_id = frame_ids[path] if path in frame_ids else os.path.splitext(os.path.basename(path))[0]
         if video_id in seen:
             raise RecipeError(f"{seen[video_id]} and {path} have the same name {video_id!r}, which names their result "
                               f"files; predict them into different --output folders")

@@ -13,7 +13,9 @@ The RT-DETR backbone freezes its BatchNorms by default (`freeze_backbone_batch_n
 BatchNorms, and the phases decide what is frozen (`param_groups` with lr 0) and `freeze_norm_stats` what keeps its
 statistics.
 
-Missing (issue 18): predict (boxes per frame as COCO JSON and an annotated video).
+Predict (`python -m hf_vtrain.predict --model RUN VIDEO_OR_FRAME_FOLDER --output OUT`): the boxes of every frame as
+COCO-style JSON and an MP4 with the boxes drawn, for a video or a folder of frames, read as evaluation reads a frame.
+Missing: predict for `modality: rgb_event` (it needs the paired event frames of each RGB frame).
 """
 
 from __future__ import annotations
@@ -21,12 +23,17 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
+import json
+import os
+
+from ..data.common import write_json_atomic
 from ..data.fred import DetDataArguments, collate_det, load_fred, validate_fred
 from ..parser import RecipeError
 from ..pretrained_sources import check_pretrained_source, loading
 from ..trainers.arguments import VTrainingArguments
 from ..trainers.det import DetTrainer
-from .common import TaskRun, TaskSpec, check_config_overrides, config_errors
+from .common import (PredictRuntime, TaskPredictor, TaskRun, TaskSpec, VideoPlan, check_config_overrides,
+                     config_errors, prefetched)
 
 logger = logging.getLogger(__name__)
 
@@ -148,6 +155,199 @@ def setup(model_args: DetModelArguments, data_args: DetDataArguments, training_a
     )
 
 
+class DetPredictor(TaskPredictor):
+    """Boxes of every frame of a video or a folder of frames (sorted by the capture time in FRED's names, else by
+    name), each frame resized as evaluation resizes it. Per input `<id>.detections.json` ({"images": [{id, file_name,
+    width, height}], "detections": COCO results [{image_id, category_id, bbox [x, y, w, h] floats, score}],
+    "categories"}; `python -m hf_vtrain.metrics.det GT <id>.detections.json` scores it against a ground truth whose
+    image ids are the frame numbers from 1) and `<id>.boxes.mp4` with the boxes scoring `--threshold` or more."""
+
+    unit = "frame"
+    default_batch_size = 8
+    result_suffix = ".detections.json"
+    default_threshold = 0.5
+
+    @staticmethod
+    def add_arguments(group) -> None:
+        group.add_argument("--no_video", action="store_true", help="det: no annotated MP4, only the JSON")
+        group.add_argument("--fps", type=float, default=None,
+                           help="det: frame rate of a frame folder's MP4 (default: from FRED's capture times, else 30)")
+        group.add_argument("--min_score", type=float, default=0.01,
+                           help="det: detections scoring less are left out of the JSON (default 0.01; 0 keeps the "
+                                "top max_detections of every frame, as evaluation scores them)")
+
+    def __init__(self, folder: str, preprocessing: dict, options, runtime: PredictRuntime):
+        from ..models.rt_detr import RTDetrDetector
+
+        if preprocessing.get("modality") == "rgb_event":
+            raise RecipeError("--model: an rgb_event model needs each RGB frame's paired event frame; predict reads "
+                              "one stream (not built yet for rgb_event)")
+        with loading("--model", folder, "RT-DETR model"):
+            self.model = RTDetrDetector.from_pretrained(folder)
+        self.model.to(runtime.device).eval()
+        self.pre, self.runtime, self.options = preprocessing, runtime, options
+        self.threshold = runtime.threshold if runtime.threshold is not None else self.default_threshold
+        self.class_names = list(preprocessing["class_names"])
+
+    def describe(self) -> str:
+        p = self.pre
+        return (f"RT-DETR ({p['modality']}), {len(self.class_names)} classes, frames at {p['image_size']} px, top "
+                f"{p['max_detections']} per frame; boxes >= {self.threshold} drawn")
+
+    def plan(self, path: str, video_id: str) -> VideoPlan:
+        from ..data.fred import _image_size, event_time_us, rgb_time_us, stem_of
+        from ..data.video_io import VideoDecodeError, probe_video
+        from ..predict import IMAGE_EXTENSIONS
+
+        if not os.path.isdir(path):
+            info = probe_video(path, decode_last=True, num_threads=self.runtime.decode_threads)
+            return VideoPlan(video_id, path, info.num_frames, info.fps, info.height, info.width, info.num_frames,
+                             {"frames": None})
+        names = [n for n in os.listdir(path) if n.lower().endswith(IMAGE_EXTENSIONS)]
+        times = {n: rgb_time_us(stem_of(n)) if rgb_time_us(stem_of(n)) is not None else event_time_us(stem_of(n))
+                 for n in names}
+        timed = all(t is not None for t in times.values())
+        names.sort(key=(lambda n: (times[n], n)) if timed else None)
+        size = _image_size(os.path.join(path, names[0]))
+        if isinstance(size, str):
+            raise VideoDecodeError(f"{os.path.join(path, names[0])}: {size}")
+        fps = self.options.fps or 30.0
+        if timed and self.options.fps is None and len(names) > 1:
+            gaps = sorted(times[b] - times[a] for a, b in zip(names, names[1:]))
+            fps = 1e6 / gaps[len(gaps) // 2] if gaps[len(gaps) // 2] > 0 else 30.0
+        return VideoPlan(video_id, path, len(names), fps, size[1], size[0], len(names),
+                         {"frames": [os.path.join(path, n) for n in names]})
+
+    def _batches(self, plan: VideoPlan):
+        from ..data.fred import _read_image
+        from ..data.video_io import ReaderCache, VideoDecodeError
+
+        size, step = int(self.pre["image_size"]), self.runtime.batch_size
+        starts = list(range(0, plan.num_frames, step))
+        reader = ReaderCache(self.runtime.decode_threads) if plan.extra["frames"] is None else None
+
+        def load(start):
+            import torch
+
+            from ..data.fred import resize_frame
+
+            stop = min(start + step, plan.num_frames)
+            try:
+                if reader is not None:
+                    frames = reader.get(plan.path).get_frames(list(range(start, stop)))  # (n, H, W, 3) uint8
+                    frames = [torch.as_tensor(f).permute(2, 0, 1) for f in frames]
+                else:
+                    frames = [_read_image(p) for p in plan.extra["frames"][start:stop]]
+            except Exception as err:  # noqa: BLE001 - a frame that cannot be read fails this input, named
+                raise VideoDecodeError(f"{plan.path}: frames {start}-{stop - 1} cannot be read ({err})") from None
+            sizes = torch.tensor([[f.shape[1], f.shape[2]] for f in frames])
+            pixels = torch.stack([resize_frame(f, size) for f in frames]) / 255.0
+            return start, frames, pixels, sizes
+
+        return prefetched(starts, load)
+
+    def run(self, plan: VideoPlan, advance) -> dict:
+        import tempfile
+
+        images, detections = [], []
+        video = None
+        if not self.options.no_video:
+            handle, mp4 = tempfile.mkstemp(suffix=".boxes.mp4")
+            os.close(handle)
+            video = Mp4Writer(mp4, plan.fps)
+        try:
+            for start, frames, pixels, sizes in self._batches(plan):
+                self._run_batch(plan, start, frames, pixels, sizes, images, detections, video)
+                advance(len(frames))
+        except BaseException:
+            if video is not None:
+                video.close()
+                os.remove(video.path)
+            raise
+        if video is not None:
+            video.close()
+        return {"images": images, "detections": detections, "video": video.path if video is not None else None}
+
+    def _run_batch(self, plan, start, frames, pixels, sizes, images, detections, video) -> None:
+        import torch
+
+        from ..models.rt_detr import detections_from_outputs
+
+        with torch.no_grad(), self.runtime.autocast():
+            out = self.model(pixel_values=pixels.to(self.runtime.device))
+        dets = detections_from_outputs(out.logits, out.pred_boxes, sizes.to(self.runtime.device),
+                                       int(self.pre["max_detections"])).cpu()
+        for k, (frame, rows) in enumerate(zip(frames, dets)):
+            image_id = start + k + 1
+            name = (os.path.basename(plan.extra["frames"][start + k]) if plan.extra["frames"] else
+                    f"{plan.video_id}#{start + k}")
+            images.append({"id": image_id, "file_name": name, "width": int(frame.shape[2]),
+                           "height": int(frame.shape[1])})
+            frame_dets = [{"image_id": image_id, "category_id": int(c) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                           "score": sc} for x1, y1, x2, y2, sc, c in rows.tolist() if sc >= self.options.min_score]
+            detections += frame_dets
+            if video is not None:
+                video.write(self._draw(frame, frame_dets))
+
+    def _draw(self, frame, frame_dets):
+        from ..plotting.det import draw_boxes
+
+        return draw_boxes(frame.permute(1, 2, 0).numpy(), [], frame_dets, self.class_names, self.threshold)
+
+    def write(self, plan: VideoPlan, result: dict, out_dir: str) -> tuple[list[str], str]:
+        import shutil
+
+        payload = {"images": result["images"], "detections": result["detections"],
+                   "categories": [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)]}
+        files = [write_json_atomic(os.path.join(out_dir, plan.video_id + self.result_suffix), payload)]
+        if result.get("video"):
+            path = os.path.join(out_dir, plan.video_id + ".boxes.mp4")
+            shutil.move(result.pop("video"), path)
+            os.chmod(path, 0o644)  # a temporary file's 0600 otherwise
+            files.append(path)
+        shown = sum(1 for d in result["detections"] if d["score"] >= self.threshold)
+        return files, f"{shown} boxes >= {self.threshold} in {len(result['images'])} frames"
+
+    def read(self, out_dir: str, video_id: str) -> dict:
+        with open(os.path.join(out_dir, video_id + self.result_suffix), encoding="utf-8") as handle:
+            return json.load(handle)
+
+    def write_combined(self, results: dict, out_dir: str) -> list[str]:
+        summary = {k: {"frames": len(v["images"]),
+                       f"boxes_at_{self.threshold}": sum(1 for d in v["detections"] if d["score"] >= self.threshold),
+                       "file": k + self.result_suffix} for k, v in results.items()}
+        return [write_json_atomic(os.path.join(out_dir, "predictions.json"), summary)]
+
+
+class Mp4Writer:
+    """H.264 frames appended one at a time (predict's annotated video, never all frames in memory); sizes cropped to
+    even numbers (yuv420p)."""
+
+    def __init__(self, path: str, fps: float):
+        import av
+
+        self.path, self.fps = path, max(1, int(round(fps)))
+        self.container, self.stream = av.open(path, "w"), None
+
+    def write(self, frame) -> None:
+        import av
+
+        height, width = frame.shape[0] - frame.shape[0] % 2, frame.shape[1] - frame.shape[1] % 2
+        if self.stream is None:
+            self.stream = self.container.add_stream("libx264", rate=self.fps)
+            self.stream.width, self.stream.height, self.stream.pix_fmt = width, height, "yuv420p"
+            self.stream.options = {"preset": "veryfast", "crf": "23"}
+        video_frame = av.VideoFrame.from_ndarray(frame[:height, :width].copy(), format="rgb24")
+        for packet in self.stream.encode(video_frame):
+            self.container.mux(packet)
+
+    def close(self) -> None:
+        if self.stream is not None:
+            for packet in self.stream.encode():
+                self.container.mux(packet)
+        self.container.close()
+
+
 SPEC = TaskSpec(
     description="drone detection on RGB and event frames (RT-DETR; FRED's layout), COCO mAP through pycocotools",
     model_args=DetModelArguments,
@@ -157,4 +357,5 @@ SPEC = TaskSpec(
     setup=setup,
     validate=validate_fred,
     check_recipe=check_recipe,
+    predictor=DetPredictor,
 )

@@ -119,6 +119,59 @@ def test_frozen_then_unfrozen_phases_on_the_run_schedule(root, tmp_path):
     assert any(not [a for a in gt["annotations"] if a["image_id"] == im["id"]] for im in gt["images"])  # empty frames
 
 
+def test_predict_on_a_frame_folder_gives_the_evaluation_detections_and_reads_a_video(root, tmp_path):
+    """The phased run's model on one held-out sequence's RGB folder: the boxes evaluation scored for those frames
+    (same resize, same post-processing); a video input works too (an MP4 of the frames); a missing path is one error."""
+    from hf_vtrain import predict as predict_module
+    from hf_vtrain.data.fred import read_split_list
+
+    out = tmp_path / "run"
+    recipe = yaml.safe_load(open(DEMO))
+    recipe.pop("phases")
+    path = tmp_path / "single.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    run_module.main(tiny_argv(root, out, recipe=path, num_train_epochs=1, per_device_train_batch_size=8,
+                              max_detections=20))
+    seq = read_split_list(str(root / "corpus" / "dataset_splits" / "canonical" / "test_split.txt"))[0]
+    frames = root / "corpus" / seq / "RGB"
+    pred = tmp_path / "pred"
+    assert predict_module.main(["--model", str(out), str(frames), "--output", str(pred), "--no_progress",
+                                "--min_score", "0"]) == 0
+    got = json.loads((pred / "RGB.detections.json").read_text())
+    ours = {im["id"]: im["file_name"] for im in got["images"]}
+    gt = json.loads((out / "ground_truth.json").read_text())
+    eval_id = {os.path.basename(im["file_name"]): im["id"] for im in gt["images"]}
+    evaluated = {}
+    for d in json.loads((out / "detections.json").read_text()):
+        evaluated.setdefault(d["image_id"], []).append(d)
+    compared = 0
+    for image_id, name in ours.items():
+        mine = sorted((d for d in got["detections"] if d["image_id"] == image_id), key=lambda d: -d["score"])
+        theirs = sorted(evaluated[eval_id[name]], key=lambda d: -d["score"])
+        assert len(mine) == len(theirs) == 10  # min(max_detections 20, 10 queries x 1 class)
+        for a, b in zip(mine, theirs):
+            assert a["score"] == pytest.approx(b["score"], abs=1e-4)
+            assert a["bbox"] == pytest.approx(b["bbox"], abs=1e-2)
+        compared += 1
+    assert compared == len(list(frames.iterdir())) and (pred / "RGB.boxes.mp4").stat().st_size > 0
+
+    import numpy as np
+    from PIL import Image
+
+    from hf_vtrain.data.synthetic import write_mp4
+
+    images = [np.asarray(Image.open(p)) for p in sorted(frames.iterdir())[:10]]
+    write_mp4(str(tmp_path / "clip.mp4"), lambda lo, hi: images[lo:hi], len(images), 108, 192, 30)
+    assert predict_module.main(["--model", str(out), str(tmp_path / "clip.mp4"), "--output", str(pred),
+                                "--no_progress", "--no_video"]) == 0
+    clip = json.loads((pred / "clip.detections.json").read_text())
+    assert len(clip["images"]) == 10 and not (pred / "clip.boxes.mp4").exists()
+    from hf_vtrain.parser import RecipeError
+
+    with pytest.raises(RecipeError, match="nothing: no such file or folder"):
+        predict_module.main(["--model", str(out), str(tmp_path / "nothing"), "--output", str(pred)])
+
+
 def test_early_fusion_widens_the_first_convolution_keeping_the_rgb_filters(root, tmp_path):
     start = _saved_random_model(root)
     argv = tiny_argv(root, tmp_path / "fused", modality="rgb_event", model_name_or_path=start)
