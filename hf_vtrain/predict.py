@@ -25,7 +25,6 @@ from .parser import RecipeError
 logger = logging.getLogger("hf_vtrain")
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv", ".ts")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 SUMMARY_NAME = "predict_summary.json"
 
 
@@ -68,6 +67,8 @@ def build_parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
 
 def is_frame_folder(path: str) -> bool:
     """A folder holding image frames directly and no video: one input (a sequence of frames, e.g. FRED's RGB/)."""
+    from .data.common import IMAGE_EXTENSIONS
+
     if not os.path.isdir(path):
         return False
     names = [n.lower() for n in os.listdir(path)]
@@ -89,6 +90,8 @@ def find_videos(inputs: Sequence[str]) -> list[tuple[str, str]]:
     a folder holding image frames and no video is one input of frames (for the tasks that read frames). A missing
     path, a folder without videos or frames, or two inputs with one id (file name without extension) is one
     RecipeError."""
+    from .data.common import IMAGE_EXTENSIONS
+
     found: list[str] = []
     for item in inputs:
         if is_frame_folder(item):

@@ -49,6 +49,9 @@ class CorpusArguments:
         return out
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # frames stored as images (FRED), also predict's frame folders
+
+
 @dataclass
 class ValidationReport:
     """Every problem of a corpus at once (each naming the file and entry), plus notes: facts that are not problems.

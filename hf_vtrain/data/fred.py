@@ -37,13 +37,12 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .common import CorpusArguments, CorpusError, EpochSeeded, RowTransform, ValidationReport
+from .common import IMAGE_EXTENSIONS, CorpusArguments, CorpusError, EpochSeeded, RowTransform, ValidationReport
 
 MODALITIES = ("rgb", "event", "rgb_event")
 SPLITS = ("canonical", "challenging")
 RGB_TIME = re.compile(r"_(\d{1,2})_(\d{2})_(\d{2})\.(\d{1,6})$")
 EVENT_TIME = re.compile(r"_frame_(\d+)$")
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 @dataclass

@@ -197,7 +197,7 @@ class DetPredictor(TaskPredictor):
     def plan(self, path: str, video_id: str) -> VideoPlan:
         from ..data.fred import _image_size, event_time_us, rgb_time_us, stem_of
         from ..data.video_io import VideoDecodeError, probe_video
-        from ..predict import IMAGE_EXTENSIONS
+        from ..data.common import IMAGE_EXTENSIONS
 
         if not os.path.isdir(path):
             info = probe_video(path, decode_last=True, num_threads=self.runtime.decode_threads)
