@@ -15,7 +15,8 @@ statistics.
 
 Predict (`python -m hf_vtrain.predict --model RUN VIDEO_OR_FRAME_FOLDER --output OUT`): the boxes of every frame as
 COCO-style JSON and an MP4 with the boxes drawn, for a video or a folder of frames, read as evaluation reads a frame.
-Missing: predict for `modality: rgb_event` (it needs the paired event frames of each RGB frame).
+For `modality: rgb_event` it reads a folder of RGB frames and pairs each with the event frame nearest in time
+(FRED's `Event/Frames` beside `RGB/`, or `--event_frames`), as the loader does.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ def preprocessing_config(model_args: DetModelArguments, data_args: DetDataArgume
     """How evaluation reads a frame (hf_vtrain.model_folders): the RT-DETR image processor's resize and rescale."""
     return {"task": "det", "modality": data_args.modality, "image_size": data_args.image_size, "rescale": 1 / 255,
             "normalize": False, "class_names": list(data_args.class_names),
-            "max_detections": model_args.max_detections}
+            "max_detections": model_args.max_detections, "pair_tolerance_ms": data_args.pair_tolerance_ms,
+            "rgb_clock_offset_ms": data_args.rgb_clock_offset_ms}
 
 
 def setup(model_args: DetModelArguments, data_args: DetDataArguments, training_args: VTrainingArguments):
@@ -172,6 +174,9 @@ class DetPredictor(TaskPredictor):
         group.add_argument("--no_video", action="store_true", help="det: no annotated MP4, only the JSON")
         group.add_argument("--fps", type=float, default=None,
                            help="det: frame rate of a frame folder's MP4 (default: from FRED's capture times, else 30)")
+        group.add_argument("--event_frames", default=None,
+                           help="det, rgb_event models: the event frames paired with an RGB frame folder by nearest "
+                                "capture time (default: FRED's <sequence>/Event/Frames beside <sequence>/RGB)")
         group.add_argument("--min_score", type=float, default=0.01,
                            help="det: detections scoring less are left out of the JSON (default 0.01; 0 keeps the "
                                 "top max_detections of every frame, as evaluation scores them)")
@@ -179,9 +184,6 @@ class DetPredictor(TaskPredictor):
     def __init__(self, folder: str, preprocessing: dict, options, runtime: PredictRuntime):
         from ..models.rt_detr import RTDetrDetector
 
-        if preprocessing.get("modality") == "rgb_event":
-            raise RecipeError("--model: an rgb_event model needs each RGB frame's paired event frame; predict reads "
-                              "one stream (not built yet for rgb_event)")
         with loading("--model", folder, "RT-DETR model"):
             self.model = RTDetrDetector.from_pretrained(folder)
         self.model.to(runtime.device).eval()
@@ -200,6 +202,9 @@ class DetPredictor(TaskPredictor):
         from ..data.common import IMAGE_EXTENSIONS
 
         if not os.path.isdir(path):
+            if self.pre["modality"] == "rgb_event":
+                raise VideoDecodeError(f"{path}: an rgb_event model reads a folder of RGB frames and their event "
+                                       f"frames, not a video")
             info = probe_video(path, decode_last=True, num_threads=self.runtime.decode_threads)
             return VideoPlan(video_id, path, info.num_frames, info.fps, info.height, info.width, info.num_frames,
                              {"frames": None})
@@ -215,8 +220,34 @@ class DetPredictor(TaskPredictor):
         if timed and self.options.fps is None and len(names) > 1:
             gaps = sorted(times[b] - times[a] for a, b in zip(names, names[1:]))
             fps = 1e6 / gaps[len(gaps) // 2] if gaps[len(gaps) // 2] > 0 else 30.0
-        return VideoPlan(video_id, path, len(names), fps, size[1], size[0], len(names),
-                         {"frames": [os.path.join(path, n) for n in names]})
+        extra = {"frames": [os.path.join(path, n) for n in names]}
+        if self.pre["modality"] == "rgb_event":
+            extra["events"] = self._paired_events(path, names, times)
+        return VideoPlan(video_id, path, len(names), fps, size[1], size[0], len(names), extra)
+
+    def _paired_events(self, path: str, names: list[str], times: dict) -> list[str]:
+        """The event frame nearest in time to each RGB frame (the loader's rule and tolerance), or a
+        VideoDecodeError naming what is missing or too far."""
+        from ..data.fred import _frames_of, nearest_pairs
+        from ..data.video_io import VideoDecodeError
+
+        folder = self.options.event_frames or os.path.join(os.path.dirname(os.path.abspath(path)), "Event", "Frames")
+        if any(times[n] is None for n in names) or any(n.count("_frame_") for n in names):
+            raise VideoDecodeError(f"{path}: an rgb_event model reads RGB frames named by capture time "
+                                   f"(Video_<seq>_HH_MM_SS.ffffff.jpg) and pairs event frames with them")
+        events = _frames_of(folder, "event")[0] if os.path.isdir(folder) else []
+        if not events:
+            raise VideoDecodeError(f"{path}: no event frames to pair with in {folder} (--event_frames)")
+        rgb = [times[n] for n in names]
+        origin = rgb[0] - events[0][0] - int(round(float(self.pre.get("rgb_clock_offset_ms", 0.0)) * 1000))
+        tolerance = float(self.pre.get("pair_tolerance_ms", 20.0)) * 1000
+        paired = []
+        for name, (j, gap) in zip(names, nearest_pairs([t - origin for t in rgb], [t for t, _ in events])):
+            if gap > tolerance:
+                raise VideoDecodeError(f"{os.path.join(path, name)}: the nearest event frame {events[j][1]} is "
+                                       f"{gap / 1000:.1f} ms away (pair_tolerance_ms {tolerance / 1000})")
+            paired.append(os.path.join(folder, events[j][1]))
+        return paired
 
     def _batches(self, plan: VideoPlan):
         from ..data.fred import _read_image
@@ -238,10 +269,15 @@ class DetPredictor(TaskPredictor):
                     frames = [torch.as_tensor(f).permute(2, 0, 1) for f in frames]
                 else:
                     frames = [_read_image(p) for p in plan.extra["frames"][start:stop]]
+                if plan.extra.get("events"):  # early fusion: RGB and its event frame as 6 channels
+                    pixels_in = [torch.cat([f, _read_image(e)]) for f, e in zip(frames,
+                                                                             plan.extra["events"][start:stop])]
+                else:
+                    pixels_in = frames
             except Exception as err:  # noqa: BLE001 - a frame that cannot be read fails this input, named
                 raise VideoDecodeError(f"{plan.path}: frames {start}-{stop - 1} cannot be read ({err})") from None
             sizes = torch.tensor([[f.shape[1], f.shape[2]] for f in frames])
-            pixels = torch.stack([resize_frame(f, size) for f in frames]) / 255.0
+            pixels = torch.stack([resize_frame(f, size) for f in pixels_in]) / 255.0
             return start, frames, pixels, sizes
 
         return prefetched(starts, load)

@@ -193,6 +193,21 @@ def test_early_fusion_widens_the_first_convolution_keeping_the_rgb_filters(root,
     again = RTDetrDetector.from_pretrained(tmp_path / "fused")  # a widened model loads back as one
     assert first_convolution(again)[2].in_channels == 6
 
+    # predict pairs each RGB frame with its event frame as the loader did: the evaluation's boxes
+    from hf_vtrain import predict as predict_module
+    from hf_vtrain.data.fred import read_split_list
+
+    seq = read_split_list(str(root / "corpus" / "dataset_splits" / "canonical" / "test_split.txt"))[0]
+    assert predict_module.main(["--model", str(tmp_path / "fused"), str(root / "corpus" / seq / "RGB"), "--output",
+                                str(tmp_path / "pred"), "--no_progress", "--no_video", "--min_score", "0"]) == 0
+    got = json.loads((tmp_path / "pred" / "RGB.detections.json").read_text())
+    gt = json.loads((tmp_path / "fused" / "ground_truth.json").read_text())
+    first = next(im["id"] for im in gt["images"] if os.path.basename(im["file_name"]) == got["images"][0]["file_name"])
+    evaluated = sorted((d["score"] for d in json.loads((tmp_path / "fused" / "detections.json").read_text())
+                        if d["image_id"] == first), reverse=True)
+    predicted = sorted((d["score"] for d in got["detections"] if d["image_id"] == 1), reverse=True)
+    assert predicted == pytest.approx(evaluated, abs=1e-4)
+
 
 def test_recipe_mistakes_end_before_training(root, tmp_path):
     from hf_vtrain.parser import RecipeError
