@@ -15,8 +15,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hf_vtrain"
 LEAVES = {"hf_vtrain.exit_codes"}
 # What the package root may hold: the entry points and the mechanisms every task shares.
 ROOT_MODULES = {"__init__", "run", "parser", "phases", "exit_codes", "pretrained_sources", "predict",
-                "model_folders"}
-CORPUS_MODULES = {"thumos14", "ucf_crime", "ntu60", "synthetic_thumos14", "synthetic_ucf_crime", "synthetic_ntu60"}
+                "model_folders", "feature_cache"}
+CORPUS_MODULES = {"thumos14", "ucf_crime", "ntu60", "fred", "synthetic_thumos14", "synthetic_ucf_crime",
+                  "synthetic_ntu60", "synthetic_fred"}
 
 
 def _module_name(path: Path) -> str:

@@ -178,6 +178,84 @@ def preprocessing_config(data_args: VADDataArguments) -> dict:
     }
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# Snippet features for the weakly supervised head (issue 19): computed once per model and preprocessing
+
+SNIPPET_FEATURES_VERSION = 1
+
+
+def snippet_feature_videos(corpus) -> list[dict]:
+    """The videos whose snippet features the head trains and is evaluated on: each training video once (its class;
+    label 0 for Normal, 1 for an anomaly class), then the test videos. [{key, path, class_name, label, split}]."""
+    from ..data.ucf_crime import NORMAL_CLASS
+
+    out, seen = [], set()
+    table = corpus.train_dataset.data  # the Arrow table: the dataset's own transform decodes clips
+    columns = [table.column(name).to_pylist() for name in ("key", "path", "class_name")]
+    for key, path, class_name in zip(*columns):
+        if key not in seen:
+            seen.add(key)
+            out.append({"key": key, "path": path, "class_name": class_name,
+                        "label": int(class_name != NORMAL_CLASS), "split": "train"})
+    for video in corpus.test_videos:
+        out.append({"key": video["key"], "path": video["path"], "class_name": video["class_name"],
+                    "label": int(video["class_name"] != NORMAL_CLASS), "split": "test"})
+    return out
+
+
+def snippet_feature_fingerprint(model_folder: str, data_args: VADDataArguments) -> dict:
+    """What the cached snippet features depend on: the saved FG-CLIP model (config and weights) and how frames are
+    read (one centre frame per 16-frame snippet, every snippet, resized as evaluation resizes)."""
+    from ..feature_cache import model_fingerprint
+
+    return {"kind": "fgclip_video snippet features", "version": SNIPPET_FEATURES_VERSION,
+            "model": model_fingerprint(model_folder),
+            "preprocessing": {"snippet_frames": SNIPPET_FRAMES, "image_size": data_args.image_size,
+                              "resize_mode": data_args.resize_mode, "frame": "centre of each snippet"}}
+
+
+def compute_snippet_features(model: FGCLIPVideoModel, path: str, data_args: VADDataArguments, reader=None,
+                             device="cpu", chunk_windows: int = 4):
+    """(num_snippets, D) float32 features of one video: every snippet's centre frame, through the model in chunks of
+    whole `score_window_frames` windows (the temporal module restarts at each window, so chunks give exactly what one
+    pass over the video gives)."""
+    import torch
+
+    from ..data.video_io import ReaderCache
+
+    reader = reader or ReaderCache(data_args.decode_threads)
+    video = reader.get(path)
+    indices = eval_frame_indices(video.num_frames, None)
+    step = model.config.score_window_frames * chunk_windows
+    parts = []
+    with torch.no_grad():
+        for lo in range(0, len(indices), step):
+            pixels, _ = resize_frames(video.get_frames(indices[lo: lo + step]), data_args.image_size,
+                                      data_args.resize_mode)
+            parts.append(model.get_snippet_features(pixels[None].to(device))[0].float().cpu())
+    return torch.cat(parts)
+
+
+def extract_snippet_features(model: FGCLIPVideoModel, model_folder: str, videos: list[dict],
+                             data_args: VADDataArguments, cache_root: str, rank: int = 0, world_size: int = 1,
+                             device="cpu"):
+    """The FeatureCache of (model, preprocessing) holding `features` (T, D) of every video: this process's share of
+    those it lacks computed and saved one by one (a stopped extraction resumes; processes split the videos)."""
+    from ..data.video_io import ReaderCache
+    from ..feature_cache import FeatureCache, extract
+
+    cache = FeatureCache(cache_root, snippet_feature_fingerprint(model_folder, data_args))
+    model.eval()
+    reader = ReaderCache(data_args.decode_threads)
+    paths = {v["key"]: v["path"] for v in videos}
+    done = extract(cache, [v["key"] for v in videos],
+                   lambda key: {"features": compute_snippet_features(model, paths[key], data_args, reader, device)},
+                   rank=rank, world_size=world_size)
+    logger.warning("snippet features: %d of %d videos computed, the rest cached, in %s", done, len(videos),
+                   cache.folder)
+    return cache
+
+
 class VADPredictor(TaskPredictor):
     """Anomaly scores for any video, as evaluation scores a test video: one frame fed per 16-frame snippet (the same
     frames, resize and prompts), the temporal module over windows of `score_window_frames` snippets. A long video

@@ -790,6 +790,19 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
                 else None
         return F.normalize(self.get_text_features(input_ids, attention_mask, long_caption=long_caption), dim=-1)
 
+    def get_snippet_features(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, T, D) features of the snippets, one fed frame each (as `score_snippets` reads them): each frame's CLIP
+        embedding through the temporal module over non-overlapping windows of `score_window_frames` snippets, not
+        normalised. What the prompts are scored against, and what the weakly supervised head trains on."""
+        pixel_mask = self._default_mask(pixel_values, pixel_mask)
+        frame_embeds = self.get_frame_features(pixel_values, pixel_mask)
+        batch, frames, dim = frame_embeds.shape
+        window = self.config.score_window_frames
+        padded = -(-frames // window) * window
+        windows = F.pad(frame_embeds, (0, 0, 0, padded - frames)).reshape(-1, window, dim)
+        window_mask = F.pad(pixel_mask, (0, padded - frames)).reshape(-1, window)
+        return self.temporal(windows, window_mask).reshape(batch, padded, dim)[:, :frames]
+
     def score_snippets(
         self,
         pixel_values: torch.Tensor,
@@ -818,14 +831,7 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
         if not 0 <= self.config.normal_prompt_index < prompt_embeds.shape[0]:
             raise ValueError(f"normal_prompt_index {self.config.normal_prompt_index} is not among the prompts")
 
-        frame_embeds = self.get_frame_features(pixel_values, pixel_mask)
-        batch, frames, dim = frame_embeds.shape
-        window = self.config.score_window_frames
-        padded = -(-frames // window) * window
-        windows = F.pad(frame_embeds, (0, 0, 0, padded - frames)).reshape(-1, window, dim)
-        window_mask = F.pad(pixel_mask, (0, padded - frames)).reshape(-1, window)
-        frame_embeds = self.temporal(windows, window_mask).reshape(batch, padded, dim)[:, :frames]
-
+        frame_embeds = self.get_snippet_features(pixel_values, pixel_mask)
         logits = self._logit_scale(self.clip.logit_scale).float() * F.normalize(frame_embeds.float(), dim=-1) @ (
             prompt_embeds.t()
         )
