@@ -86,6 +86,9 @@ def plan_phases(argv: list[str], spec, extra_keys: tuple[str, ...]) -> list[Phas
         init_from = values.get("init_from")
         if isinstance(init_from, str):
             init_from = values["init_from"] = _resolve_init_from(init_from, planned, where, k)
+        for key in spec.phase_folder_keys:  # e.g. vad's feature_model: previous
+            if isinstance(values.get(key), str):
+                values[key] = _resolve_init_from(values[key], planned, where, k, key)
         model_args, data_args, training_args, set_keys = parse_values(
             values, sources, labels, types, extra_keys, f"{where}: {PHASES_KEY}[{k}]")
         if spec.check_recipe is not None:
@@ -111,14 +114,15 @@ def init_from_folders(value: str) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
-def _resolve_init_from(value: str, planned: list[Phase], where: str, k: int) -> str:
-    """Each item of a phase's `init_from`: 'previous' (the phase before it), an earlier phase's name, or a folder."""
+def _resolve_init_from(value: str, planned: list[Phase], where: str, k: int, key: str = "init_from") -> str:
+    """Each item of a phase's `init_from` (or another folder key): 'previous' (the phase before it), an earlier
+    phase's name, or a folder."""
     names = {phase.name: phase.folder for phase in planned}
     out = []
     for item in init_from_folders(value):
         if item == PREVIOUS:
             if k == 0:
-                raise RecipeError(f"{where}: {PHASES_KEY}[0].init_from: 'previous': the first phase has no phase "
+                raise RecipeError(f"{where}: {PHASES_KEY}[0].{key}: 'previous': the first phase has no phase "
                                   f"before it")
             item = planned[-1].folder
         out.append(names.get(item, item))

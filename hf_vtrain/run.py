@@ -368,7 +368,7 @@ def prepare(argv: list[str], phase=None) -> PreparedRun:
             init_from = phase.init_from if phase is not None else training_args.init_from
             init_weights_from(task.model, init_from, training_args.init_from_ema,
                               training_args.init_from_allow_unexpected)
-    trainer = spec.trainer_cls(
+    trainer = (task.trainer_cls or spec.trainer_cls)(
         model=task.model,
         args=training_args,
         train_dataset=task.train_dataset,

@@ -815,6 +815,48 @@ class VADEvalTransform(RowTransform):
                 "num_snippets": int(row["num_snippets"])}  # fmt: skip
 
 
+def uniform_segments(features: torch.Tensor, max_len: int) -> torch.Tensor:
+    """(T, D) snippet features as at most `max_len` rows: when T is longer, T cut into max_len contiguous segments
+    of (almost) equal length, each the mean of its snippets (VadCLIP's process_feat for training)."""
+    length = features.shape[0]
+    if length <= max_len:
+        return features
+    edges = torch.linspace(0, length, max_len + 1).round().long()
+    return torch.stack([features[lo: max(hi, lo + 1)].mean(dim=0) for lo, hi in zip(edges[:-1], edges[1:])])
+
+
+class VADFeatureTransform(RowTransform):
+    """datasets transform for the weakly supervised head: a video's cached snippet features (`load(key)` -> (T, D)),
+    for training cut to at most `max_snippets` segments (uniform_segments), with its label (1 anomalous, 0 normal)
+    and for evaluation its video_index and num_snippets."""
+
+    def __init__(self, load, max_snippets: int | None = None):
+        self.load, self.max_snippets = load, max_snippets
+
+    def transform_row(self, row: dict) -> dict:
+        features = self.load(row["key"]).float()
+        if self.max_snippets is not None:
+            features = uniform_segments(features, self.max_snippets)
+        return {"features": features, "labels": float(row["label"]), "video_index": int(row["video_index"]),
+                "num_snippets": int(row["num_snippets"])}
+
+
+def collate_vad_features(samples: list[dict]) -> dict:
+    """features (B, T, D) padded with zeros to the batch's longest, snippet_mask (B, T), labels (B,), video_index,
+    num_snippets (B,)."""
+    length = max(int(s["features"].shape[0]) for s in samples)
+    dim = samples[0]["features"].shape[1]
+    features = torch.zeros(len(samples), length, dim)
+    mask = torch.zeros(len(samples), length, dtype=torch.bool)
+    for i, s in enumerate(samples):
+        n = s["features"].shape[0]
+        features[i, :n], mask[i, :n] = s["features"], True
+    return {"features": features, "snippet_mask": mask,
+            "labels": torch.tensor([s["labels"] for s in samples], dtype=torch.float32),
+            "video_index": torch.tensor([s["video_index"] for s in samples], dtype=torch.long),
+            "num_snippets": torch.tensor([s["num_snippets"] for s in samples], dtype=torch.long)}
+
+
 def _pad_ids(seqs: list[list[int]], length: int, pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
     ids = torch.full((len(seqs), length), pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(seqs), length), dtype=torch.long)

@@ -32,6 +32,7 @@ class TaskRun:
     trainer_kwargs: dict
     epoch_hooks: list
     corpus: Any
+    trainer_cls: type | None = None  # a stage of a task that trains another model with its own Trainer (vad's head)
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,9 @@ class TaskSpec:
     # (model_args, data_args) -> None, raising RecipeError: what can be checked without the corpus (the model config
     # the keys make); phases run it for every phase before the first one trains. None: nothing beyond the dataclasses
     check_recipe: Callable[..., None] | None = None
+    # model-argument keys naming a saved model folder that, in a phase, may be 'previous' or an earlier phase's name
+    # (as init_from may): vad's head stage reads the features of the FG-CLIP phase before it
+    phase_folder_keys: tuple[str, ...] = ()
 
 
 class TaskPredictor:

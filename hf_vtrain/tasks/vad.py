@@ -68,12 +68,50 @@ class VADModelArguments:
         default_factory=dict,
         metadata={"help": "FGCLIPVideoConfig fields (temporal module, loss weights, anomaly prompts, ...)."},
     )
+    stage: str = field(
+        default="fgclip",
+        metadata={"help": "fgclip (train the FG-CLIP video model on captions) or head (the weakly supervised anomaly "
+                          "head on the snippet features of a trained FG-CLIP, `feature_model`)."},
+    )
+    feature_model: str | None = field(
+        default=None,
+        metadata={"help": "head stage: the trained FGCLIPVideoModel folder whose snippet features the head learns "
+                          "from ('previous' in a phase: the FG-CLIP phase before it)."},
+    )
+    head_config_overrides: dict = field(default_factory=dict, metadata={"help": "head stage: VADHeadConfig fields."})
+    feature_cache_dir: str = field(
+        default=".cache/vad_snippet_features",
+        metadata={"help": "head stage: where snippet features are kept (one folder per model and preprocessing)."},
+    )
+    head_max_train_snippets: int = field(
+        default=256, metadata={"help": "head stage: a training video longer than this is cut into this many "
+                                       "segments of averaged snippets (VadCLIP)."},
+    )
+    vad_score: str = field(
+        default="both",
+        metadata={"help": "head stage: what scores the test snippets: head, prompts (FG-CLIP's zero-shot prompts on "
+                          "the same features) or both (head first, prompts beside it)."},
+    )
 
     def __post_init__(self):
         from transformers import CLIPConfig, CLIPTextConfig, CLIPVisionConfig
 
         from ..models.fgclip_video import FGCLIPVideoConfig
 
+        if self.stage not in ("fgclip", "head"):
+            raise ValueError(f"stage must be fgclip or head, got {self.stage!r}")
+        if self.vad_score not in ("head", "prompts", "both"):
+            raise ValueError(f"vad_score must be head, prompts or both, got {self.vad_score!r}")
+        if self.stage == "head":
+            from ..models.vad_head import VADHeadConfig
+
+            if not self.feature_model:
+                raise ValueError("stage head needs feature_model: a trained FGCLIPVideoModel folder ('previous' in a "
+                                 "phase after the FG-CLIP phase)")
+            check_config_overrides("head_config_overrides", self.head_config_overrides, VADHeadConfig)
+            if "feature_dim" in self.head_config_overrides:
+                raise ValueError("head_config_overrides sets feature_dim: it is the feature model's")
+            return
         if not self.model_name_or_path and not self.clip_name_or_path:
             raise ValueError("set clip_name_or_path (a CLIP checkpoint) or model_name_or_path (an FGCLIPVideoModel)")
         # At parse time, before anything is written or loaded.
@@ -132,6 +170,8 @@ def build_model(model_args: VADModelArguments, data_args: VADDataArguments) -> F
 
 
 def setup(model_args: VADModelArguments, data_args: VADDataArguments, training_args: VADTrainingArguments):
+    if model_args.stage == "head":
+        return setup_head(model_args, data_args, training_args)
     # The main process writes what is missing (synthetic corpus, demo CLIP) before the others read it.
     with training_args.main_process_first(desc="corpus and model"):
         path = model_args.clip_name_or_path
@@ -256,6 +296,85 @@ def extract_snippet_features(model: FGCLIPVideoModel, model_folder: str, videos:
     return cache
 
 
+class PromptScorer:
+    """FG-CLIP's zero-shot prompt scores of snippet features (the head stage's `vad_score: prompts|both`): the prompt
+    embeddings once, the model moved to the features' device on first use."""
+
+    def __init__(self, model: FGCLIPVideoModel, tokenizer):
+        import torch
+
+        self.model = model.eval()
+        with torch.no_grad():
+            self.prompt_embeds = model.get_prompt_embeddings(**model.encode_prompts(tokenizer)).float()
+
+    def __call__(self, features, mask):
+        if self.prompt_embeds.device != features.device:
+            self.model.to(features.device)
+            self.prompt_embeds = self.prompt_embeds.to(features.device)
+        return self.model.score_snippet_features(features, mask, self.prompt_embeds).scores
+
+
+def setup_head(model_args: VADModelArguments, data_args: VADDataArguments, training_args: VADTrainingArguments):
+    """The weakly supervised head's stage: the corpus (checked as for FG-CLIP training, the leakage check included),
+    the trained FG-CLIP's snippet features of every training and test video (extracted once into the feature cache,
+    each process its share), a new head sized for them, and the datasets of cached features."""
+    import datasets
+    from accelerate import PartialState
+    from transformers import AutoTokenizer
+
+    from ..data.ucf_crime import VADFeatureTransform, collate_vad_features
+    from ..models.vad_head import VADHeadConfig, VADHeadForAnomalyScoring
+    from ..trainers.vad import VADHeadTrainer
+
+    folder = model_args.feature_model
+    check_pretrained_source("feature_model", folder, "FGCLIPVideoModel")
+    with training_args.main_process_first(desc="corpus"):
+        corpus = load_ucf_crime(data_args, seed=training_args.seed,
+                                tokenizer_loader=lambda: AutoTokenizer.from_pretrained(folder))
+        logger.info("corpus: %s", corpus.report.format())
+    with loading("feature_model", folder, "FGCLIPVideoModel"):
+        fgclip = FGCLIPVideoModel.from_pretrained(folder)
+    videos = snippet_feature_videos(corpus)
+    cache = extract_snippet_features(fgclip, folder, videos, data_args, model_args.feature_cache_dir,
+                                     rank=training_args.process_index, world_size=training_args.world_size,
+                                     device=training_args.device)
+    fgclip.to("cpu")
+    PartialState().wait_for_everyone()  # every process's share is on disk
+    missing = cache.missing([v["key"] for v in videos])
+    if missing:
+        raise RuntimeError(f"snippet features of {len(missing)} videos are missing from {cache.folder}: {missing[:5]}")
+    dim = int(cache.load(videos[0]["key"])["features"].shape[1])
+    with config_errors("head_config_overrides"):
+        config = VADHeadConfig(feature_dim=dim, **model_args.head_config_overrides)
+    head = VADHeadForAnomalyScoring(config)
+    logger.warning("anomaly head: %s parameters on %d-d snippet features of %s (cache %s)",
+                   f"{head.num_parameters():,}", dim, folder, cache.folder)
+    train = [v for v in videos if v["split"] == "train"]
+    test = {v["key"]: v for v in videos if v["split"] == "test"}
+    tables = {}
+    for part, rows in (("train", [dict(v, video_index=-1, num_snippets=0) for v in train]),
+                       ("test", [dict(test[v["key"]], video_index=i, num_snippets=v["num_snippets"])
+                                 for i, v in enumerate(corpus.test_videos)])):
+        tables[part] = datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in
+                                                   ("key", "label", "video_index", "num_snippets")})
+        tables[part].set_transform(VADFeatureTransform(lambda key: cache.load(key)["features"],
+                                                       model_args.head_max_train_snippets if part == "train"
+                                                       else None))
+    scorer = PromptScorer(fgclip, corpus.tokenizer) if model_args.vad_score != "head" else None
+    return TaskRun(
+        model=head,
+        train_dataset=tables["train"],
+        eval_dataset=tables["test"],
+        data_collator=collate_vad_features,
+        trainer_kwargs={"corpus": corpus, "prompt_scorer": scorer, "vad_score": model_args.vad_score,
+                        "preprocessing_config": {**preprocessing_config(data_args), "stage": "head",
+                                                 "feature_model": folder, "vad_score": model_args.vad_score}},
+        epoch_hooks=[],
+        corpus=corpus,
+        trainer_cls=VADHeadTrainer,
+    )
+
+
 class VADPredictor(TaskPredictor):
     """Anomaly scores for any video, as evaluation scores a test video: one frame fed per 16-frame snippet (the same
     frames, resize and prompts), the temporal module over windows of `score_window_frames` snippets. A long video
@@ -366,4 +485,5 @@ SPEC = TaskSpec(
     setup=setup,
     validate=validate_ucf_crime,
     predictor=VADPredictor,
+    phase_folder_keys=("feature_model",),
 )

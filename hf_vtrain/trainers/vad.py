@@ -75,7 +75,66 @@ def interleave_anomalous_and_normal(videos: list[dict], annotations: dict) -> li
     return out
 
 
-class VADTrainer(VTrainer):
+def frame_scores_and_auc(corpus, scores: np.ndarray, meta: np.ndarray):
+    """(payload {scores per frame-snippet, num_frames}, FrameAUCResult) of the gathered evaluation: `scores` (N, W)
+    padded per video, `meta` (N, 3) = (video_index, num_snippets, fed); every test video exactly once, whatever the
+    number of processes (gather_for_metrics drops the padding)."""
+    meta = meta.astype(np.int64).reshape(-1, 3)
+    videos = corpus.test_videos
+    counts = Counter(meta[:, 0].tolist())
+    missing = [videos[i]["key"] for i in range(len(videos)) if counts[i] == 0]
+    repeated = [videos[i]["key"] if 0 <= i < len(videos) else i for i, c in counts.items() if c > 1]
+    unknown = [i for i in counts if not 0 <= i < len(videos)]
+    if missing or repeated or unknown:
+        raise RuntimeError(
+            f"evaluation gathered {len(meta)} test videos for {len(videos)} in the test list: missing "
+            f"{missing[:10]}, seen more than once {repeated[:10]}, unknown indices {unknown[:10]}"
+        )
+    per_video = {}
+    for row, (index, num_snippets, fed) in zip(scores, meta):
+        video = videos[index]
+        if num_snippets != video["num_snippets"]:
+            raise RuntimeError(f"{video['key']}: {num_snippets} snippets scored, the corpus has "
+                               f"{video['num_snippets']}")
+        per_video[video["key"]] = corpus.expand_eval_scores(row[:fed], num_snippets).tolist()
+    ordered = {v["key"]: per_video[v["key"]] for v in videos}
+    num_frames = {v["key"]: int(v["num_frames"]) for v in videos}
+    result = evaluate_frame_auc(corpus.annotations, list(ordered), ordered, num_frames=num_frames)
+    return {"scores": ordered, "num_frames": num_frames}, result
+
+
+class VADOutputsMixin:
+    """The final outputs of a vad evaluation (both trainers): needs corpus, args, last_scores, last_metric_result and,
+    when several scorers ran, other_results {name: result}."""
+
+    def write_final_outputs(self, output_dir: str) -> None:
+        """anomaly_scores.json (readable by `python -m hf_vtrain.metrics.vad`), the metric table, and score-over-time
+        plots for the first `plot_eval_videos` test videos (anomalous and normal alternately)."""
+        from ..plotting.vad import plot_anomaly_scores
+
+        if self.last_scores is None:
+            return
+        write_json_atomic(os.path.join(output_dir, "anomaly_scores.json"), self.last_scores)
+        table = self.last_metric_result.table()
+        for name, result in getattr(self, "other_results", {}).items():  # scored side by side (vad_score: both)
+            table += f"\n\n{name}:\n{result.table()}"
+        with open(os.path.join(output_dir, "eval_auc_table.txt"), "w") as handle:
+            handle.write(table + "\n")
+        print(f"\nframe-level metrics (UCF-Crime protocol):\n{table}\n")
+        chosen = interleave_anomalous_and_normal(self.corpus.test_videos, self.corpus.annotations)
+        drawn = chosen[: self.args.plot_eval_videos]
+        print(f"score_plots/: {len(drawn)} of {len(chosen)} test videos, anomalous and normal alternately "
+              f"(plot_eval_videos: {self.args.plot_eval_videos})")
+        for video in drawn:
+            key = video["key"]
+            plot_anomaly_scores(
+                key, self.last_scores["scores"][key], int(video["num_frames"]), self.corpus.annotations.get(key, []),
+                os.path.join(output_dir, "score_plots", f"{key}.png"), class_name=video["class_name"],
+                fps=video.get("fps"),
+            )
+
+
+class VADTrainer(VADOutputsMixin, VTrainer):
     """Train collator for training, eval collator for evaluation; snippet scoring and frame AUC."""
 
     def __init__(self, *args, corpus: Any, **kwargs):
@@ -185,58 +244,78 @@ class VADTrainer(VTrainer):
         return None, scores, labels
 
     def _compute_vad_metrics(self, eval_pred) -> dict[str, float]:
-        scores = np.asarray(eval_pred.predictions, dtype=np.float64)
-        meta = np.asarray(eval_pred.label_ids).astype(np.int64).reshape(-1, 3)
-        videos = self.corpus.test_videos
-        # Every test video exactly once, whatever the number of processes (gather_for_metrics drops the padding).
-        counts = Counter(meta[:, 0].tolist())
-        missing = [videos[i]["key"] for i in range(len(videos)) if counts[i] == 0]
-        repeated = [videos[i]["key"] if 0 <= i < len(videos) else i for i, c in counts.items() if c > 1]
-        unknown = [i for i in counts if not 0 <= i < len(videos)]
-        if missing or repeated or unknown:
-            raise RuntimeError(
-                f"evaluation gathered {len(meta)} test videos for {len(videos)} in the test list: missing "
-                f"{missing[:10]}, seen more than once {repeated[:10]}, unknown indices {unknown[:10]}"
-            )
-        per_video = {}
-        for row, (index, num_snippets, fed) in zip(scores, meta):
-            video = videos[index]
-            if num_snippets != video["num_snippets"]:
-                raise RuntimeError(f"{video['key']}: {num_snippets} snippets scored, the corpus has "
-                                   f"{video['num_snippets']}")
-            per_video[video["key"]] = self.corpus.expand_eval_scores(row[:fed], num_snippets).tolist()
-        ordered = {v["key"]: per_video[v["key"]] for v in videos}
-        num_frames = {v["key"]: int(v["num_frames"]) for v in videos}
-        payload = {"scores": ordered, "num_frames": num_frames}
+        payload, result = frame_scores_and_auc(self.corpus, np.asarray(eval_pred.predictions, dtype=np.float64),
+                                               np.asarray(eval_pred.label_ids))
+        self._keep_scores(payload, result)
+        return result.as_dict()
+
+    def _keep_scores(self, payload: dict, result) -> None:
         path = os.path.join(self.args.output_dir, f"scores_step{self.state.global_step}.json")
         if self.args.should_save:
             os.makedirs(self.args.output_dir, exist_ok=True)
             write_json_atomic(path, payload)
-        result = evaluate_frame_auc(self.corpus.annotations, list(ordered), ordered, num_frames=num_frames)
         logger.info("frame AUC at step %d:\n%s", self.state.global_step, result.table())
         self.last_scores, self.last_scores_path, self.last_metric_result = payload, path, result
-        return result.as_dict()
 
-    def write_final_outputs(self, output_dir: str) -> None:
-        """anomaly_scores.json (readable by `python -m hf_vtrain.metrics.vad`), the metric table, and score-over-time
-        plots for the first `plot_eval_videos` test videos (anomalous and normal alternately)."""
-        from ..plotting.vad import plot_anomaly_scores
 
-        if self.last_scores is None:
-            return
-        write_json_atomic(os.path.join(output_dir, "anomaly_scores.json"), self.last_scores)
-        table = self.last_metric_result.table()
-        with open(os.path.join(output_dir, "eval_auc_table.txt"), "w") as handle:
-            handle.write(table + "\n")
-        print(f"\nframe-level metrics (UCF-Crime protocol):\n{table}\n")
-        chosen = interleave_anomalous_and_normal(self.corpus.test_videos, self.corpus.annotations)
-        drawn = chosen[: self.args.plot_eval_videos]
-        print(f"score_plots/: {len(drawn)} of {len(chosen)} test videos, anomalous and normal alternately "
-              f"(plot_eval_videos: {self.args.plot_eval_videos})")
-        for video in drawn:
-            key = video["key"]
-            plot_anomaly_scores(
-                key, self.last_scores["scores"][key], int(video["num_frames"]), self.corpus.annotations.get(key, []),
-                os.path.join(output_dir, "score_plots", f"{key}.png"), class_name=video["class_name"],
-                fps=video.get("fps"),
-            )
+class VADHeadTrainer(VADOutputsMixin, VTrainer):
+    """The weakly supervised head (models/vad_head) on cached snippet features: top-k MIL on the video labels in
+    training; evaluation scores every snippet of each test video with the head and/or the FG-CLIP prompts from the
+    same features (`vad_score`: head, prompts or both; the first named is the run's metric, the other reported
+    beside it as prompts_* / head_*)."""
+
+    MODEL_INPUTS = ("features", "snippet_mask", "labels")
+
+    def __init__(self, *args, corpus: Any, prompt_scorer=None, vad_score: str = "both", **kwargs):
+        super().__init__(*args, **kwargs)
+        self.corpus, self.prompt_scorer, self.vad_score = corpus, prompt_scorer, vad_score
+        self.scorers = {"both": ["head", "prompts"], "head": ["head"], "prompts": ["prompts"]}[vad_score]
+        if "prompts" in self.scorers and prompt_scorer is None:
+            raise ValueError("vad_score with prompts needs the FG-CLIP prompt scorer")
+        self.compute_metrics = self._compute_head_metrics
+        self.score_width = max([1] + [v["num_snippets"] for v in corpus.test_videos])
+        self.last_scores = self.last_scores_path = self.last_metric_result = None
+        self.other_results: dict = {}
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        return super().compute_loss(model, {k: inputs[k] for k in self.MODEL_INPUTS}, return_outputs,
+                                    num_items_in_batch)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        inputs = self._prepare_inputs(inputs)
+        mask = inputs["snippet_mask"]
+        with torch.no_grad(), self.compute_loss_context_manager():
+            out = model(**{k: inputs[k] for k in self.MODEL_INPUTS})
+            heads = {"head": out.scores}
+            if "prompts" in self.scorers:
+                heads["prompts"] = self.prompt_scorer(inputs["features"], mask)
+        loss = out.loss.detach().mean() if out.loss is not None else None
+        if prediction_loss_only:
+            return loss, None, None
+        batch, width = mask.shape
+        if width > self.score_width:
+            raise RuntimeError(f"a test video has {width} snippets, more than the {self.score_width} expected")
+        scores = mask.new_full((batch, len(self.scorers), self.score_width), SCORE_PADDING, dtype=torch.float32)
+        for h, name in enumerate(self.scorers):
+            scores[:, h, :width] = torch.where(mask, heads[name].float(), SCORE_PADDING)
+        labels = torch.stack([inputs["video_index"], inputs["num_snippets"], mask.sum(dim=1)], dim=1).long()
+        return loss, scores, labels
+
+    def _compute_head_metrics(self, eval_pred) -> dict[str, float]:
+        scores = np.asarray(eval_pred.predictions, dtype=np.float64)
+        meta = np.asarray(eval_pred.label_ids)
+        metrics, self.other_results = {}, {}
+        for h, name in enumerate(self.scorers):
+            payload, result = frame_scores_and_auc(self.corpus, scores[:, h], meta)
+            if h == 0:
+                metrics.update(result.as_dict())
+                path = os.path.join(self.args.output_dir, f"scores_step{self.state.global_step}.json")
+                if self.args.should_save:
+                    os.makedirs(self.args.output_dir, exist_ok=True)
+                    write_json_atomic(path, {**payload, "scorer": name})
+                self.last_scores, self.last_scores_path, self.last_metric_result = payload, path, result
+            else:
+                metrics.update(result.as_dict(f"{name}_"))
+                self.other_results[name] = result
+            logger.info("frame AUC (%s) at step %d:\n%s", name, self.state.global_step, result.table())
+        return metrics

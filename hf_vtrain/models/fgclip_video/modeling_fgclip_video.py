@@ -832,12 +832,20 @@ class FGCLIPVideoModel(FGCLIPVideoPreTrainedModel):
             raise ValueError(f"normal_prompt_index {self.config.normal_prompt_index} is not among the prompts")
 
         frame_embeds = self.get_snippet_features(pixel_values, pixel_mask)
-        logits = self._logit_scale(self.clip.logit_scale).float() * F.normalize(frame_embeds.float(), dim=-1) @ (
+        return self.score_snippet_features(frame_embeds, pixel_mask, prompt_embeds)
+
+    def score_snippet_features(self, snippet_features: torch.Tensor, snippet_mask: torch.Tensor,
+                               prompt_embeds: torch.Tensor) -> FGCLIPVideoSnippetScores:
+        """The zero-shot scores of `score_snippets` from snippet features (B, T, D) already computed (e.g. cached by
+        `get_snippet_features`): cosine similarity to each prompt times the learned logit scale, soft-maxed over the
+        prompts, score = 1 - p(normal prompt)."""
+        prompt_embeds = F.normalize(prompt_embeds.float(), dim=-1)
+        logits = self._logit_scale(self.clip.logit_scale).float() * F.normalize(snippet_features.float(), dim=-1) @ (
             prompt_embeds.t()
         )
         probs = logits.softmax(dim=-1)
-        scores = (1.0 - probs[..., self.config.normal_prompt_index]) * pixel_mask
-        return FGCLIPVideoSnippetScores(scores=scores, class_probs=probs, snippet_mask=pixel_mask)
+        scores = (1.0 - probs[..., self.config.normal_prompt_index]) * snippet_mask
+        return FGCLIPVideoSnippetScores(scores=scores, class_probs=probs, snippet_mask=snippet_mask)
 
 
 __all__ = [
