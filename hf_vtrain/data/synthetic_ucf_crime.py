@@ -125,6 +125,17 @@ _ANOMALY_TEMPLATES = (
     "{desc}. this street camera recording shows {noun}.",
     "in a street scene {desc}, which is {noun}.",
 )
+# free_captions: what is seen, in other words than the prompts' ("a video of {noun}", "normal activity")
+_FREE_ANOMALY_TEMPLATES = (
+    "{desc}.",
+    "in the street {desc} while people walk by.",
+    "the camera shows that {desc}.",
+)
+_FREE_NORMAL_TEMPLATES = (
+    "a quiet street, a few grey figures drifting slowly by.",
+    "people walk calmly through an ordinary scene.",
+    "pedestrians pass through the frame at an easy pace.",
+)
 _NORMAL_TEMPLATES = (
     "a video of normal activity: a quiet street with nothing unusual.",
     "a quiet street with nothing unusual, a few people drifting slowly by.",
@@ -232,6 +243,7 @@ def _make_video(spec: dict, path: str, height: int, width: int, fps: int) -> Non
 def _params(
     num_train_normal, num_train_anomalous, num_test_normal, num_test_anomalous, anomaly_classes, fps, height,
     width, min_duration, max_duration, clip_duration, num_chinese_captions, num_region_negatives, seed,
+    free_captions=False,
 ) -> dict:  # fmt: skip
     classes = [str(c) for c in anomaly_classes]
     unknown = [c for c in classes if c not in UCF_CRIME_ANOMALY_CLASSES]
@@ -269,6 +281,7 @@ def _params(
         "num_chinese_captions": int(num_chinese_captions),
         "num_region_negatives": int(num_region_negatives),
         "seed": int(seed),
+        **({"free_captions": True} if free_captions else {}),  # absent when off: earlier corpora stay valid
     }
 
 
@@ -375,6 +388,9 @@ def _records(plan: list[dict], params: dict) -> tuple[list[dict], dict[str, str]
     fps = params["fps"]
     records, translations = [], {}
     chinese_left = params["num_chinese_captions"]
+    free = params.get("free_captions", False)
+    anomaly_templates = _FREE_ANOMALY_TEMPLATES if free else _ANOMALY_TEMPLATES
+    normal_templates = _FREE_NORMAL_TEMPLATES if free else _NORMAL_TEMPLATES
     for video in plan:
         if video["split"] != "train":
             continue
@@ -387,14 +403,14 @@ def _records(plan: list[dict], params: dict) -> tuple[list[dict], dict[str, str]
                 length = min(float(rng.uniform(lo, hi)), total - t)
                 end = min(round(t + length, 3), np.floor(total * 1000) / 1000)
                 records.append({
-                    "video": rel, "global_caption": _NORMAL_TEMPLATES[int(rng.integers(len(_NORMAL_TEMPLATES)))],
+                    "video": rel, "global_caption": normal_templates[int(rng.integers(len(normal_templates)))],
                     "region_captions": [], "box_infos": [], "timestamps": [round(t, 3), end],
                 })  # fmt: skip
                 t = end
             continue
         event = video["events"][0]
         noun, desc, _ = _EVENTS[video["class"]]
-        caption = _ANOMALY_TEMPLATES[int(rng.integers(len(_ANOMALY_TEMPLATES)))].format(noun=noun, desc=desc)
+        caption = anomaly_templates[int(rng.integers(len(anomaly_templates)))].format(noun=noun, desc=desc)
         if chinese_left > 0:
             chinese, english = _CHINESE[video["class"]]
             caption = chinese
@@ -433,6 +449,7 @@ def make_synthetic_ucf_crime(
     num_chinese_captions: int = 0,
     num_region_negatives: int = 4,
     seed: int = 0,
+    free_captions: bool = False,
     num_workers: int | None = None,
 ) -> dict[str, str]:
     """Write a UCF-Crime corpus in the official layout under `root` and return its paths.
@@ -449,12 +466,14 @@ def make_synthetic_ucf_crime(
     `num_region_negatives` hard-negative captions when > 0); with `num_chinese_captions` > 0 that many anomalous
     records get a Chinese global caption and `ucf_fgclip_translations.json` maps them to English; last
     `synthetic_params.json`. Anomalous videos cycle through `anomaly_classes` (a subset of the 13 official ones).
+    With `free_captions` the captions describe what is seen in free words and never name a class or say "normal"
+    (`_FREE_ANOMALY_TEMPLATES`, `_FREE_NORMAL_TEMPLATES`): the anomaly prompts' words appear in no caption.
     Deterministic for a seed. Built in a temporary directory next to `root` and renamed into place; an existing
     synthetic corpus at `root` is replaced, anything else there is refused.
     """
     params = _params(num_train_normal, num_train_anomalous, num_test_normal, num_test_anomalous, anomaly_classes,
                      fps, height, width, min_duration, max_duration, clip_duration, num_chinese_captions,
-                     num_region_negatives, seed)  # fmt: skip
+                     num_region_negatives, seed, free_captions)  # fmt: skip
     return _paths(build_corpus(root, params, _write, num_workers), params)
 
 

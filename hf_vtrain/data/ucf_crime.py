@@ -183,6 +183,10 @@ class VADDataArguments(CorpusArguments):
         default=4, metadata={"help": "Synthetic: hard-negative captions per region (0: none)."}
     )
     synthetic_seed: int = field(default=0, metadata={"help": "Synthetic: generator seed."})
+    synthetic_free_captions: bool = field(
+        default=False, metadata={"help": "Synthetic: captions in free words that never name a class or say "
+                                         "'normal' (the prompts' words appear in none)."},
+    )
 
     def __post_init__(self):
         super().__post_init__()

@@ -367,8 +367,9 @@ def setup_head(model_args: VADModelArguments, data_args: VADDataArguments, train
         eval_dataset=tables["test"],
         data_collator=collate_vad_features,
         trainer_kwargs={"corpus": corpus, "prompt_scorer": scorer, "vad_score": model_args.vad_score,
-                        "preprocessing_config": {**preprocessing_config(data_args), "stage": "head",
-                                                 "feature_model": folder, "vad_score": model_args.vad_score}},
+                        "preprocessing_config": {**preprocessing_config(data_args), "max_eval_snippets": None,
+                                                 "stage": "head", "feature_model": os.path.abspath(folder),
+                                                 "vad_score": model_args.vad_score}},
         epoch_hooks=[],
         corpus=corpus,
         trainer_cls=VADHeadTrainer,
@@ -393,6 +394,18 @@ class VADPredictor(TaskPredictor):
         import torch
         from transformers import AutoTokenizer
 
+        self.head = None
+        if preprocessing.get("stage") == "head":  # a head run: its head, on the features of its FG-CLIP model
+            from ..models.vad_head import VADHeadForAnomalyScoring
+
+            with loading("--model", folder, "anomaly head"):
+                self.head = VADHeadForAnomalyScoring.from_pretrained(folder).to(runtime.device).eval()
+            feature = preprocessing["feature_model"]
+            feature = feature if os.path.isabs(feature) else os.path.join(folder, feature)
+            if not os.path.isfile(os.path.join(feature, "config.json")):
+                raise RecipeError(f"--model: {folder} is an anomaly head on the features of {feature}, which is not "
+                                  f"here (predict needs that FG-CLIP folder too)")
+            folder = feature
         with loading("--model", folder, "FGCLIPVideoModel"):
             self.model = FGCLIPVideoModel.from_pretrained(folder)
         if not _has_tokenizer(folder):
@@ -406,7 +419,7 @@ class VADPredictor(TaskPredictor):
         self.snippet = int(preprocessing["snippet_frames"])
         self.image_size = int(preprocessing["image_size"])
         self.resize_mode = preprocessing["resize_mode"]
-        self.max_snippets = preprocessing.get("max_eval_snippets")
+        self.max_snippets = preprocessing.get("max_eval_snippets") if self.head is None else None  # head: all
         with torch.no_grad(), runtime.autocast():  # once, as evaluation does
             prompts = self.model.encode_prompts(tokenizer)
             self.prompt_embeds = self.model.get_prompt_embeddings(**prompts).float()
@@ -414,6 +427,10 @@ class VADPredictor(TaskPredictor):
     def describe(self) -> str:
         c = self.config
         cap = "every snippet" if self.max_snippets is None else f"at most {self.max_snippets} per video"
+        if self.head is not None:
+            return (f"anomaly head ({self.head.num_parameters():,} parameters) on FG-CLIP video snippet features; "
+                    f"one frame per {self.snippet}-frame snippet ({cap}), {self.resize_mode} to {self.image_size} px; "
+                    f"plot threshold {self.threshold}")
         return (f"FG-CLIP video, {len(c.anomaly_prompts)} prompts (normal: {c.anomaly_prompts[c.normal_prompt_index]!r}); "
                 f"one frame per {self.snippet}-frame snippet ({cap}), {self.resize_mode} to {self.image_size} px, "
                 f"windows of {c.score_window_frames} snippets; plot threshold {self.threshold}")
@@ -441,9 +458,16 @@ class VADPredictor(TaskPredictor):
             pixel_values = pixels.unsqueeze(0).to(self.runtime.device)
             mask = torch.ones(pixel_values.shape[:2], dtype=torch.bool, device=self.runtime.device)
             with torch.no_grad(), self.runtime.autocast():
-                out = self.model.score_snippets(pixel_values, mask, prompt_embeds=self.prompt_embeds)
-            scores.append(out.scores[0].float().cpu().numpy().astype(np.float64))
+                if self.head is not None:  # features now, the head over the whole video below
+                    scores.append(self.model.get_snippet_features(pixel_values, mask)[0].float())
+                else:
+                    out = self.model.score_snippets(pixel_values, mask, prompt_embeds=self.prompt_embeds)
+                    scores.append(out.scores[0].float().cpu().numpy().astype(np.float64))
             advance(len(pixels))
+        if self.head is not None:
+            with torch.no_grad():
+                head_scores = self.head(torch.cat(scores)[None]).scores[0]
+            scores = [head_scores.float().cpu().numpy().astype(np.float64)]
         return {"scores": expand_eval_scores(np.concatenate(scores), plan.extra["num_snippets"]).tolist(),
                 "num_frames": plan.num_frames}
 

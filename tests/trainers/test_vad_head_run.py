@@ -47,6 +47,16 @@ def test_fgclip_then_head_scored_by_both(tmp_path_factory, recipe):
     cache = next((root / "features").iterdir())
     count = len([p for p in cache.iterdir() if p.suffix == ".safetensors"])
     assert count == 8  # 4 training + 4 test videos
+    # predict with the run folder: the head's scores of a test video, as the evaluation scored it
+    from hf_vtrain import predict as predict_module
+
+    key = next(iter(scores["scores"]))
+    video = next(v for v in (root / "corpus").rglob("*.mp4") if v.stem == key.split("/")[-1])
+    assert predict_module.main(["--model", str(out), str(video), "--output", str(root / "pred"),
+                                "--no_progress"]) == 0
+    predicted = json.loads((root / "pred" / f"{video.stem}.scores.json").read_text())["scores"][video.stem]
+    assert predicted == pytest.approx(scores["scores"][key], abs=1e-5)
+
     # a head trained on its own (a recipe without phases) on the same FG-CLIP folder: every feature cached
     argv = tiny_argv(root, root / "again", feature_cache_dir=str(root / "features"), stage="head",
                      feature_model=str(out / "phase1-fgclip"), head_config_overrides=HEAD, param_groups="[]",
