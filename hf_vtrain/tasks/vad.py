@@ -367,8 +367,11 @@ def setup_head(model_args: VADModelArguments, data_args: VADDataArguments, train
         eval_dataset=tables["test"],
         data_collator=collate_vad_features,
         trainer_kwargs={"corpus": corpus, "prompt_scorer": scorer, "vad_score": model_args.vad_score,
+                        "feature_model_dir": folder,
+                        # the FG-CLIP model travels with the head (VADHeadTrainer._save): feature_model/ beside it
                         "preprocessing_config": {**preprocessing_config(data_args), "max_eval_snippets": None,
-                                                 "stage": "head", "feature_model": os.path.abspath(folder),
+                                                 "stage": "head", "feature_model": VADHeadTrainer.FEATURE_MODEL_DIR,
+                                                 "feature_model_source": os.path.abspath(folder),
                                                  "vad_score": model_args.vad_score}},
         epoch_hooks=[],
         corpus=corpus,
@@ -401,7 +404,10 @@ class VADPredictor(TaskPredictor):
             with loading("--model", folder, "anomaly head"):
                 self.head = VADHeadForAnomalyScoring.from_pretrained(folder).to(runtime.device).eval()
             feature = preprocessing["feature_model"]
-            feature = feature if os.path.isabs(feature) else os.path.join(folder, feature)
+            if not os.path.isabs(feature):  # beside the head; an ema/ folder's is its run folder's
+                feature = next((c for c in (os.path.join(folder, feature),
+                                            os.path.join(os.path.dirname(os.path.abspath(folder)), feature))
+                                if os.path.isfile(os.path.join(c, "config.json"))), os.path.join(folder, feature))
             if not os.path.isfile(os.path.join(feature, "config.json")):
                 raise RecipeError(f"--model: {folder} is an anomaly head on the features of {feature}, which is not "
                                   f"here (predict needs that FG-CLIP folder too)")

@@ -103,6 +103,34 @@ def frame_scores_and_auc(corpus, scores: np.ndarray, meta: np.ndarray):
     return {"scores": ordered, "num_frames": num_frames}, result
 
 
+MODEL_FILE_SUFFIXES = (".json", ".safetensors", ".bin", ".txt", ".model")
+
+
+def link_or_copy_model(source: str, target: str) -> str:
+    """The model files of `source` (config, weights, tokenizer, preprocessing config; not its checkpoints or logs)
+    into `target`, hard-linked when possible; an existing complete target is kept."""
+    import shutil
+
+    if os.path.isfile(os.path.join(target, "config.json")):
+        return target
+    tmp = f"{target}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    for name in sorted(os.listdir(source)):
+        src = os.path.join(source, name)
+        if not os.path.isfile(src) or not name.endswith(MODEL_FILE_SUFFIXES) or name.startswith(("trainer_state",
+                                                                                                  "all_results",
+                                                                                                  "train_results",
+                                                                                                  "eval_results")):
+            continue
+        try:
+            os.link(src, os.path.join(tmp, name))
+        except OSError:
+            shutil.copy2(src, os.path.join(tmp, name))
+    os.replace(tmp, target)
+    return target
+
+
 class VADOutputsMixin:
     """The final outputs of a vad evaluation (both trainers): needs corpus, args, last_scores, last_metric_result and,
     when several scorers ran, other_results {name: result}."""
@@ -266,9 +294,13 @@ class VADHeadTrainer(VADOutputsMixin, VTrainer):
 
     MODEL_INPUTS = ("features", "snippet_mask", "labels")
 
-    def __init__(self, *args, corpus: Any, prompt_scorer=None, vad_score: str = "both", **kwargs):
+    FEATURE_MODEL_DIR = "feature_model"  # inside every saved head folder: the FG-CLIP model it reads features of
+
+    def __init__(self, *args, corpus: Any, prompt_scorer=None, vad_score: str = "both",
+                 feature_model_dir: str | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.corpus, self.prompt_scorer, self.vad_score = corpus, prompt_scorer, vad_score
+        self.feature_model_dir = feature_model_dir
         self.scorers = {"both": ["head", "prompts"], "head": ["head"], "prompts": ["prompts"]}[vad_score]
         if "prompts" in self.scorers and prompt_scorer is None:
             raise ValueError("vad_score with prompts needs the FG-CLIP prompt scorer")
@@ -280,6 +312,15 @@ class VADHeadTrainer(VADOutputsMixin, VTrainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         return super().compute_loss(model, {k: inputs[k] for k in self.MODEL_INPUTS}, return_outputs,
                                     num_items_in_batch)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        """The head, and beside it (`feature_model/`) the FG-CLIP model whose features it reads, so that a saved
+        head folder (a checkpoint, the final one, a pushed repo) is whole for evaluation and predict. Hard links
+        where the file system allows (checkpoints cost no space for it), else copies."""
+        super()._save(output_dir, state_dict)
+        folder = output_dir or self.args.output_dir
+        if self.feature_model_dir and self.args.should_save:
+            link_or_copy_model(self.feature_model_dir, os.path.join(folder, self.FEATURE_MODEL_DIR))
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         inputs = self._prepare_inputs(inputs)

@@ -47,7 +47,19 @@ def test_fgclip_then_head_scored_by_both(tmp_path_factory, recipe):
     cache = next((root / "features").iterdir())
     count = len([p for p in cache.iterdir() if p.suffix == ".safetensors"])
     assert count == 8  # 4 training + 4 test videos
-    # predict with the run folder: the head's scores of a test video, as the evaluation scored it
+    # a head trained on its own (a recipe without phases) on the same FG-CLIP folder: every feature cached
+    argv = tiny_argv(root, root / "again", feature_cache_dir=str(root / "features"), stage="head",
+                     feature_model=str(out / "phase1-fgclip"), head_config_overrides=HEAD, param_groups="[]",
+                     vad_score="head", num_train_epochs=2)
+    alone = run_module.main(argv)
+    assert "snippet features: 0 of 8 videos computed" in (root / "again" / "train.log").read_text()
+    assert "eval_auc" in alone and "eval_prompts_auc" not in alone
+
+    # predict with the run folder alone (its phase folders gone: the FG-CLIP model travels in feature_model/):
+    # the head's scores of a test video, as the evaluation scored it
+    shutil.rmtree(out / "phase1-fgclip")
+    shutil.rmtree(out / "phase2-head")
+    assert (out / "feature_model" / "config.json").is_file()
     from hf_vtrain import predict as predict_module
 
     key = next(iter(scores["scores"]))
@@ -56,14 +68,6 @@ def test_fgclip_then_head_scored_by_both(tmp_path_factory, recipe):
                                 "--no_progress"]) == 0
     predicted = json.loads((root / "pred" / f"{video.stem}.scores.json").read_text())["scores"][video.stem]
     assert predicted == pytest.approx(scores["scores"][key], abs=1e-5)
-
-    # a head trained on its own (a recipe without phases) on the same FG-CLIP folder: every feature cached
-    argv = tiny_argv(root, root / "again", feature_cache_dir=str(root / "features"), stage="head",
-                     feature_model=str(out / "phase1-fgclip"), head_config_overrides=HEAD, param_groups="[]",
-                     vad_score="head", num_train_epochs=2)
-    alone = run_module.main(argv)
-    assert "snippet features: 0 of 8 videos computed" in (root / "again" / "train.log").read_text()
-    assert "eval_auc" in alone and "eval_prompts_auc" not in alone
 
 
 def test_the_leakage_check_covers_the_head_stage(tmp_path_factory, recipe, tmp_path):
