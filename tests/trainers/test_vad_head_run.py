@@ -83,3 +83,23 @@ def test_the_leakage_check_covers_the_head_stage(tmp_path_factory, recipe, tmp_p
                      feature_model=str(root / "clip"))
     with pytest.raises(CorpusError, match="test list"):
         run_module.prepare(argv)
+
+
+@pytest.mark.slow  # two torchrun processes (about 30 s)
+@pytest.mark.multiprocess
+def test_two_processes_split_the_feature_extraction(tmp_path_factory):
+    """The head stage under torchrun with 2 processes on a fresh cache: each process computes its half of the 8
+    videos, every feature is there afterwards, and the run evaluates."""
+    from tests.distributed import torchrun
+
+    root = tmp_path_factory.mktemp("vad_head_mp")
+    run_module.main(tiny_argv(root, root / "fgclip", num_train_epochs=1))
+    argv = tiny_argv(root, root / "head", feature_cache_dir=str(root / "features"), stage="head",
+                     feature_model=str(root / "fgclip"), head_config_overrides=HEAD, param_groups="[]",
+                     vad_score="both", num_train_epochs=2, per_device_train_batch_size=1)
+    proc = torchrun(root, argv, 2)
+    log = proc.stdout + proc.stderr
+    assert log.count("snippet features: 4 of 8 videos computed") == 2, log[-3000:]
+    cache = next((root / "features").iterdir())
+    assert len([p for p in cache.iterdir() if p.suffix == ".safetensors"]) == 8
+    assert "eval_prompts_auc" in json.loads((root / "head" / "eval_results.json").read_text())
