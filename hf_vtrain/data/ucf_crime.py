@@ -831,8 +831,8 @@ def uniform_segments(features: torch.Tensor, max_len: int) -> torch.Tensor:
 
 class VADFeatureTransform(RowTransform):
     """datasets transform for the weakly supervised head: a video's cached snippet features (`load(key)` -> (T, D)),
-    for training cut to at most `max_snippets` segments (uniform_segments), with its label (1 anomalous, 0 normal)
-    and for evaluation its video_index and num_snippets."""
+    for training cut to at most `max_snippets` segments (uniform_segments), with its label (1 anomalous, 0 normal),
+    its class index (the alignment term's) and for evaluation its video_index and num_snippets."""
 
     def __init__(self, load, max_snippets: int | None = None):
         self.load, self.max_snippets = load, max_snippets
@@ -841,8 +841,8 @@ class VADFeatureTransform(RowTransform):
         features = self.load(row["key"]).float()
         if self.max_snippets is not None:
             features = uniform_segments(features, self.max_snippets)
-        return {"features": features, "labels": float(row["label"]), "video_index": int(row["video_index"]),
-                "num_snippets": int(row["num_snippets"])}
+        return {"features": features, "labels": float(row["label"]), "class_labels": int(row["class_index"]),
+                "video_index": int(row["video_index"]), "num_snippets": int(row["num_snippets"])}
 
 
 def collate_vad_features(samples: list[dict]) -> dict:
@@ -857,6 +857,7 @@ def collate_vad_features(samples: list[dict]) -> dict:
         features[i, :n], mask[i, :n] = s["features"], True
     return {"features": features, "snippet_mask": mask,
             "labels": torch.tensor([s["labels"] for s in samples], dtype=torch.float32),
+            "class_labels": torch.tensor([s["class_labels"] for s in samples], dtype=torch.long),
             "video_index": torch.tensor([s["video_index"] for s in samples], dtype=torch.long),
             "num_snippets": torch.tensor([s["num_snippets"] for s in samples], dtype=torch.long)}
 

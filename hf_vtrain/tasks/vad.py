@@ -344,9 +344,21 @@ def setup_head(model_args: VADModelArguments, data_args: VADDataArguments, train
     if missing:
         raise RuntimeError(f"snippet features of {len(missing)} videos are missing from {cache.folder}: {missing[:5]}")
     dim = int(cache.load(videos[0]["key"])["features"].shape[1])
+    classes = list(fgclip.config.anomaly_classes)
+    unknown = sorted({v["class_name"] for v in videos} - set(classes))
+    if unknown:
+        raise RecipeError(f"feature_model: the corpus has classes {unknown} that {folder}'s anomaly_classes "
+                          f"{classes} lack (the alignment term needs each video's class among them)")
     with config_errors("head_config_overrides"):
-        config = VADHeadConfig(feature_dim=dim, **model_args.head_config_overrides)
+        config = VADHeadConfig(**{"num_align_classes": len(classes), **model_args.head_config_overrides},
+                               feature_dim=dim)
     head = VADHeadForAnomalyScoring(config)
+    scorer = PromptScorer(fgclip, corpus.tokenizer)
+    if config.num_align_classes:  # VadCLIP's MIL-Align against the FG-CLIP prompts' text embeddings
+        if config.num_align_classes != len(classes):
+            raise RecipeError(f"head_config_overrides.num_align_classes must be 0 or the feature model's "
+                              f"{len(classes)} classes, got {config.num_align_classes}")
+        head.set_class_embeddings(scorer.prompt_embeds)
     logger.warning("anomaly head: %s parameters on %d-d snippet features of %s (cache %s)",
                    f"{head.num_parameters():,}", dim, folder, cache.folder)
     train = [v for v in videos if v["split"] == "train"]
@@ -355,12 +367,14 @@ def setup_head(model_args: VADModelArguments, data_args: VADDataArguments, train
     for part, rows in (("train", [dict(v, video_index=-1, num_snippets=0) for v in train]),
                        ("test", [dict(test[v["key"]], video_index=i, num_snippets=v["num_snippets"])
                                  for i, v in enumerate(corpus.test_videos)])):
+        rows = [dict(r, class_index=classes.index(r["class_name"])) for r in rows]
         tables[part] = datasets.Dataset.from_dict({c: [r[c] for r in rows] for c in
-                                                   ("key", "label", "video_index", "num_snippets")})
+                                                   ("key", "label", "class_index", "video_index", "num_snippets")})
         tables[part].set_transform(VADFeatureTransform(lambda key: cache.load(key)["features"],
                                                        model_args.head_max_train_snippets if part == "train"
                                                        else None))
-    scorer = PromptScorer(fgclip, corpus.tokenizer) if model_args.vad_score != "head" else None
+    if model_args.vad_score == "head":
+        scorer = None
     return TaskRun(
         model=head,
         train_dataset=tables["train"],

@@ -292,7 +292,7 @@ class VADHeadTrainer(VADOutputsMixin, VTrainer):
     same features (`vad_score`: head, prompts or both; the first named is the run's metric, the other reported
     beside it as prompts_* / head_*)."""
 
-    MODEL_INPUTS = ("features", "snippet_mask", "labels")
+    MODEL_INPUTS = ("features", "snippet_mask", "labels", "class_labels")
 
     FEATURE_MODEL_DIR = "feature_model"  # inside every saved head folder: the FG-CLIP model it reads features of
 

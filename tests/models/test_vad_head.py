@@ -107,3 +107,28 @@ def test_learns_which_snippets_are_anomalous_from_video_labels_only():
     positive, negative = scores[where], scores[~where]
     auc = (positive[:, None] > negative[None, :]).float().mean().item()
     assert auc > 0.95, auc
+
+
+def test_mil_align_by_hand_and_the_class_embeddings_saved_with_the_head(tmp_path):
+    from hf_vtrain.models.vad_head import topk_align_loss
+
+    # 1 video of 3 real snippets (the 4th padding), 2 classes, k = 3 // 16 + 1 = 1: each class's best snippet
+    class_logits = torch.tensor([[[2.0, 0.0], [0.0, 1.0], [1.0, 0.5], [9.0, 9.0]]])
+    mask = torch.tensor([[True, True, True, False]])
+    loss, bags = topk_align_loss(class_logits, mask, torch.tensor([0]))
+    assert bags.tolist() == [[2.0, 1.0]]
+    assert loss.item() == pytest.approx(math.log(1 + math.exp(-1.0)), rel=1e-6)
+
+    torch.manual_seed(0)
+    head = VADHeadForAnomalyScoring(VADHeadConfig(**TINY, num_align_classes=3))
+    embeds = torch.randn(3, 16)
+    head.set_class_embeddings(embeds)
+    out = head(torch.randn(2, 6, 16), labels=torch.tensor([1.0, 0.0]), class_labels=torch.tensor([0, 2]))
+    assert out.align_loss is not None and torch.allclose(out.loss, out.mil_loss + out.align_loss)
+    out.loss.backward()
+    assert head.align_proj.weight.grad.abs().sum() > 0
+    head.save_pretrained(tmp_path / "aligned")
+    again = VADHeadForAnomalyScoring.from_pretrained(tmp_path / "aligned")
+    assert torch.allclose(again.class_embeds, torch.nn.functional.normalize(embeds, dim=-1))
+    with pytest.raises(ValueError, match="class embeddings"):
+        head.set_class_embeddings(torch.randn(2, 16))

@@ -20,6 +20,10 @@ class VADHeadConfig(PreTrainedConfig):
     local_window (`int`, 8): a local layer attends to snippets at most local_window // 2 away.
     ffn_ratio (`float`, 2.0), dropout (`float`, 0.1).
     topk_divisor (`int`, 16): MIL's k = floor(length / topk_divisor) + 1 (VadCLIP).
+    num_align_classes (`int`, 0): with C > 0, VadCLIP's MIL-Align term: each snippet's embedding against C fixed
+        class text embeddings (the `class_embeds` buffer, e.g. FG-CLIP's anomaly prompts, normal included), the
+        top-k mean per class, cross-entropy with the video's class; align_loss_weight (`float`, 1.0),
+        align_temperature (`float`, 0.07, CLIP's).
     """
 
     model_type = "vad_head"
@@ -33,6 +37,9 @@ class VADHeadConfig(PreTrainedConfig):
     ffn_ratio: float | int = 2.0
     dropout: float | int = 0.1
     topk_divisor: int = 16
+    num_align_classes: int = 0
+    align_loss_weight: float | int = 1.0
+    align_temperature: float = 0.07
     initializer_range: float = 0.02
 
     def validate_architecture(self):

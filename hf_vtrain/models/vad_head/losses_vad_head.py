@@ -34,3 +34,14 @@ def topk_mil_loss(snippet_logits: torch.Tensor, mask: torch.Tensor, labels: torc
     """(loss, bag logits): the mean over videos of BCE(sigmoid(bag logit), label)."""
     bags = topk_bag_logits(snippet_logits, mask, k_divisor)
     return F.binary_cross_entropy_with_logits(bags, labels.to(bags.dtype)), bags
+
+
+def topk_align_loss(class_logits: torch.Tensor, mask: torch.Tensor, class_labels: torch.Tensor,
+                    k_divisor: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
+    """VadCLIP's MIL-Align: (B, T, C) snippet-to-class logits; per class the mean of its k highest snippets (k as
+    in topk_counts, over real snippets), then cross-entropy over the classes with the video's class. Returns (loss,
+    (B, C) bag class logits)."""
+    batch, length, classes = class_logits.shape
+    flat = class_logits.permute(0, 2, 1).reshape(batch * classes, length)
+    bags = topk_bag_logits(flat, mask.repeat_interleave(classes, dim=0), k_divisor).view(batch, classes)
+    return F.cross_entropy(bags, class_labels.long()), bags

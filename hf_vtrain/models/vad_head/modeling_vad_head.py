@@ -16,7 +16,7 @@ from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration_vad_head import VADHeadConfig
-from .losses_vad_head import topk_mil_loss
+from .losses_vad_head import topk_align_loss, topk_mil_loss
 
 
 def sinusoidal_positions(length: int, dim: int, device) -> torch.Tensor:
@@ -50,6 +50,7 @@ class VADHeadLayer(nn.Module):
 class VADHeadOutput(ModelOutput):
     loss: torch.Tensor | None = None
     mil_loss: torch.Tensor | None = None
+    align_loss: torch.Tensor | None = None  # with num_align_classes and class_labels
     logits: torch.Tensor | None = None  # (B, T) snippet logits
     scores: torch.Tensor | None = None  # (B, T) sigmoid, 0 on padding
     bag_logits: torch.Tensor | None = None  # (B,) top-k means (with labels)
@@ -83,7 +84,19 @@ class VADHeadForAnomalyScoring(VADHeadPreTrainedModel):
         self.global_layers = nn.ModuleList(VADHeadLayer(config) for _ in range(config.global_layers))
         self.norm = nn.LayerNorm(config.hidden_size)
         self.classifier = nn.Linear(config.hidden_size, 1)
+        if config.num_align_classes:
+            self.align_proj = nn.Linear(config.hidden_size, config.feature_dim)
+            # the class text embeddings (set_class_embeddings), saved with the head
+            self.register_buffer("class_embeds", torch.zeros(config.num_align_classes, config.feature_dim))
         self.post_init()
+
+    @torch.no_grad()
+    def set_class_embeddings(self, embeds: torch.Tensor) -> None:
+        """The (C, feature_dim) class text embeddings the alignment term compares snippets with."""
+        if not self.config.num_align_classes or tuple(embeds.shape) != tuple(self.class_embeds.shape):
+            raise ValueError(f"class embeddings {tuple(embeds.shape)} for a head with num_align_classes "
+                             f"{self.config.num_align_classes} and feature_dim {self.config.feature_dim}")
+        self.class_embeds.copy_(F.normalize(embeds.float(), dim=-1))
 
     def _blocked(self, mask: torch.Tensor, window: int | None) -> torch.Tensor:
         batch, length = mask.shape
@@ -96,7 +109,8 @@ class VADHeadForAnomalyScoring(VADHeadPreTrainedModel):
         return blocked.repeat_interleave(self.config.num_heads, dim=0)
 
     def forward(self, features: torch.Tensor, snippet_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None, **kwargs) -> VADHeadOutput:
+                labels: torch.Tensor | None = None, class_labels: torch.Tensor | None = None,
+                **kwargs) -> VADHeadOutput:
         if features.dim() != 3:
             raise ValueError(f"features must be (B, T, feature_dim), got {tuple(features.shape)}")
         mask = snippet_mask.bool() if snippet_mask is not None else torch.ones(features.shape[:2], dtype=torch.bool,
@@ -109,11 +123,17 @@ class VADHeadForAnomalyScoring(VADHeadPreTrainedModel):
         full = self._blocked(mask, None)
         for layer in self.global_layers:
             x = layer(x, full)
-        logits = self.classifier(self.norm(x)).squeeze(-1)
+        hidden = self.norm(x)
+        logits = self.classifier(hidden).squeeze(-1)
         out = VADHeadOutput(logits=logits, scores=torch.sigmoid(logits) * mask)
         if labels is not None:
             out.mil_loss, out.bag_logits = topk_mil_loss(logits, mask, labels, self.config.topk_divisor)
             out.loss = out.mil_loss
+            if self.config.num_align_classes and class_labels is not None:
+                embeds = F.normalize(self.align_proj(hidden).float(), dim=-1)
+                class_logits = embeds @ self.class_embeds.t() / self.config.align_temperature
+                out.align_loss, _ = topk_align_loss(class_logits, mask, class_labels, self.config.topk_divisor)
+                out.loss = out.loss + self.config.align_loss_weight * out.align_loss
         return out
 
 
