@@ -25,11 +25,14 @@ def plot_anomaly_scores(
     fps: float | None = None,
     snippet: int = SNIPPET_FRAMES,
     threshold: float | None = None,
+    label: str = "anomaly score",
+    others: dict | None = None,
 ) -> str:
     """Score per frame (each snippet score held over its `snippet` frames) with the ground-truth anomalous spans
     (end-exclusive frame numbers) shaded; frames past the last whole snippet, which carry no score and no label in
     the metric, are greyed. A second x axis gives seconds when `fps` is known. `segments` None: a video without
-    annotation (predict). Returns `path`."""
+    annotation (predict). `others` {name: snippet scores}: more scorers drawn beside it (the head stage's prompts).
+    Returns `path`."""
     scores = np.asarray(snippet_scores, dtype=np.float64).reshape(-1)
     scored = len(scores) * snippet
     fig, ax = plt.subplots(figsize=(11, 3.4))
@@ -38,7 +41,11 @@ def plot_anomaly_scores(
     if num_frames > scored:
         ax.axvspan(scored, num_frames, color="0.85", alpha=0.6, lw=0, label="not scored (partial snippet)")
     edges = np.arange(len(scores) + 1) * snippet
-    ax.stairs(scores, edges, baseline=None, color="tab:blue", lw=1.8, label="anomaly score")
+    ax.stairs(scores, edges, baseline=None, color="tab:blue", lw=1.8, label=label)
+    for (name, other), colour in zip((others or {}).items(), ("tab:orange", "tab:green", "tab:purple")):
+        other = np.asarray(other, dtype=np.float64).reshape(-1)
+        ax.stairs(other, np.arange(len(other) + 1) * snippet, baseline=None, color=colour, lw=1.2, ls="--",
+                  label=name)
     if threshold is not None:
         ax.axhline(threshold, color="0.4", ls="--", lw=0.8)
     ax.set_xlim(0, max(num_frames, scored))

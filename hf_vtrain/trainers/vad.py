@@ -155,10 +155,11 @@ class VADOutputsMixin:
               f"(plot_eval_videos: {self.args.plot_eval_videos})")
         for video in drawn:
             key = video["key"]
+            others = {name: payload["scores"][key] for name, payload in getattr(self, "other_scores", {}).items()}
             plot_anomaly_scores(
                 key, self.last_scores["scores"][key], int(video["num_frames"]), self.corpus.annotations.get(key, []),
                 os.path.join(output_dir, "score_plots", f"{key}.png"), class_name=video["class_name"],
-                fps=video.get("fps"),
+                fps=video.get("fps"), label=getattr(self, "main_scorer", "anomaly score"), others=others,
             )
 
 
@@ -308,6 +309,7 @@ class VADHeadTrainer(VADOutputsMixin, VTrainer):
         self.score_width = max([1] + [v["num_snippets"] for v in corpus.test_videos])
         self.last_scores = self.last_scores_path = self.last_metric_result = None
         self.other_results: dict = {}
+        self.other_scores: dict = {}  # name -> payload of the scorers after the first (plotted beside it)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         return super().compute_loss(model, {k: inputs[k] for k in self.MODEL_INPUTS}, return_outputs,
@@ -345,7 +347,8 @@ class VADHeadTrainer(VADOutputsMixin, VTrainer):
     def _compute_head_metrics(self, eval_pred) -> dict[str, float]:
         scores = np.asarray(eval_pred.predictions, dtype=np.float64)
         meta = np.asarray(eval_pred.label_ids)
-        metrics, self.other_results = {}, {}
+        metrics, self.other_results, self.other_scores = {}, {}, {}
+        self.main_scorer = f"{self.scorers[0]} score"
         for h, name in enumerate(self.scorers):
             payload, result = frame_scores_and_auc(self.corpus, scores[:, h], meta)
             if h == 0:
@@ -358,5 +361,6 @@ class VADHeadTrainer(VADOutputsMixin, VTrainer):
             else:
                 metrics.update(result.as_dict(f"{name}_"))
                 self.other_results[name] = result
+                self.other_scores[f"{name} score"] = payload
             logger.info("frame AUC (%s) at step %d:\n%s", name, self.state.global_step, result.table())
         return metrics
