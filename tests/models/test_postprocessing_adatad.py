@@ -73,6 +73,59 @@ def test_soft_nms_class_agnostic_voting():
     assert scores[0] == 0.9
 
 
+def _candidates(rng, num, num_classes, duration, ties):
+    """Segments clustered around a few instances plus short and long background ones, as a detector proposes."""
+    instances = rng.uniform(0, duration, 6)
+    instances = np.stack([instances, instances + rng.uniform(1, duration / 10, 6)], axis=1)
+    near = instances[rng.integers(0, 6, num // 2)] + rng.normal(0, 1.0, (num // 2, 2))
+    start = rng.uniform(0, duration, num - num // 2)
+    background = np.stack([start, start + rng.exponential(duration / 40, len(start))], axis=1)
+    segments = np.sort(np.concatenate([near, background]), axis=1)
+    scores = rng.uniform(0.001, 1.0, num)
+    if ties:  # OpenTAD rounds scores to 1e-4 and seconds to 0.01: equal scores and duplicate segments
+        scores, segments = np.round(scores, 2), np.round(segments, 0)
+    return segments, scores, rng.integers(0, num_classes, num)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_soft_nms_compiled_equals_reference_bit_for_bit(seed):
+    # The compiled loop (soft_nms_kernels) against the numpy definition (`reference=True`), on random candidates:
+    # the same kept segments in the same order, with the same scores to the last bit.
+    rng = np.random.default_rng(seed)
+    settings = [
+        dict(),
+        dict(sigma=0.3, max_segments=50),
+        dict(min_score=0.2),
+        dict(class_agnostic=True, voting_threshold=0.7),
+        dict(class_agnostic=True, max_segments=0),
+    ]
+    for ties in (False, True):
+        segments, scores, labels = _candidates(rng, int(rng.integers(1, 700)), 5, 100.0, ties)
+        for kwargs in settings:
+            expected = soft_nms(segments, scores, labels, reference=True, **kwargs)
+            got = soft_nms(segments, scores, labels, **kwargs)
+            for a, b in zip(expected, got):
+                assert a.dtype == b.dtype and a.shape == b.shape, kwargs
+                np.testing.assert_array_equal(a, b, err_msg=f"{kwargs} ties={ties}")
+
+
+def test_soft_nms_compiled_equals_reference_on_degenerate_segments():
+    # Zero-length segments (kept with OpenTAD's rounding), reversed ones (end < start) and identical ones: the
+    # compiled loop then examines every pair, as the reference does (a union of zero gives NaN, as there).
+    segments = np.array([[5, 5], [5, 5], [0, 10], [12, 3], [4, 4 - 2e-6], [2, 8], [2, 8], [7, 7]], dtype=np.float64)
+    scores = np.array([0.5, 0.5, 0.9, 0.4, 0.3, 0.8, 0.8, 0.2])
+    for kwargs in (dict(), dict(class_agnostic=True), dict(min_score=0.35)):
+        expected = soft_nms(segments, scores, np.zeros(8, dtype=int), reference=True, **kwargs)
+        got = soft_nms(segments, scores, np.zeros(8, dtype=int), **kwargs)
+        for a, b in zip(expected, got):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_soft_nms_refuses_non_finite_scores():
+    with pytest.raises(ValueError, match="1 scores are not finite"):
+        soft_nms([[0, 1], [2, 3]], [0.5, float("nan")], [0, 0])
+
+
 def _tiny_config(**kwargs):
     backbone = VideoMAEConfig(
         hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,
@@ -154,3 +207,21 @@ def test_opentad_rounding_and_zero_length_segments():
     assert by_score[0.7] == [16.0, 18.0]  # 0.70004 -> 0.7
     assert all(float(s) == round(float(s), 4) for s in merged["scores"])
     assert all(float(x) == round(float(x), 2) for x in merged["segments"].reshape(-1))
+
+
+def test_rounding_equals_pythons_round():
+    # OpenTAD rounds with Python's round (exact decimal value, halves to even); the vectorised `_rounded` must give
+    # the same doubles, including values at or within an ulp of a half (0.125, 2.675, k/200) and tiny or huge ones.
+    from hf_vtrain.models.adatad.postprocessing_adatad import _rounded
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate([
+        rng.uniform(-500, 500, 20000), rng.uniform(0, 1, 20000), np.round(rng.uniform(0, 100, 5000), 3) + 0.005,
+        np.arange(-2000, 2000) / 200.0, np.arange(0, 20000) / 2e4,
+        [0.125, 2.675, 1.005, -0.0, 0.0, 1e300, -1e-300, 5e-5, 0.00015, float("inf")],
+    ])
+    for digits in (2, 4):
+        expected = np.array([round(float(x), digits) for x in values])
+        got = _rounded(values.reshape(-1, 2), digits).reshape(-1)
+        np.testing.assert_array_equal(got, expected)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(expected))

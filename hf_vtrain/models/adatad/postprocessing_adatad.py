@@ -71,7 +71,10 @@ def decode_window_detections(output, config, point_positions: torch.Tensor | Non
 def _soft_nms_single(segments: np.ndarray, scores: np.ndarray, sigma: float, max_segments: int, min_score: float):
     """Gaussian soft-NMS as OpenTAD's softnms_1d_cpu (method 2): repeatedly take the highest remaining score and
     multiply every remaining score by exp(-IoU^2 / sigma); lengths carry OpenTAD's +1e-6. Returns kept indices and
-    their decayed scores in selection order (non-increasing). Ties go to the lowest index."""
+    their decayed scores in selection order (non-increasing). Ties go to the lowest index.
+
+    The definition `soft_nms(reference=True)` runs; `soft_nms_kernels` is its compiled form (OpenTAD's own is C++,
+    in float32; this one is float64)."""
     scores = scores.astype(np.float64).copy()
     starts, ends = segments[:, 0].astype(np.float64), segments[:, 1].astype(np.float64)
     lengths = ends - starts + 1e-6
@@ -108,6 +111,18 @@ def _segment_voting(kept: np.ndarray, segments: np.ndarray, scores: np.ndarray, 
     return weights @ segments
 
 
+def _reference_groups(starts, ends, scores, bounds, sigma, max_segments, min_score):
+    """`soft_nms_kernels.soft_nms_groups`'s contract with `_soft_nms_single`: one numpy pass per selection."""
+    kept = np.empty(len(scores), dtype=np.int64)
+    kept_scores = np.empty(len(scores), dtype=np.float64)
+    count = np.zeros(len(bounds) - 1, dtype=np.int64)
+    segments = np.stack([starts, ends], axis=1)
+    for g, (lo, hi) in enumerate(zip(bounds[:-1], bounds[1:])):
+        index, decayed = _soft_nms_single(segments[lo:hi], scores[lo:hi], sigma, max_segments, min_score)
+        kept[lo : lo + len(index)], kept_scores[lo : lo + len(index)], count[g] = lo + index, decayed, len(index)
+    return kept, kept_scores, count
+
+
 def soft_nms(
     segments,
     scores,
@@ -117,6 +132,7 @@ def soft_nms(
     min_score: float = 0.0,
     class_agnostic: bool = False,
     voting_threshold: float = 0.0,
+    reference: bool = False,
 ):
     """Gaussian soft-NMS with OpenTAD's `batched_nms` semantics (use_soft_nms=True, method 2).
 
@@ -124,28 +140,42 @@ def soft_nms(
     by score and cut to `max_segments`. Class-agnostic: one pass over all segments, then, if `voting_threshold` > 0,
     segment voting against all input segments. `min_score` drops segments whose decayed score falls below it
     (OpenTAD's default 0 drops nothing). Returns (segments (M, 2), scores (M,), labels (M,)) as numpy arrays,
-    sorted by score (stable).
+    sorted by score (stable). Scores must be finite.
+
+    The loop runs compiled (`soft_nms_kernels`, numba); `reference=True` runs the numpy definition
+    (`_soft_nms_single`, one pass per selected segment), which tests and scripts/bench_postprocess.py compare it with:
+    the two give the same output bit for bit.
     """
     segments = np.asarray(segments, dtype=np.float64).reshape(-1, 2)
     scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     labels = np.asarray(labels).reshape(-1).astype(np.int64)
     if len(scores) == 0:
         return np.zeros((0, 2)), np.zeros((0,)), np.zeros((0,), dtype=np.int64)
+    if len(segments) != len(scores) or len(labels) != len(scores):
+        raise ValueError(f"soft_nms: {len(segments)} segments, {len(scores)} scores and {len(labels)} labels")
+    if not np.isfinite(scores).all():
+        raise ValueError(f"soft_nms: {int((~np.isfinite(scores)).sum())} scores are not finite")
 
     if class_agnostic:
-        kept, kept_scores = _soft_nms_single(segments, scores, sigma, max_segments, min_score)
-        new_segments, new_labels = segments[kept], labels[kept]
-        if voting_threshold > 0:
-            new_segments = _segment_voting(new_segments, segments, scores, voting_threshold)
+        order = np.arange(len(scores))
+        bounds = np.array([0, len(scores)], dtype=np.int64)
+    else:  # classes in increasing label order, each in input order (OpenTAD's per-class loop)
+        order = np.argsort(labels, kind="stable")
+        sorted_labels = labels[order]
+        bounds = np.flatnonzero(np.r_[True, sorted_labels[1:] != sorted_labels[:-1], True]).astype(np.int64)
+    if reference:
+        run_groups = _reference_groups
     else:
-        parts = []
-        for label in np.unique(labels):
-            index = np.flatnonzero(labels == label)
-            kept, kept_scores = _soft_nms_single(segments[index], scores[index], sigma, max_segments, min_score)
-            parts.append((segments[index[kept]], kept_scores, labels[index[kept]]))
-        new_segments = np.concatenate([p[0] for p in parts])
-        kept_scores = np.concatenate([p[1] for p in parts])
-        new_labels = np.concatenate([p[2] for p in parts])
+        from .soft_nms_kernels import soft_nms_groups as run_groups  # numba: imported when first needed
+
+    kept, kept_scores, count = run_groups(
+        segments[order, 0], segments[order, 1], scores[order], bounds, sigma, max_segments, min_score
+    )
+    take = np.concatenate([np.arange(lo, lo + c) for lo, c in zip(bounds[:-1].tolist(), count.tolist())])
+    kept, kept_scores = order[kept[take]], kept_scores[take]
+    new_segments, new_labels = segments[kept], labels[kept]
+    if class_agnostic and voting_threshold > 0:
+        new_segments = _segment_voting(new_segments, segments, scores, voting_threshold)
 
     order = np.argsort(-kept_scores, kind="stable")
     if max_segments > 0:
@@ -199,9 +229,19 @@ def merge_video_detections(windows, fps: float, sample_stride: int, duration: fl
 
 def _rounded(values: np.ndarray, digits: int) -> np.ndarray:
     """Python's round(x, digits) of each value (what OpenTAD applies to `.item()`; numpy's round can differ on
-    halves)."""
+    halves), vectorised: rint(x * 10^d) / 10^d is Python's answer unless x * 10^d lies within a few ulps of a half
+    (where the product's own rounding may have moved it across) or is too large to matter; those values, about one in
+    10^12 of random input and every exact half, go through Python's round itself."""
     flat = np.asarray(values, dtype=np.float64)
-    return np.array([round(float(x), digits) for x in flat.reshape(-1)], dtype=np.float64).reshape(flat.shape)
+    scale = 10.0 ** digits
+    scaled = flat * scale
+    with np.errstate(invalid="ignore"):
+        fraction = np.abs(scaled - np.trunc(scaled))
+        doubtful = ~(np.abs(scaled) < 2.0**52) | (np.abs(fraction - 0.5) <= 4 * np.spacing(np.abs(scaled)))
+    result = np.rint(scaled) / scale  # both exact integers below 2^53: one correctly rounded division, as strtod
+    for position in np.flatnonzero(doubtful.reshape(-1)):
+        result.reshape(-1)[position] = round(float(flat.reshape(-1)[position]), digits)
+    return result
 
 
 def to_opentad_results(video_detections: dict, id2label: dict) -> dict:
