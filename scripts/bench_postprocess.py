@@ -26,10 +26,10 @@ from types import SimpleNamespace
 import numpy as np
 
 from hf_vtrain.models.adatad.postprocessing_adatad import (
-    _rounded,
     load_raw_detections,
     merge_video_detections,
     soft_nms,
+    video_candidates,
 )
 
 SETTINGS = dict(score_threshold=0.001, pre_nms_topk=2000, nms_sigma=0.7, max_segments=2000, class_agnostic=False,
@@ -91,24 +91,6 @@ def raw_videos(path: str):
         raw.postprocess
 
 
-def candidates(windows, fps, sample_stride, duration, rounding=True):
-    """What `merge_video_detections` hands to soft-NMS."""
-    segments, scores, labels = [], [], []
-    for detections, window_start in windows:
-        detections = np.asarray(detections, dtype=np.float64)
-        detections = detections[(detections[:, 3] >= 0) & (detections[:, 2] >= 0)]
-        seconds = np.clip((window_start + detections[:, :2]) * sample_stride / fps, 0.0, duration)
-        score = detections[:, 2]
-        if rounding:
-            seconds, score = _rounded(seconds, 2), _rounded(score, 4)
-        segments.append(seconds)
-        scores.append(score)
-        labels.append(detections[:, 3].astype(np.int64))
-    segments, scores, labels = np.concatenate(segments), np.concatenate(scores), np.concatenate(labels)
-    keep = np.ones(len(scores), bool) if rounding else segments[:, 1] > segments[:, 0]
-    return segments[keep], scores[keep], labels[keep]
-
-
 def compare(label: str, inputs, nms: dict) -> None:
     sizes = [len(scores) for _, scores, _ in inputs]
     largest = max(int(np.bincount(labels).max()) for _, _, labels in inputs)
@@ -158,7 +140,7 @@ def main() -> None:
         compare("spread: 8,000 candidates over 20 classes", spread_candidates(args.seed, args.videos), nms)
     if videos:
         compare(f"windows of {args.raw}" if args.raw else "windows: synthetic AdaTAD THUMOS windows",
-                [candidates(*video, rounding=config.opentad_rounding) for video in videos], nms)
+                [video_candidates(*video, rounding=config.opentad_rounding) for video in videos], nms)
         t0 = time.perf_counter()
         for video in videos:
             merge_video_detections(*video, config)

@@ -183,19 +183,8 @@ def soft_nms(
     return new_segments[order], kept_scores[order], new_labels[order]
 
 
-def merge_video_detections(windows, fps: float, sample_stride: int, duration: float, config) -> dict[str, np.ndarray]:
-    """Merges the decoded windows of one video and applies soft-NMS.
-
-    windows: iterable of (detections (K, 4) [start, end, score, class] in window frame units, window_start in
-    sampled frames). Padding rows (class < 0) are dropped; times become seconds with
-    (window_start + x) * sample_stride / fps and are clipped to [0, duration]. With `config.opentad_rounding`
-    (OpenTAD's post-processing) every window's seconds are rounded to 0.01 and its scores to 1e-4 (Python's round, as
-    OpenTAD's), zero-length segments are kept, and the soft-NMS output is rounded again; without it zero-length
-    segments are dropped and nothing is rounded. Soft-NMS uses the config's nms_sigma, max_segments, class_agnostic
-    and voting_threshold.
-    Returns {"segments": (M, 2) seconds, "scores": (M,), "labels": (M,)}.
-    """
-    rounding = bool(getattr(config, "opentad_rounding", False))
+def video_candidates(windows, fps: float, sample_stride: int, duration: float, rounding: bool):
+    """The soft-NMS input of `merge_video_detections`: (segments (N, 2) seconds, scores (N,), labels (N,))."""
     all_segments, all_scores, all_labels = [], [], []
     for detections, window_start in windows:
         if isinstance(detections, torch.Tensor):
@@ -213,10 +202,27 @@ def merge_video_detections(windows, fps: float, sample_stride: int, duration: fl
     scores = np.concatenate(all_scores) if all_scores else np.zeros((0,))
     labels = np.concatenate(all_labels) if all_labels else np.zeros((0,), dtype=np.int64)
     keep = np.ones(len(scores), dtype=bool) if rounding else segments[:, 1] > segments[:, 0]
+    return segments[keep], scores[keep], labels[keep]
+
+
+def merge_video_detections(windows, fps: float, sample_stride: int, duration: float, config) -> dict[str, np.ndarray]:
+    """Merges the decoded windows of one video and applies soft-NMS.
+
+    windows: iterable of (detections (K, 4) [start, end, score, class] in window frame units, window_start in
+    sampled frames). Padding rows (class < 0) are dropped; times become seconds with
+    (window_start + x) * sample_stride / fps and are clipped to [0, duration]. With `config.opentad_rounding`
+    (OpenTAD's post-processing) every window's seconds are rounded to 0.01 and its scores to 1e-4 (Python's round, as
+    OpenTAD's), zero-length segments are kept, and the soft-NMS output is rounded again; without it zero-length
+    segments are dropped and nothing is rounded. Soft-NMS uses the config's nms_sigma, max_segments, class_agnostic
+    and voting_threshold.
+    Returns {"segments": (M, 2) seconds, "scores": (M,), "labels": (M,)}.
+    """
+    rounding = bool(getattr(config, "opentad_rounding", False))
+    segments, scores, labels = video_candidates(windows, fps, sample_stride, duration, rounding)
     segments, scores, labels = soft_nms(
-        segments[keep],
-        scores[keep],
-        labels[keep],
+        segments,
+        scores,
+        labels,
         sigma=config.nms_sigma,
         max_segments=config.max_segments,
         class_agnostic=config.class_agnostic,
