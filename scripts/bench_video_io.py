@@ -1,11 +1,14 @@
 """Benchmark: training-sample preparation (decode + TrainClipTransform) against raw decord `get_batch`.
 
-    python scripts/bench_video_io.py                      # writes a 30 s 320x180 H.264 video to a temp dir
+    python scripts/bench_video_io.py                      # 320x180, 1280x720 and 1920x1080 H.264 videos (written)
+    python scripts/bench_video_io.py --sizes 1920x1080 --video-dir /tmp/bench_videos   # keep the videos for reruns
     python scripts/bench_video_io.py --video clip.mp4 --frames 192 --stride 4 --repeats 20
     python scripts/bench_video_io.py --style torchvision    # torchvision's RandAugment instead of mmaction's
 
-Prints frames/s of (a) decord `get_batch` on the sorted indices, (b) `VideoReader.get_frames` +
-`TrainClipTransform` to 160x160, (c) the same with `EvalClipTransform`, and the ratios (b)/(a), (c)/(a),
+Prints frames/s of (a) decord `get_batch` at full size on the sorted indices, (b) the training sample as the
+loaders make it: the reader the transform asks for (`ReaderCache.get_for`: decoded straight at the transform's
+short-side resize when that shrinks the frame) + `TrainClipTransform` to 160x160, (c) the same with
+`EvalClipTransform`, and the ratios (b)/(a), (c)/(a),
 by wall clock and by process CPU time (all threads; steadier on a shared machine). Each is a loop over the
 same windows, back to back as a data loader would run them, and the loops alternate for --rounds rounds.
 decord keeps decoding ahead on a background thread for a few tens of ms after each `get_batch`; in a loop,
@@ -22,7 +25,7 @@ import time
 import numpy as np
 import torch
 
-from hf_vtrain.data.video_io import EvalClipTransform, TrainClipTransform, VideoReader, clip_generator, sample_indices
+from hf_vtrain.data.video_io import EvalClipTransform, ReaderCache, TrainClipTransform, clip_generator, sample_indices
 
 
 def write_video(path: str, height: int, width: int, fps: int, seconds: float, seed: int = 0) -> None:
@@ -62,13 +65,14 @@ def write_video(path: str, height: int, width: int, fps: int, seconds: float, se
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--video", help="an existing video; default: write a synthetic one")
+    parser.add_argument("--video", help="an existing video; default: write synthetic ones at --sizes")
+    parser.add_argument("--sizes", default="320x180,1280x720,1920x1080", help="synthetic videos' WIDTHxHEIGHT")
+    parser.add_argument("--video-dir", help="where the synthetic videos are written and reused (default: a temp dir)")
     parser.add_argument("--frames", type=int, default=192, help="frames per training window (AdaTAD: 768)")
     parser.add_argument("--stride", type=int, default=4, help="take every n-th frame (AdaTAD THUMOS: 4)")
-    parser.add_argument("--height", type=int, default=180, help="synthetic video height (THUMOS: 180)")
-    parser.add_argument("--width", type=int, default=320, help="synthetic video width (THUMOS: 320)")
     parser.add_argument("--fps", type=int, default=30)
-    parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--seconds", type=float, default=30.0, help="synthetic video length (1920x1080: ~5 s to "
+                        "encode per second of video)")
     parser.add_argument("--repeats", type=int, default=10, help="windows per timed loop")
     parser.add_argument("--rounds", type=int, default=3, help="times each loop runs, alternating with the others")
     parser.add_argument("--threads", type=int, default=1, help="decord decode threads")
@@ -80,66 +84,82 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
 
+    with tempfile.TemporaryDirectory() as tmp:
+        if args.video:
+            run_case(args.video, args)
+            return
+        for size in args.sizes.split(","):
+            width, height = (int(v) for v in size.lower().split("x"))
+            folder = args.video_dir or tmp
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, f"bench_{width}x{height}_{args.fps}fps_{args.seconds:g}s_seed{args.seed}.mp4")
+            if not os.path.exists(path):
+                t0 = time.perf_counter()
+                write_video(path + ".tmp.mp4", height, width, args.fps, args.seconds, args.seed)
+                os.replace(path + ".tmp.mp4", path)
+                print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
+            run_case(path, args)
+
+
+def run_case(path: str, args) -> None:
     import decord
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path = args.video
-        if path is None:
-            path = os.path.join(tmp, f"bench_{args.width}x{args.height}.mp4")
-            t0 = time.perf_counter()
-            write_video(path, args.height, args.width, args.fps, args.seconds, args.seed)
-            print(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
-        raw = decord.VideoReader(path, num_threads=args.threads)
-        reader = VideoReader(path, num_threads=args.threads)
-        ours = reader._reader  # only to put it back at frame 0 between sections, as `raw`
-        height, width = raw[0].shape[:2]
-        kbps = os.path.getsize(path) * 8 / 1000 / (len(raw) / raw.get_avg_fps())
-        print(f"video: {width}x{height}, {len(raw)} frames at {raw.get_avg_fps():.2f} fps, {kbps:.0f} kbit/s")
-        print(f"window: {args.frames} frames at stride {args.stride}; decode threads {args.threads}, "
-              f"torch threads {torch.get_num_threads()}; {args.rounds} rounds of {args.repeats} windows per loop")
+    raw = decord.VideoReader(path, num_threads=args.threads)
+    train = TrainClipTransform(rand_augment_style=args.style, rand_augment_seed=args.seed)
+    evaluate = EvalClipTransform()
+    cache = ReaderCache(args.threads, keep=3)
+    full = cache.get(path)
+    train_reader, eval_reader = cache.get_for(path, train), cache.get_for(path, evaluate)
+    height, width = raw[0].shape[:2]
+    kbps = os.path.getsize(path) * 8 / 1000 / (len(raw) / raw.get_avg_fps())
+    print(f"== video: {width}x{height}, {len(raw)} frames at {raw.get_avg_fps():.2f} fps, {kbps:.0f} kbit/s; "
+          f"decoded at {train_reader.size or 'full size'} for training, {eval_reader.size or 'full size'} for "
+          f"evaluation")
+    print(f"window: {args.frames} frames at stride {args.stride}; decode threads {args.threads}, "
+          f"torch threads {torch.get_num_threads()}; {args.rounds} rounds of {args.repeats} windows per loop")
 
-        train = TrainClipTransform(rand_augment_style=args.style, rand_augment_seed=args.seed)
-        evaluate = EvalClipTransform()
-        print(f"train transform: {train.describe()}")
-        rng = np.random.default_rng(args.seed)
-        span = args.frames * args.stride
-        windows = []
-        for _ in range(args.repeats):
-            start = int(rng.integers(0, max(1, reader.num_frames - span + 1)))
-            windows.append(sample_indices(start, args.frames, args.stride, reader.num_frames)[0])
-        frames_per_loop = sum(len(indices) for indices in windows)
-        sections = {
-            "raw": (raw, lambda i, indices: raw.get_batch(np.unique(indices).tolist())),  # decord wants sorted
-            "train": (ours, lambda i, indices: train(reader.get_frames(indices), clip_generator(args.seed, 0, i))),
-            "eval": (ours, lambda i, indices: evaluate(reader.get_frames(indices))),
-            "decode": (ours, lambda i, indices: reader.get_frames(indices)),
-        }
-        for _, fn in sections.values():  # warm-up, untimed
-            fn(0, windows[0])
-        wall = {key: [] for key in sections}
-        cpu = {key: [] for key in sections}
-        for _ in range(args.rounds):
-            for key, (decoder, fn) in sections.items():
-                decoder.get_batch([0])  # each loop starts from the same decoder position
-                time.sleep(args.settle)  # and not during the previous loop's read-ahead
-                w0, c0 = time.perf_counter(), time.process_time()
-                for i, indices in enumerate(windows):
-                    out = fn(i, indices)
-                    if key in ("train", "eval"):
-                        assert out.shape == (args.frames, 3, 160, 160) and out.dtype == torch.uint8
-                wall[key].append(time.perf_counter() - w0)
-                time.sleep(args.settle)  # the loop's trailing read-ahead counts in its CPU time
-                cpu[key].append(time.process_time() - c0)
+    print(f"train transform: {train.describe()}")
+    rng = np.random.default_rng(args.seed)
+    span = args.frames * args.stride
+    windows = []
+    for _ in range(args.repeats):
+        start = int(rng.integers(0, max(1, full.num_frames - span + 1)))
+        windows.append(sample_indices(start, args.frames, args.stride, full.num_frames)[0])
+    frames_per_loop = sum(len(indices) for indices in windows)
+    # each reader is put back at frame 0 between sections through its decord object, as `raw`
+    sections = {
+        "raw": (raw, lambda i, indices: raw.get_batch(np.unique(indices).tolist())),  # decord wants sorted
+        "train": (train_reader._reader,
+                  lambda i, indices: train(train_reader.get_frames(indices), clip_generator(args.seed, 0, i))),
+        "eval": (eval_reader._reader, lambda i, indices: evaluate(eval_reader.get_frames(indices))),
+        "decode": (train_reader._reader, lambda i, indices: train_reader.get_frames(indices)),
+    }
+    for _, fn in sections.values():  # warm-up, untimed
+        fn(0, windows[0])
+    wall = {key: [] for key in sections}
+    cpu = {key: [] for key in sections}
+    for _ in range(args.rounds):
+        for key, (decoder, fn) in sections.items():
+            decoder.get_batch([0])  # each loop starts from the same decoder position
+            time.sleep(args.settle)  # and not during the previous loop's read-ahead
+            w0, c0 = time.perf_counter(), time.process_time()
+            for i, indices in enumerate(windows):
+                out = fn(i, indices)
+                if key in ("train", "eval"):
+                    assert out.shape == (args.frames, 3, 160, 160) and out.dtype == torch.uint8
+            wall[key].append(time.perf_counter() - w0)
+            time.sleep(args.settle)  # the loop's trailing read-ahead counts in its CPU time
+            cpu[key].append(time.process_time() - c0)
 
-        # The transforms alone, on a decoded clip, by this thread's CPU time: what they cost without
-        # decord's threads and caches in the way.
-        clip = reader.get_frames(windows[0])
-        alone = {}
-        for key, transform in (("train", train), ("eval", evaluate)):
-            c0 = time.thread_time()
-            for i in range(args.repeats):
-                transform(clip, clip_generator(args.seed, 1, i))
-            alone[key] = (time.thread_time() - c0) / (args.repeats * len(windows[0]))
+    # The transforms alone, on a decoded clip, by this thread's CPU time: what they cost without
+    # decord's threads and caches in the way.
+    clip = train_reader.get_frames(windows[0])
+    alone = {}
+    for key, transform in (("train", train), ("eval", evaluate)):
+        c0 = time.thread_time()
+        for i in range(args.repeats):
+            transform(clip, clip_generator(args.seed, 1, i))
+        alone[key] = (time.thread_time() - c0) / (args.repeats * len(windows[0]))
 
     for name, seconds in (("wall clock", wall), ("process CPU time", cpu)):
         total = {key: sum(value) for key, value in seconds.items()}
@@ -149,7 +169,7 @@ def main() -> None:
         print(f"(a) decord get_batch (sorted)               {fps['raw']:8.0f}")
         transform_us = (total["train"] - total["decode"]) / frames * 1e6
         print(f"(b) get_frames + TrainClipTransform 160x160 {fps['train']:8.0f}   "
-              f"(get_frames alone {fps['decode']:.0f}; transform {transform_us:.0f} us/frame)")
+              f"(its get_frames alone {fps['decode']:.0f}; transform {transform_us:.0f} us/frame)")
         print(f"(c) get_frames + EvalClipTransform 160x160  {fps['eval']:8.0f}")
         rounds = [f"{a / b:.2f}" for a, b in zip(seconds["raw"], seconds["train"])]
         print(f"ratio train (b)/(a) = {fps['train'] / fps['raw']:.2f} (rounds: {', '.join(rounds)})   "

@@ -2,7 +2,9 @@
 # Sets up .venv and runs the default test suite (not slow, not gpu): the suite CI runs (.ci/run calls this).
 # DeepSpeed comes with the venv (the `deepspeed` extra); git-lfs (the Hub-push tests check what the server stored with
 # real git + git-lfs) is installed from Debian's packages when this runs as root and it is missing. Whatever still
-# cannot run is listed, with the command that enables it, in the last lines. Extra arguments go to pytest.
+# cannot run is listed, with the command that enables it, in the last lines. The tests run in one worker per core
+# (pytest-xdist; `-n 0` runs them in this process) and the slowest 25 are listed at the end. Extra arguments go to
+# pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v git-lfs >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
@@ -10,4 +12,4 @@ if ! command -v git-lfs >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-
   (apt-get update -qq && apt-get install -y -qq git-lfs) >/dev/null 2>&1 || echo "warning: git-lfs could not be installed"
 fi
 bash scripts/setup_env.sh tests,deepspeed
-exec .venv/bin/python -m pytest "$@"
+exec .venv/bin/python -m pytest -n auto --durations=25 "$@"

@@ -302,6 +302,25 @@ def compact_box(keypoints: np.ndarray, scores: np.ndarray, height: int, width: i
     return int(cx - half_w), int(cy - half_h), int(cx + half_w), int(cy + half_h)
 
 
+def decode_plan(box, height: int, width: int, size: int, max_halvings: int = 3):
+    """How to decode a height x width video whose frames are cropped to `box` (x0, y0, x1, y1) and resized to
+    `size`: halve the frame while the box still spans at least `size` pixels both ways (at most `max_halvings`
+    times), so the crop is never upsampled more than at full size. Returns (decode size or None, the box in decoded
+    pixels, the same box in source pixels): the box snapped to the decoded pixel grid, which moves its edges by
+    less than one decoded pixel; the keypoints follow the snapped box, so pixels and heatmaps stay aligned."""
+    halvings = 0
+    while (halvings < max_halvings and (box[2] - box[0]) / 2 ** (halvings + 1) >= size
+           and (box[3] - box[1]) / 2 ** (halvings + 1) >= size):
+        halvings += 1
+    if halvings == 0:
+        return None, box, box
+    decoded = (max(1, round(height / 2**halvings)), max(1, round(width / 2**halvings)))
+    fy, fx = decoded[0] / height, decoded[1] / width
+    frame_box = tuple(int(round(v * f)) for v, f in zip(box, (fx, fy, fx, fy)))
+    source_box = tuple(v / f for v, f in zip(frame_box, (fx, fy, fx, fy)))
+    return decoded, frame_box, source_box
+
+
 def crop_resize_frames(frames: np.ndarray, box, size: int, flip: bool) -> torch.Tensor:
     """uint8 (T, 3, size, size) of `box` (x0, y0, x1, y1) of (T, H, W, 3) frames, zero-padded where the box leaves
     the frame, flipped horizontally on request."""
@@ -357,6 +376,8 @@ class HARSampleTransform(RowTransform, EpochSeeded):
             sx0, sy0, sx1, sy1 = _draw_resized_crop_box(bh, bw, self.crop_area, (3 / 4, 4 / 3), generator)
             box = (box[0] + sx0, box[1] + sy0, box[0] + sx1, box[1] + sy1)
             flip = _draw_flip(self.flip_prob, generator)
+        decode_size, frame_box, box = decode_plan(box, height, width, self.rgb_size) if self.with_rgb else \
+            (None, box, box)
         scale_x = self.rgb_size / (box[2] - box[0])
         scale_y = self.rgb_size / (box[3] - box[1])
         kp[..., 0] = (kp[..., 0] - box[0]) * scale_x
@@ -371,8 +392,8 @@ class HARSampleTransform(RowTransform, EpochSeeded):
         out = {"heatmaps": heatmaps}
         if self.with_rgb:
             rgb_idx = pose_idx[:: self.pose_frames // self.rgb_frames]
-            frames = self._readers.get(self.paths[index]).get_frames(rgb_idx)
-            out["pixel_values"] = crop_resize_frames(frames, box, self.rgb_size, flip)
+            frames = self._readers.get(self.paths[index], decode_size).get_frames(rgb_idx)
+            out["pixel_values"] = crop_resize_frames(frames, frame_box, self.rgb_size, flip)
         return out
 
     def transform_row(self, row: dict) -> dict:

@@ -523,7 +523,7 @@ class _WindowTransformBase(RowTransform):
 
     def _sample(self, row: dict, start: int, num_valid: int, segments, labels, generator) -> dict:
         indices, mask = window_frame_indices(start, num_valid, self.window_size, self.sample_stride, row["num_frames"])
-        clip = self._readers.get(row["path"]).get_frames(indices)
+        clip = self._readers.get_for(row["path"], self.clip_transform).get_frames(indices)
         pixels = self.clip_transform(clip, generator)
         return {
             "pixel_values": pixels,

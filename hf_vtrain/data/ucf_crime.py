@@ -51,7 +51,7 @@ from .common import (
     is_finite_number,
     probe_file,
 )
-from .video_io import ReaderCache, center_crop, clip_generator, resize, resize_short_side
+from .video_io import ReaderCache, shrinking_short_side, center_crop, clip_generator, resize, resize_short_side
 
 logger = logging.getLogger(__name__)
 
@@ -691,6 +691,14 @@ def resize_frames(clip, size: int, mode: str) -> tuple[torch.Tensor, tuple[float
     raise ValueError(f"resize_mode must be one of {', '.join(RESIZE_MODES)}, got {mode!r}")
 
 
+def resize_frames_decode_size(height: int, width: int, size: int, mode: str) -> tuple[int, int] | None:
+    """The size to decode a height x width video at for `resize_frames`: its first resize, when that shrinks (then
+    `resize_frames` has nothing left to resample; None: decode as stored)."""
+    if mode == "squash":  # as shrinking_short_side: only when it at least halves the pixels
+        return (size, size) if 2 * size * size <= height * width else None
+    return shrinking_short_side(height, width, size)
+
+
 def resize_center_crop(clip, size: int) -> tuple[torch.Tensor, tuple[float, float, float, float]]:
     """Short side to `size`, centre crop `size` x `size`: uint8 (T, 3, size, size) and the crop window in
     normalised source coordinates (a bilinear resize keeps normalised coordinates; the crop cuts a window)."""
@@ -758,10 +766,13 @@ class VADTrainTransform(RowTransform, EpochSeeded):
         EpochSeeded.__init__(self)
         self._readers = ReaderCache(decode_threads)
 
+    def decode_size(self, height: int, width: int) -> tuple[int, int] | None:
+        return resize_frames_decode_size(height, width, self.image_size, self.resize_mode)
+
     def transform_row(self, row: dict) -> dict:
         generator = clip_generator(self.seed, self.epoch, row["index"])
         indices, mask = uniform_frame_indices(row["clip_start"], row["clip_end"], self.num_frames)
-        clip = self._readers.get(row["path"]).get_frames(indices)
+        clip = self._readers.get_for(row["path"], self).get_frames(indices)
         pixels, window = resize_frames(clip, self.image_size, self.resize_mode)
         flip = bool(torch.rand(1, generator=generator) < self.flip_prob)  # drawn always: a stable random stream
         if flip:
@@ -811,9 +822,12 @@ class VADEvalTransform(RowTransform):
         self.resize_mode = resize_mode
         self._readers = ReaderCache(decode_threads)
 
+    def decode_size(self, height: int, width: int) -> tuple[int, int] | None:
+        return resize_frames_decode_size(height, width, self.image_size, self.resize_mode)
+
     def transform_row(self, row: dict) -> dict:
         indices = eval_frame_indices(row["num_frames"], self.max_eval_snippets)
-        pixels, _ = resize_frames(self._readers.get(row["path"]).get_frames(indices), self.image_size,
+        pixels, _ = resize_frames(self._readers.get_for(row["path"], self).get_frames(indices), self.image_size,
                                   self.resize_mode)
         return {"pixel_values": pixels, "video_index": int(row["video_index"]),
                 "num_snippets": int(row["num_snippets"])}  # fmt: skip

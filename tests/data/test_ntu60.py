@@ -147,3 +147,16 @@ def torch_equal(a, b):
     import torch
 
     return torch.equal(a, b)
+
+
+def test_decode_plan_halves_the_frame_while_the_crop_keeps_its_resolution():
+    from hf_vtrain.data.ntu60 import decode_plan
+
+    # a 1000 px box of a 1920x1080 frame resized to 224: 1000 / 4 = 250 >= 224, 1000 / 8 < 224 -> two halvings
+    size, frame_box, source_box = decode_plan((461, 41, 1461, 1041), 1080, 1920, 224)
+    assert size == (270, 480)
+    assert frame_box == (115, 10, 365, 260)  # round(461 / 4) = 115, round(41 / 4) = 10, ...
+    assert source_box == (460.0, 40.0, 1460.0, 1040.0)  # the snapped box, which the keypoints follow
+    # a box smaller than twice the output: decoded as stored, box unchanged
+    assert decode_plan((0, 0, 400, 400), 1080, 1920, 224) == (None, (0, 0, 400, 400), (0, 0, 400, 400))
+    assert decode_plan((0, 0, 1920, 1920), 1080, 1920, 64)[0] == (135, 240)  # at most three halvings

@@ -461,3 +461,70 @@ def test_bench_script_runs(tmp_path, monkeypatch, capsys):
     bench.main()
     printed = capsys.readouterr().out
     assert "video: 64x36, 12 frames" in printed and "ratio train (b)/(a)" in printed
+
+
+# --- decoding at the size the transform needs ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def smooth_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("smooth") / "smooth_640x360.mp4"
+    write_mp4(path, smooth_clip(num=6, height=360, width=640, seed=3), FPS)
+    return str(path)
+
+
+def test_video_size_reads_the_header(smooth_video, tmp_path):
+    assert vio.video_size(smooth_video) == (360, 640)
+    (tmp_path / "junk.mp4").write_bytes(b"not a video")
+    with pytest.raises(vio.VideoDecodeError, match="junk.mp4"):
+        vio.video_size(str(tmp_path / "junk.mp4"))
+
+
+@pytest.mark.parametrize("size", [(182, 324), (160, 284), (24, 48)])  # 48 px: decord cannot scale to it
+def test_decoding_at_a_size_matches_decoding_then_resizing(smooth_video, size):
+    full = VideoReader(smooth_video).get_frames([0, 2, 5, 2])
+    scaled_reader = VideoReader(smooth_video, size=size)
+    scaled = scaled_reader.get_frames([0, 2, 5, 2])
+    assert scaled.shape == (4, *size, 3) and scaled.dtype == np.uint8
+    assert scaled_reader._resize_after == (size[1] == 48)
+    ours = vio.resize(full, size).permute(0, 2, 3, 1).numpy()
+    # the decoder's bicubic and our antialiased bilinear differ by a few levels on smooth content, no more
+    assert np.abs(scaled.astype(int) - ours.astype(int)).mean() < 2.0
+    np.testing.assert_array_equal(scaled[1], scaled[3])  # repeats and order kept
+
+
+@pytest.mark.parametrize("transform", [
+    TrainClipTransform(resize=182, crop=160, rand_augment=None, color_jitter=None),
+    TrainClipTransform(resize=182, crop=160, rand_augment_style="mmaction", color_jitter_style="mmaction"),
+    EvalClipTransform(resize=160, crop=160),
+])
+def test_a_clip_decoded_at_the_transforms_size_gets_the_same_crop(smooth_video, transform):
+    # decode_size is the transform's short-side resize; the box is drawn on that shape either way, so the output of
+    # the small decode matches the full-size one up to resampling (a crop off by a few pixels would not)
+    height, width = vio.video_size(smooth_video)
+    size = transform.decode_size(height, width)
+    assert size == vio._short_side_shape(height, width, transform.resize)
+    full = VideoReader(smooth_video).get_frames([0, 3, 5])
+    small = VideoReader(smooth_video, size=size).get_frames([0, 3, 5])
+    for seed in range(4):
+        a, b = transform(full, g(seed)), transform(small, g(seed))
+        assert a.shape == b.shape == (3, 3, 160, 160)
+        assert np.abs(a.numpy().astype(int) - b.numpy().astype(int)).mean() < 3.0, seed
+    shifted = transform(small[:, 4:, 4:], g(0))  # the same content four pixels off is much further away
+    assert np.abs(transform(full, g(0)).numpy().astype(int) - shifted.numpy().astype(int)).mean() > 4.0
+
+
+def test_decode_size_only_shrinks():
+    assert TrainClipTransform(resize=182).decode_size(180, 320) is None  # THUMOS: the train resize enlarges
+    assert EvalClipTransform(resize=160).decode_size(180, 320) is None  # 284x160: too small a shrink to pay
+    assert EvalClipTransform(resize=160).decode_size(360, 640) == (160, 284)
+    assert TrainClipTransform(resize=182).decode_size(1080, 1920) == (182, 324)
+
+
+def test_reader_cache_opens_the_reader_at_the_transforms_size(smooth_video):
+    cache = vio.ReaderCache(threads=1, keep=2)
+    transform = EvalClipTransform(resize=160, crop=160)
+    reader = cache.get_for(smooth_video, transform)
+    assert reader.size == (160, 284) and cache.get_for(smooth_video, transform) is reader
+    assert cache.get(smooth_video).size is None and cache.get_for(smooth_video, transform) is reader  # both kept
+    assert cache.get_for(smooth_video, lambda clip, generator=None: clip).size is None  # no decode_size: as stored

@@ -502,7 +502,7 @@ def test_zero3_without_gathered_saves_is_refused(tmp_path, require_deepspeed):
     assert not (tmp_path / "tad").exists()
 
 
-@pytest.mark.slow  # 37 s, four 2-process launches: the default run keeps under 10 minutes (issue 20: run it there again)
+@pytest.mark.multiprocess  # 37 s, four 2-process launches
 def test_a_nonfinite_loss_on_one_process_is_skipped_or_stops_on_every_process(runs):
     """A NaN loss on process 1 only, at step 3. With max_nonfinite_steps 1 every process skips that batch (all
     backpropagate the same zero loss), rank 0's log counts it, and DDP, ZeRO-2 and ZeRO-3 agree as without a skip.

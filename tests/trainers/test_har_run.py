@@ -120,7 +120,7 @@ def phased_argv(root, output_dir):
     return argv
 
 
-@pytest.mark.slow  # 23 s: the default run keeps under 10 minutes; the mechanism is tests/test_phases.py's (TAD)
+@pytest.mark.multiprocess  # 23 s; the mechanism is tests/test_phases.py's (TAD), this is its har run
 def test_sigkill_inside_phase_two_then_the_same_command_equals_an_uninterrupted_run(root, tmp_path):
     """The two-phase run killed right after phase 2's first checkpoint, then the same command: phase 1 is skipped,
     phase 2 resumes (epoch-seeded sampling and augmentation, BatchNorm statistics) and ends with the weights of an

@@ -85,7 +85,7 @@ def test_the_leakage_check_covers_the_head_stage(tmp_path_factory, recipe, tmp_p
         run_module.prepare(argv)
 
 
-@pytest.mark.slow  # two torchrun processes (about 30 s)
+@pytest.mark.multiprocess  # two torchrun processes (about 30 s)
 @pytest.mark.multiprocess
 def test_two_processes_split_the_feature_extraction(tmp_path_factory):
     """The head stage under torchrun with 2 processes on a fresh cache: each process computes its half of the 8
