@@ -205,8 +205,11 @@ def main(argv: Sequence[str] | None = None) -> str:
     p.add_argument("--sequences", type=int, default=8)
     p.add_argument("--seconds", type=float, default=2.0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--width", type=int, default=192, help="frame width (FRED: 1280)")
+    p.add_argument("--height", type=int, default=108, help="frame height (FRED: 720)")
     args = p.parse_args(argv)
-    root = ensure_synthetic_fred(args.out_dir, sequences=args.sequences, seconds=args.seconds, seed=args.seed)
+    root = ensure_synthetic_fred(args.out_dir, sequences=args.sequences, seconds=args.seconds, seed=args.seed,
+                                 width=args.width, height=args.height)
     print(root)
     return root
 

@@ -939,9 +939,13 @@ class ReaderCache:
         decode_size = getattr(transform, "decode_size", None)
         if decode_size is None:
             return self.get(path)
+        return self.get(path, decode_size(*self.source_size(path)))
+
+    def source_size(self, path: str) -> tuple[int, int]:
+        """(height, width) as stored (`video_size`), read once per path."""
         if path not in self._sizes:
             self._sizes[path] = video_size(path)
-        return self.get(path, decode_size(*self._sizes[path]))
+        return self._sizes[path]
 
     def __getstate__(self):  # readers are not picklable (spawned workers, deepcopy): start empty
         return {"threads": self.threads, "keep": self.keep, "_readers": {}, "_sizes": dict(self._sizes)}

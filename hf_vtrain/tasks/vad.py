@@ -21,6 +21,7 @@ from ..data.ucf_crime import (
     load_ucf_crime,
     num_video_snippets,
     resize_frames,
+    resize_frames_decode_size,
     validate_ucf_crime,
 )
 from ..models.fgclip_video import FGCLIPVideoModel
@@ -264,7 +265,8 @@ def compute_snippet_features(model: FGCLIPVideoModel, path: str, data_args: VADD
     from ..data.video_io import ReaderCache
 
     reader = reader or ReaderCache(data_args.decode_threads)
-    video = reader.get(path)
+    video = reader.get(path, resize_frames_decode_size(*reader.source_size(path), data_args.image_size,
+                                                       data_args.resize_mode))  # as the evaluation decodes
     indices = eval_frame_indices(video.num_frames, None)
     step = model.config.score_window_frames * chunk_windows
     parts = []
@@ -466,9 +468,10 @@ class VADPredictor(TaskPredictor):
     def run(self, plan: VideoPlan, advance) -> dict:
         import torch
 
-        from ..data.video_io import VideoReader
+        from ..data.video_io import VideoReader, video_size
 
-        reader = VideoReader(plan.path, num_threads=self.runtime.decode_threads)
+        size = resize_frames_decode_size(*video_size(plan.path), self.image_size, self.resize_mode)
+        reader = VideoReader(plan.path, num_threads=self.runtime.decode_threads, size=size)  # as the evaluation
         fed = plan.extra["fed"]
         piece = self.config.score_window_frames * max(1, self.runtime.batch_size)  # whole windows per forward
         pieces = [fed[i: i + piece] for i in range(0, len(fed), piece)]

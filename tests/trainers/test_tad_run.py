@@ -12,6 +12,7 @@ import torch
 import yaml
 
 from hf_vtrain import run as run_module
+from hf_vtrain.tasks.common import ensure_random_checkpoint
 from hf_vtrain.data.common import CorpusError
 from hf_vtrain.parser import RecipeError
 from tests.callbacks import StopAt
@@ -52,6 +53,19 @@ def tiny_argv(root, output_dir, **overrides):
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
     return tmp_path_factory.mktemp("tad_run")
+
+
+def tiny_backbone(root):
+    """The random VideoMAE of `tiny_argv` at root / "backbone", written as a run writes it (whichever test is first:
+    under pytest -n the tests of this module run in several processes, each with its own `root`)."""
+    from transformers import VideoMAEConfig, VideoMAEModel
+
+    argv = tiny_argv(root, root)
+    overrides = yaml.safe_load(dict(zip(argv[1::2], argv[2::2]))["--backbone_config_overrides"])
+    path = str(root / "backbone")
+    ensure_random_checkpoint(path, overrides, lambda tmp: VideoMAEModel(VideoMAEConfig(**overrides)).save_pretrained(tmp),
+                             "VideoMAE")
+    return root / "backbone"
 
 
 def test_whole_run_writes_everything(root):
@@ -145,9 +159,7 @@ def test_stock_resume_would_lose_attention_biases(root):
     from safetensors.torch import load_file
     from transformers import VideoMAEModel
 
-    ckpt = root / "backbone"
-    if not ckpt.exists():
-        pytest.skip("needs the backbone written by the whole-run test")
+    ckpt = tiny_backbone(root)
     model = VideoMAEModel.from_pretrained(ckpt)
     result = model.load_state_dict(load_file(ckpt / "model.safetensors"), strict=False)
     assert any("q_bias" in k for k in result.unexpected_keys)
