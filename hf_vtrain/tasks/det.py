@@ -22,6 +22,7 @@ For `modality: rgb_event` it reads a folder of RGB frames and pairs each with th
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 
 import json
@@ -90,9 +91,23 @@ def new_config(model_args: DetModelArguments, data_args: DetDataArguments):
                             label2id={n: i for i, n in enumerate(names)})
 
 
+def check_queries_fit(config, image_size: int, where: str) -> None:
+    """RT-DETR picks its num_queries from the encoder's positions (one per feature-map pixel at feat_strides): a frame
+    too small for them fails inside the first forward (torch.topk's 'selected index k out of range')."""
+    sides = [math.ceil(image_size / stride) for stride in config.feat_strides]
+    positions = sum(side * side for side in sides)
+    if positions < config.num_queries:
+        need = next(size for size in range(32 * math.ceil(image_size / 32), 100 * image_size + 64, 32)  # multiples
+                    if sum(math.ceil(size / st) ** 2 for st in config.feat_strides) >= config.num_queries)  # of 32
+        raise RecipeError(f"image_size {image_size}: {where} has {positions} encoder positions "
+                          f"({' + '.join(f'{n}x{n}' for n in sides)} at strides {list(config.feat_strides)}) for "
+                          f"num_queries {config.num_queries}; use image_size >= {need} or fewer queries "
+                          f"(model_config_overrides.num_queries)")
+
+
 def check_recipe(model_args: DetModelArguments, data_args: DetDataArguments) -> None:
     if not model_args.model_name_or_path:
-        new_config(model_args, data_args)
+        check_queries_fit(new_config(model_args, data_args), data_args.image_size, "the new RT-DETR")
 
 
 def build_model(model_args: DetModelArguments, data_args: DetDataArguments):
@@ -121,6 +136,7 @@ def build_model(model_args: DetModelArguments, data_args: DetDataArguments):
             logger.warning("model_config_overrides.%s is not applied to a loaded model", key)
     else:
         model = RTDetrDetector(new_config(model_args, data_args))
+    check_queries_fit(model.config, data_args.image_size, model_args.model_name_or_path or "the new RT-DETR")
     parts = {n: count_parameters(getattr(model.model, n)) for n in ("backbone", "encoder", "decoder")}
     logger.warning("RT-DETR: %s parameters (%s); %d input channels, %d classes", f"{count_parameters(model):,}",
                    ", ".join(f"{k} {v:,}" for k, v in parts.items()), data_args.in_channels, len(names))

@@ -216,6 +216,11 @@ def test_recipe_mistakes_end_before_training(root, tmp_path):
         run_module.prepare(tiny_argv(root, tmp_path / "a", modality="thermal"))
     with pytest.raises(RecipeError, match="'encoder_hiden_dim' is not a RTDetrConfig field"):
         run_module.main(tiny_argv(root, tmp_path / "b", model_config_overrides="{encoder_hiden_dim: 8}"))
+    # a frame too small for the queries: named before training, not a torch.topk failure in the first step
+    with pytest.raises(RecipeError, match=r"image_size 32: .* 21 encoder positions \(4x4 \+ 2x2 \+ 1x1 .* "
+                                          r"num_queries 30; use image_size >= 64"):
+        run_module.prepare(tiny_argv(root, tmp_path / "c", image_size=32,
+                                     model_config_overrides=json.dumps({**TINY, "num_queries": 30})))
 
 
 def test_map_during_training_false_skips_it_until_the_final_evaluation(root, tmp_path):
