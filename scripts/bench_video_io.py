@@ -134,6 +134,9 @@ def run_case(path: str, args) -> None:
         "eval": (eval_reader._reader, lambda i, indices: evaluate(eval_reader.get_frames(indices))),
         "decode": (train_reader._reader, lambda i, indices: train_reader.get_frames(indices)),
     }
+    if train_reader.size is not None:  # the same transform on frames decoded as stored: what it was before
+        sections["train_full"] = (full._reader, lambda i, indices: train(full.get_frames(indices),
+                                                                         clip_generator(args.seed, 0, i)))
     for _, fn in sections.values():  # warm-up, untimed
         fn(0, windows[0])
     wall = {key: [] for key in sections}
@@ -145,7 +148,7 @@ def run_case(path: str, args) -> None:
             w0, c0 = time.perf_counter(), time.process_time()
             for i, indices in enumerate(windows):
                 out = fn(i, indices)
-                if key in ("train", "eval"):
+                if key in ("train", "eval", "train_full"):
                     assert out.shape == (args.frames, 3, 160, 160) and out.dtype == torch.uint8
             wall[key].append(time.perf_counter() - w0)
             time.sleep(args.settle)  # the loop's trailing read-ahead counts in its CPU time
@@ -171,6 +174,9 @@ def run_case(path: str, args) -> None:
         print(f"(b) get_frames + TrainClipTransform 160x160 {fps['train']:8.0f}   "
               f"(its get_frames alone {fps['decode']:.0f}; transform {transform_us:.0f} us/frame)")
         print(f"(c) get_frames + EvalClipTransform 160x160  {fps['eval']:8.0f}")
+        if "train_full" in fps:
+            print(f"(d) as (b), decoded as stored (before)     {fps['train_full']:8.0f}   "
+                  f"ratio (d)/(a) = {fps['train_full'] / fps['raw']:.2f}")
         rounds = [f"{a / b:.2f}" for a, b in zip(seconds["raw"], seconds["train"])]
         print(f"ratio train (b)/(a) = {fps['train'] / fps['raw']:.2f} (rounds: {', '.join(rounds)})   "
               f"ratio eval (c)/(a) = {fps['eval'] / fps['raw']:.2f}")

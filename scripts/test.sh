@@ -12,4 +12,4 @@ if ! command -v git-lfs >/dev/null 2>&1 && [ "$(id -u)" = 0 ] && command -v apt-
   (apt-get update -qq && apt-get install -y -qq git-lfs) >/dev/null 2>&1 || echo "warning: git-lfs could not be installed"
 fi
 bash scripts/setup_env.sh tests,deepspeed
-exec .venv/bin/python -m pytest -n auto --durations=25 "$@"
+exec .venv/bin/python -m pytest -n auto --dist worksteal --durations=25 "$@"
