@@ -16,6 +16,8 @@ import os
 from .parser import RecipeError
 
 EMA_DIR = "ema"
+SAFE_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+PICKLED_WEIGHTS_PREFIX, PICKLED_WEIGHTS_SUFFIXES = "pytorch_model", (".bin", ".bin.index.json")
 PREPROCESSING_CONFIG_NAME = "preprocessing_config.json"
 PREPROCESSING_FORMAT = 1
 
@@ -48,13 +50,34 @@ def read_preprocessing_config(folder: str, source: str | None = None) -> dict:
     return config
 
 
+def check_weights_without_pickles(folder: str, source: str, flag: str) -> None:
+    """Loading a model reads safetensors and JSON only: a model folder (and each model folder inside it, e.g. a VAD
+    head's feature_model/) whose weights are only pickled (`pytorch_model*.bin`) is refused, naming the file and
+    `flag`, the switch that accepts it. Nothing is opened here; loading such a file would unpickle it, which can run
+    any code the file's author put in it (transformers' weights-only unpickler narrows that, but is not a sandbox)."""
+    folders = [folder] + sorted(
+        os.path.join(folder, name) for name in os.listdir(folder)
+        if os.path.isfile(os.path.join(folder, name, "config.json")) and not name.startswith(("checkpoint-", "phase"))
+    )
+    for model_folder in folders:
+        names = os.listdir(model_folder)
+        if any(name in SAFE_WEIGHTS for name in names):
+            continue
+        pickled = sorted(n for n in names if n.startswith(PICKLED_WEIGHTS_PREFIX) and n.endswith(PICKLED_WEIGHTS_SUFFIXES))
+        if pickled:
+            raise RecipeError(f"{os.path.join(model_folder, pickled[0])}: pickled weights are not loaded (unpickling "
+                              f"can run code from the file); convert them to safetensors, or pass {flag} if you "
+                              f"trust {source}")
+
+
 def resolve_model_folder(source, weights: str = "ema", key: str = "model_name_or_path", token: str | None = None,
-                         revision: str | None = None) -> tuple[str, str, str]:
+                         revision: str | None = None, pickle_flag: str | None = None) -> tuple[str, str, str]:
     """(folder holding the weights to use, "ema" or "raw", a short name of the source).
 
     `source`: a run folder or `checkpoint-N` folder (its `ema/` is used when `weights` is "ema" and it has one, else
     its own weights, with a warning), or a store repo id `owner/name` (downloaded from HF_ENDPOINT, without its
-    checkpoints). Every problem is one RecipeError naming `key` and the source."""
+    checkpoints). Every problem is one RecipeError naming `key` and the source. With `pickle_flag` (the switch not
+    given), a folder whose weights are only pickled is refused (`check_weights_without_pickles`)."""
     import logging
 
     if not source:
@@ -73,6 +96,8 @@ def resolve_model_folder(source, weights: str = "ema", key: str = "model_name_or
     if not os.path.isfile(os.path.join(chosen, "config.json")):
         raise RecipeError(f"{key}: {source} holds no model (no config.json): pass a run folder, a checkpoint-N "
                           f"folder or a store repo id")
+    if pickle_flag:
+        check_weights_without_pickles(chosen, source, pickle_flag)
     return chosen, kind, os.path.basename(os.path.normpath(source)) or "model"
 
 

@@ -44,6 +44,9 @@ def build_parser(task_names: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("--weights", choices=("ema", "raw"), default="ema",
                         help="the folder's ema/ weights where it has them (default), or its raw weights")
     parser.add_argument("--revision", default=None, help="store revision (branch, tag or commit) of a repo id")
+    parser.add_argument("--allow_pickled_weights", action="store_true",
+                        help="load a model whose weights are only pickled (pytorch_model.bin): only from a source you "
+                             "trust, unpickling can run code from the file")
     parser.add_argument("--device", default="auto", help="auto (the GPU when there is one), cpu, cuda, cuda:N")
     parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
                         help="autocast dtype; auto: fp16 on a GPU, fp32 on the CPU")
@@ -158,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     videos = find_videos(args.videos)  # a typo in a path ends here, before any weight is loaded
     runtime, precision = make_runtime(args)
     folder, kind, _ = resolve_model_folder(args.model, args.weights, key="--model", token=os.environ.get("HF_TOKEN"),
-                                           revision=args.revision)
+                                           revision=args.revision,
+                                           pickle_flag=None if args.allow_pickled_weights else "--allow_pickled_weights")
     preprocessing = read_preprocessing_config(folder, args.model)
     spec = get_task(preprocessing["task"])
     if spec.predictor is None:

@@ -124,9 +124,10 @@ def evaluation_source(model_args, training_args) -> tuple[str, str]:
     from hf_vtrain.model_folders import resolve_model_folder
 
     with training_args.main_process_first(desc="download the model"):
-        weights, kind, name = resolve_model_folder(getattr(model_args, "model_name_or_path", None),
-                                                   training_args.eval_weights, token=training_args.hub_token,
-                                                   revision=training_args.hub_revision)
+        weights, kind, name = resolve_model_folder(
+            getattr(model_args, "model_name_or_path", None), training_args.eval_weights, token=training_args.hub_token,
+            revision=training_args.hub_revision,
+            pickle_flag=None if training_args.allow_pickled_weights else "--allow_pickled_weights true")
     return weights, f"eval-{name}-{kind}"
 
 

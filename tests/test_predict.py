@@ -261,3 +261,40 @@ def test_skip_existing_continues_a_batch(tad_run, tmp_path, capsys):
     assert set(json.loads((out / "predictions.json").read_text())["results"]) == {v.stem for v in videos}
     assert (out / f"{videos[0].stem}.detections.json").stat().st_mtime_ns == before
     assert (out / f"{videos[1].stem}.detections.json").is_file()
+
+
+class _WritesAFile:
+    """Unpickling this calls open(path, "w"): the file appearing would prove the pickle was loaded."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return open, (self.path, "w")
+
+
+def test_pickled_weights_are_refused_and_never_unpickled(tad_run, tmp_path, capsys):
+    import pickle
+    import shutil
+
+    from hf_vtrain.model_folders import resolve_model_folder
+    from hf_vtrain.parser import RecipeError
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(tad_run.out, folder, ignore=shutil.ignore_patterns("checkpoint-*", "*.safetensors"))
+    marker = tmp_path / "unpickled.txt"
+    for weights in (folder, folder / "ema"):
+        with open(weights / "pytorch_model.bin", "wb") as handle:
+            pickle.dump(_WritesAFile(marker), handle)
+    videos = sorted(str(p) for p in tad_run.videos.glob("*.mp4"))
+    proc = predict(["--model", folder, videos[0], "--output", tmp_path / "out"], capsys)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "Traceback" not in proc.stderr
+    assert str(folder / "ema" / "pytorch_model.bin") in errors[0] and "--allow_pickled_weights" in errors[0]
+    assert not marker.exists()
+    # evaluate-only reads the folder the same way, with its own switch; a folder with safetensors loads as before
+    with pytest.raises(RecipeError, match=r"pytorch_model\.bin: pickled weights .* --allow_pickled_weights true"):
+        resolve_model_folder(str(folder), "raw", pickle_flag="--allow_pickled_weights true")
+    assert resolve_model_folder(str(tad_run.out), "ema", pickle_flag="--allow_pickled_weights true")[1] == "ema"
+    assert not marker.exists()

@@ -88,6 +88,11 @@ class VTrainingArguments(TrainingArguments):
         default="ema",
         metadata={"help": "Evaluate-only: ema (the folder's ema/ weights, where it has them) or raw."},
     )
+    allow_pickled_weights: bool = field(
+        default=False,
+        metadata={"help": "Evaluate-only: load a model whose weights are only pickled (pytorch_model.bin); only from "
+                          "a source you trust: unpickling can run code from the file."},
+    )
     eval_start_epoch: int = field(default=0, metadata={"help": "First epoch (1-based) to evaluate at."})
     eval_every_epochs: int = field(
         default=0, metadata={"help": "Evaluate every K epochs from eval_start_epoch; 0 uses eval_strategy."}
