@@ -49,6 +49,26 @@ class CorpusArguments:
         return out
 
 
+def data_arguments_from(cls, source, **overrides):
+    """A corpus's data arguments (`cls`, a CorpusArguments dataclass) from an instance, a mapping, or a recipe file
+    (its top-level keys that are `cls` fields; the rest of the recipe is not read), with `overrides` on top."""
+    if isinstance(source, cls) and not overrides:
+        return source
+    if isinstance(source, cls):
+        values = dataclasses.asdict(source)
+    elif isinstance(source, (str, os.PathLike)):
+        import yaml
+
+        with open(source, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: a recipe is a mapping of keys")
+    else:
+        values = dict(source)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in {**values, **overrides}.items() if k in names})
+
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")  # frames stored as images (FRED), also predict's frame folders
 
 

@@ -680,29 +680,89 @@ def _features():
     return _TABLE_FEATURES
 
 
-def _video_record(entry: _VideoEntry, stride: int) -> dict:
+def corpus_features(class_names: list[str]):
+    """The typed columns of `load_corpus`: one row per video."""
+    import datasets
+
+    return datasets.Features({
+        "video_id": datasets.Value("string"),
+        "subset": datasets.Value("string"),
+        "path": datasets.Value("string"),
+        "fps": datasets.Value("float64"),  # OpenTAD's convention: annotation frame / duration
+        "duration": datasets.Value("float64"),
+        "num_frames": datasets.Value("int64"),  # what the file holds (the decoder's count)
+        "annotation_frames": datasets.Value("int64"),  # the annotation's "frame"
+        "segments": datasets.List(datasets.List(datasets.Value("float64"), length=2)),  # kept [start, end] seconds
+        "labels": datasets.List(datasets.ClassLabel(names=list(class_names))),
+    })
+
+
+def _corpus_row(entry: _VideoEntry) -> dict:
     return {
         "video_id": entry.video_id,
+        "subset": entry.subset,
         "path": entry.path,
-        "fps": entry.frame / entry.duration,  # OpenTAD's convention: annotation frame / duration
+        "fps": entry.frame / entry.duration,
         "duration": float(entry.duration),
-        "num_frames": int(entry.file_frames if entry.file_frames else entry.frame),  # what the file holds
-        "sample_stride": stride,
+        "num_frames": int(entry.file_frames if entry.file_frames else entry.frame),
+        "annotation_frames": int(entry.frame),
+        "segments": [list(seg) for seg in entry.segments],
+        "labels": list(entry.labels),
     }
 
 
-def ground_truth_json(entries: list[_VideoEntry], class_names: list[str]) -> dict:
+def _validated_corpus(args: TADDataArguments):
+    """(DatasetDict with "train" and "test": the videos of train_subset / eval_subset, capped by max_*_videos (the
+    training cap counts videos with a kept segment, as the training table does); class names). Generates the synthetic corpus first when asked; every corpus problem is one CorpusError."""
+    import datasets
+
+    if args.synthetic:
+        from .synthetic_thumos14 import ensure_synthetic_thumos14
+
+        ensure_synthetic_thumos14(args.data_root, **args.synthetic_kwargs())
+    report, class_names, entries = _check_corpus(args)
+    if not report.ok:
+        raise CorpusError(report)
+    features = corpus_features(class_names)
+    train = entries[args.train_subset]
+    if args.max_train_videos is not None:  # the first n training videos that train (have a kept segment)
+        with_segments = [i for i, e in enumerate(train) if e.segments]
+        train = train[: with_segments[args.max_train_videos - 1] + 1] if len(with_segments) >= args.max_train_videos \
+            and args.max_train_videos > 0 else (train if args.max_train_videos > 0 else [])
+    splits = {"train": train, "test": entries[args.eval_subset][: args.max_eval_videos]}
+    return datasets.DatasetDict({
+        name: datasets.Dataset.from_list([_corpus_row(e) for e in rows], features=features)
+        for name, rows in splits.items()
+    }), class_names, report
+
+
+def load_corpus(source, **overrides):
+    """THUMOS-14 in OpenTAD's layout as a typed `datasets.DatasetDict` ("train", "test": one row per video, classes as
+    ClassLabel), validated as a run validates it; the one the tad task builds its windows from. `source`: a recipe
+    file, a mapping of data keys, or TADDataArguments; `overrides` on top (e.g. data_root=...)."""
+    from .common import data_arguments_from
+
+    return _validated_corpus(data_arguments_from(TADDataArguments, source, **overrides))[0]
+
+
+def _video_record(row: dict, stride: int) -> dict:
+    keys = ("video_id", "path", "fps", "duration", "num_frames")
+    return {**{k: row[k] for k in keys}, "sample_stride": stride}
+
+
+def ground_truth_json(rows, class_names: list[str]) -> dict:
     return {
         "database": {
-            e.video_id: {
-                "subset": e.subset,
-                "duration": float(e.duration),
-                "frame": int(e.frame),
+            row["video_id"]: {
+                "subset": row["subset"],
+                "duration": float(row["duration"]),
+                "frame": int(row["annotation_frames"]),
                 "annotations": [
-                    {"label": class_names[label], "segment": list(seg)} for seg, label in zip(e.segments, e.labels)
+                    {"label": class_names[label], "segment": list(seg)} for seg, label in zip(row["segments"],
+                                                                                              row["labels"])
                 ],
             }
-            for e in entries
+            for row in rows
         }
     }
 
@@ -721,33 +781,27 @@ def load_thumos14(
     """
     import datasets
 
-    if args.synthetic:
-        from .synthetic_thumos14 import ensure_synthetic_thumos14
-
-        ensure_synthetic_thumos14(args.data_root, **args.synthetic_kwargs())
-    report, class_names, entries = _check_corpus(args)
-    if not report.ok:
-        raise CorpusError(report)
+    corpus, class_names, report = _validated_corpus(args)
     if train_clip_transform is None or eval_clip_transform is None:
         default_train, default_eval = build_clip_transforms(args, seed)
         train_clip_transform = train_clip_transform or default_train
         eval_clip_transform = eval_clip_transform or default_eval
     stride = args.sample_stride
 
-    train_entries = [e for e in entries[args.train_subset] if e.segments][: args.max_train_videos]
+    train_entries = [row for row in corpus["train"] if row["segments"]]  # a video without a kept segment trains nothing
     train_videos = [_video_record(e, stride) for e in train_entries]
     train_rows = [
-        {**v, "index": i, "video_index": i, "window_start": 0, "segments": e.segments, "labels": e.labels}
+        {**v, "index": i, "video_index": i, "window_start": 0, "segments": e["segments"], "labels": e["labels"]}
         for i, (v, e) in enumerate(zip(train_videos, train_entries))
     ]
-    eval_entries = entries[args.eval_subset][: args.max_eval_videos]
+    eval_entries = list(corpus["test"])
     videos = [_video_record(e, stride) for e in eval_entries]
     eval_rows = []
     for vi, (v, e) in enumerate(zip(videos, eval_entries)):
         for start in eval_window_starts(num_sampled_frames(v["num_frames"], stride), args.window_size,
                                         args.eval_window_stride):  # fmt: skip
             eval_rows.append({**v, "index": len(eval_rows), "video_index": vi, "window_start": start,
-                              "segments": e.segments, "labels": e.labels})  # fmt: skip
+                              "segments": e["segments"], "labels": e["labels"]})  # fmt: skip
     columns = list(_features())
 
     def table(rows):

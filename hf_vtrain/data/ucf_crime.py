@@ -1004,11 +1004,32 @@ def _load_tokenizer(args: VADDataArguments):
     return AutoTokenizer.from_pretrained(args.resolve(args.tokenizer_name_or_path))
 
 
-def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokenizer_loader=None) -> VADCorpus:
-    """Validates the corpus (raises CorpusError listing every problem) and builds the training-clip and test-video
-    datasets with their lazy transforms. The tokenizer is `tokenizer`, else `tokenizer_loader()`, else
-    AutoTokenizer(tokenizer_name_or_path); a loader runs after the corpus check, so a corpus with problems is
-    reported before any weight or tokenizer is fetched."""
+def corpus_features(class_names: list[str]) -> tuple:
+    """The typed columns of `load_corpus`: (train: one row per training record, a clip of a video with its captions
+    and region boxes; test: one row per test video with its annotated anomalies)."""
+    import datasets
+
+    label = datasets.ClassLabel(names=list(class_names))
+    train = datasets.Features({
+        "video": datasets.Value("string"), "key": datasets.Value("string"), "class_name": label,
+        "path": datasets.Value("string"), "clip_start": datasets.Value("int64"), "clip_end": datasets.Value("int64"),
+        "global_caption": datasets.Value("string"), "short_caption": datasets.Value("string"),
+        "region_captions": datasets.List(datasets.Value("string")),
+        "region_keyframes": datasets.List(datasets.List(datasets.List(datasets.Value("float64")))),
+        "region_negatives": datasets.List(datasets.List(datasets.Value("string"))),
+    })  # fmt: skip
+    test = datasets.Features({
+        "key": datasets.Value("string"), "video": datasets.Value("string"), "class_name": label,
+        "path": datasets.Value("string"), "num_frames": datasets.Value("int64"), "fps": datasets.Value("float64"),
+        "anomalies": datasets.List(datasets.List(datasets.Value("int64"), length=2)),  # end-exclusive frames
+    })  # fmt: skip
+    return train, test
+
+
+def _validated_corpus(args: VADDataArguments):
+    """(DatasetDict "train" / "test", capped by max_train_videos / max_test_videos; the validation report; the test
+    videos as dicts; the temporal annotations). Generates the synthetic corpus first when asked; every corpus
+    problem is one CorpusError."""
     import datasets
 
     if args.synthetic:
@@ -1018,9 +1039,6 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokeni
     report, records, test_videos, annotations = _check_corpus(args)
     if not report.ok:
         raise CorpusError(report)
-    if tokenizer is None:
-        tokenizer = tokenizer_loader() if tokenizer_loader is not None else _load_tokenizer(args)
-
     if args.max_train_videos is not None:
         keep = set(list(dict.fromkeys(r.key for r in records))[: args.max_train_videos])
         records = [r for r in records if r.key in keep]
@@ -1028,40 +1046,54 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokeni
     for v in test_videos:
         v["num_snippets"] = num_video_snippets(v["num_frames"])
         v.pop("line", None)
-    train_table = {
-        "index": list(range(len(records))),
-        "video": [r.video for r in records],
-        "key": [r.key for r in records],
-        "class_name": [r.class_name for r in records],
-        "path": [r.path for r in records],
-        "clip_start": [r.clip_start for r in records],
-        "clip_end": [r.clip_end for r in records],
-        "global_caption": [r.global_caption for r in records],
-        "short_caption": [r.short_caption for r in records],
-        "region_captions": [r.region_captions for r in records],
-        "region_keyframes": [r.keyframes for r in records],
+    class_names = sorted({r.class_name for r in records} | {v["class_name"] for v in test_videos})
+    train_features, test_features = corpus_features(class_names)
+    train = datasets.Dataset.from_dict({
+        "video": [r.video for r in records], "key": [r.key for r in records],
+        "class_name": [r.class_name for r in records], "path": [r.path for r in records],
+        "clip_start": [r.clip_start for r in records], "clip_end": [r.clip_end for r in records],
+        "global_caption": [r.global_caption for r in records], "short_caption": [r.short_caption for r in records],
+        "region_captions": [r.region_captions for r in records], "region_keyframes": [r.keyframes for r in records],
         "region_negatives": [r.negatives for r in records],
-    }
-    train_features = datasets.Features({
-        "index": datasets.Value("int64"), "video": datasets.Value("string"), "key": datasets.Value("string"),
-        "class_name": datasets.Value("string"), "path": datasets.Value("string"),
-        "clip_start": datasets.Value("int64"), "clip_end": datasets.Value("int64"),
-        "global_caption": datasets.Value("string"), "short_caption": datasets.Value("string"),
-        "region_captions": datasets.List(datasets.Value("string")),
-        "region_keyframes": datasets.List(datasets.List(datasets.List(datasets.Value("float64")))),
-        "region_negatives": datasets.List(datasets.List(datasets.Value("string"))),
-    })  # fmt: skip
-    eval_columns = ("key", "video", "class_name", "path", "num_frames", "fps", "num_snippets")
-    eval_table = {"index": list(range(len(test_videos))), "video_index": list(range(len(test_videos)))}
-    eval_table.update({c: [v[c] for v in test_videos] for c in eval_columns})
-    eval_features = datasets.Features({
-        "index": datasets.Value("int64"), "video_index": datasets.Value("int64"), "key": datasets.Value("string"),
-        "video": datasets.Value("string"), "class_name": datasets.Value("string"), "path": datasets.Value("string"),
-        "num_frames": datasets.Value("int64"), "fps": datasets.Value("float64"),
-        "num_snippets": datasets.Value("int64"),
-    })  # fmt: skip
-    train_dataset = datasets.Dataset.from_dict(train_table, features=train_features)
-    eval_dataset = datasets.Dataset.from_dict(eval_table, features=eval_features)
+    }, features=train_features)  # fmt: skip
+    test = datasets.Dataset.from_dict({
+        **{c: [v[c] for v in test_videos] for c in ("key", "video", "class_name", "path", "num_frames", "fps")},
+        "anomalies": [[list(seg) for seg in annotations.get(v["key"], [])] for v in test_videos],
+    }, features=test_features)
+    return datasets.DatasetDict({"train": train, "test": test}), report, test_videos, annotations
+
+
+def load_corpus(source, **overrides):
+    """UCF-Crime in its published layout (videos, Anomaly_Train/Test lists, temporal annotations, FG-CLIP-format
+    training records) as a typed `datasets.DatasetDict` ("train": one row per training record; "test": one row per
+    test video with its anomalies; classes as ClassLabel), validated as a run validates it; the one the vad task
+    builds its tables from. `source`: a recipe file, a mapping of data keys, or VADDataArguments."""
+    from .common import data_arguments_from
+
+    return _validated_corpus(data_arguments_from(VADDataArguments, source, **overrides))[0]
+
+
+def class_strings(dataset) -> list[str]:
+    """The class_name column of a `load_corpus` split as names."""
+    return [dataset.features["class_name"].int2str(i) for i in dataset["class_name"]]
+
+
+def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokenizer_loader=None) -> VADCorpus:
+    """Validates the corpus (raises CorpusError listing every problem) and builds the training-clip and test-video
+    datasets with their lazy transforms from `load_corpus`'s. The tokenizer is `tokenizer`, else
+    `tokenizer_loader()`, else AutoTokenizer(tokenizer_name_or_path); a loader runs after the corpus check, so a
+    corpus with problems is reported before any weight or tokenizer is fetched."""
+    corpus, report, test_videos, annotations = _validated_corpus(args)
+    if tokenizer is None:
+        tokenizer = tokenizer_loader() if tokenizer_loader is not None else _load_tokenizer(args)
+    # the task's tables: the corpus's columns (class names as strings) with the row numbers the transforms use
+    train, test = corpus["train"], corpus["test"]
+    train_dataset = train.remove_columns("class_name").add_column("class_name", class_strings(train)).add_column(
+        "index", list(range(len(train))))
+    eval_dataset = test.remove_columns(["anomalies", "class_name"]).add_column("class_name", class_strings(test))
+    eval_dataset = eval_dataset.add_column("index", list(range(len(test)))).add_column(
+        "video_index", list(range(len(test)))).add_column("num_snippets", [v["num_snippets"] for v in test_videos])
+    records = train  # counts below
     train_transform = VADTrainTransform(tokenizer, args.num_frames, args.image_size, args.max_regions,
                                         args.max_caption_tokens, args.max_region_tokens, args.flip_prob, seed,
                                         args.decode_threads, args.resize_mode)  # fmt: skip
@@ -1082,6 +1114,6 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokeni
         eval_transform=eval_transform,
         train_collator=partial(collate_vad_train, pad_token_id=pad),
         eval_collator=collate_vad_eval,
-        num_records_with_boxes=sum(any(len(kf) for kf in r.keyframes) for r in records),
-        num_records_with_negatives=sum(any(len(n) for n in r.negatives) for r in records),
+        num_records_with_boxes=sum(any(len(kf) for kf in r) for r in records["region_keyframes"]),
+        num_records_with_negatives=sum(any(len(n) for n in r) for r in records["region_negatives"]),
     )

@@ -494,3 +494,37 @@ def test_validation_catches_a_cut_file(corpus_root, tmp_path):
     path.write_bytes(data[: len(data) // 2])
     report = validate_thumos14(_args(root))
     assert len(report.problems) == 1 and "video_validation_0000002" in report.problems[0], report.format()
+
+
+def test_load_corpus_is_the_typed_corpus_the_task_windows_come_from(corpus_root, tmp_path):
+    import datasets
+
+    from hf_vtrain.data.thumos14 import load_corpus
+
+    corpus = load_corpus({"data_root": str(corpus_root)})
+    assert isinstance(corpus, datasets.DatasetDict) and set(corpus) == {"train", "test"}
+    features = corpus["train"].features
+    class_names = [line.strip() for line in open(os.path.join(corpus_root, "annotations", "category_idx.txt"))
+                   if line.strip()]
+    assert features["labels"].feature.names == class_names  # ClassLabel
+    assert features["segments"] == datasets.List(datasets.List(datasets.Value("float64"), length=2))
+    assert {features[k].dtype for k in ("fps", "duration")} == {"float64"} and features["num_frames"].dtype == "int64"
+    database = _database(corpus_root)
+    example = corpus["test"][0]
+    assert example["subset"] == "validation" and example["video_id"] in database
+    entry = database[example["video_id"]]
+    assert example["fps"] == pytest.approx(entry["frame"] / entry["duration"])
+    assert [features["labels"].feature.int2str(i) for i in example["labels"]] == [
+        a["label"] for a in entry["annotations"] if a["label"] in class_names]
+    # the task's tables: training videos with a kept segment, evaluation windows of the test videos, same values
+    loaded = _load(corpus_root)
+    assert loaded.train_dataset.data.column("video_id").to_pylist() == [r["video_id"] for r in corpus["train"]
+                                                                        if r["segments"]]
+    assert set(loaded.eval_dataset.data.column("video_id").to_pylist()) == set(corpus["test"]["video_id"])
+    # from a recipe file, with overrides; problems are the run's CorpusError
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"task: tad\ndata_root: {corpus_root}\nmax_train_videos: 1\nlearning_rate: 0.1\n")
+    capped = load_corpus(str(recipe))
+    assert sum(1 for r in capped["train"] if r["segments"]) == 1 and len(capped["test"]) == len(corpus["test"])
+    with pytest.raises(CorpusError):
+        load_corpus(str(recipe), annotation_path="annotations/missing.json")

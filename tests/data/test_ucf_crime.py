@@ -519,3 +519,26 @@ def test_video_class_and_debug_limits(root, tokenizer):
     assert len(set(corpus.train_dataset.with_format(None)["key"])) == 2 and len(corpus.eval_dataset) == 1
     with pytest.raises(ValueError, match="translation_file"):
         VADDataArguments(non_english_captions="translate")
+
+
+def test_load_corpus_is_the_typed_corpus_the_task_tables_come_from(root, tokenizer):
+    import datasets
+
+    from hf_vtrain.data.ucf_crime import load_corpus, load_ucf_crime
+
+    args = _args(root)
+    corpus = load_corpus(args)  # no tokenizer needed: nothing is tokenised
+    assert isinstance(corpus, datasets.DatasetDict) and set(corpus) == {"train", "test"}
+    names = corpus["test"].features["class_name"].names
+    assert "Normal" in names and names == corpus["train"].features["class_name"].names == sorted(names)
+    assert corpus["test"].features["anomalies"] == datasets.List(datasets.List(datasets.Value("int64"), length=2))
+    loaded = load_ucf_crime(args, tokenizer=tokenizer)
+    assert len(corpus["test"]) == len(loaded.test_videos) and len(corpus["train"]) == len(loaded.train_dataset)
+    for row, video in zip(corpus["test"], loaded.test_videos):  # the same videos, their annotated anomalies
+        assert row["key"] == video["key"] and row["num_frames"] == video["num_frames"]
+        assert [tuple(a) for a in row["anomalies"]] == list(loaded.annotations.get(row["key"], []))
+        assert (names[row["class_name"]] == "Normal") == (not row["anomalies"])
+    assert loaded.train_dataset.data.column("class_name").to_pylist() == [
+        names[i] for i in corpus["train"]["class_name"]]
+    assert load_corpus({"data_root": str(root), "train_list": "Anomaly_Train.txt", "max_test_videos": 2})[
+        "test"].num_rows == 2
