@@ -605,7 +605,26 @@ class DetCorpus:
         return coco_ground_truth(images, [r["boxes"] for r in self.eval_records], self.class_names)
 
 
-def load_fred(args: DetDataArguments, seed: int = 0) -> DetCorpus:
+def corpus_features(class_names: list[str]):
+    """The typed columns of `load_corpus`: one row per frame (RGB, or event frames, or the pair), boxes in pixels of
+    the stored frame as [x1, y1, x2, y2], an empty list for a frame without a drone."""
+    import datasets
+
+    return datasets.Features({
+        "sequence": datasets.Value("string"),
+        "image": datasets.Image(),  # the frame's file (decoded on access); the RGB frame for rgb_event
+        "event": datasets.Image(),  # rgb_event: the paired event frame; else None
+        "time_us": datasets.Value("int64"),  # capture time on the sequence clock
+        "width": datasets.Value("int64"),
+        "height": datasets.Value("int64"),
+        "boxes": datasets.List(datasets.List(datasets.Value("float64"), length=4)),
+        "labels": datasets.List(datasets.ClassLabel(names=list(class_names))),
+    })
+
+
+def _validated_corpus(args: DetDataArguments):
+    """(DatasetDict "train" / "test" with train_frame_stride and the max_*_frames caps applied; the validation
+    report). Generates the synthetic corpus first when asked; every corpus problem is one CorpusError."""
     import datasets
 
     if args.synthetic:
@@ -621,7 +640,48 @@ def load_fred(args: DetDataArguments, seed: int = 0) -> DetCorpus:
         for r in train:
             by_seq.setdefault(r["sequence"], []).append(r)
         train = [r for seq in by_seq.values() for r in seq[:: args.train_frame_stride]]
-    train, test = train[: args.max_train_frames], parts["test"][: args.max_eval_frames]
+    splits = {"train": train[: args.max_train_frames], "test": parts["test"][: args.max_eval_frames]}
+    features = corpus_features(args.class_names)
+    return datasets.DatasetDict({
+        part: datasets.Dataset.from_dict({
+            "sequence": [r["sequence"] for r in rows], "image": [r["image"] for r in rows],
+            "event": [r["event"] for r in rows], "time_us": [int(r["time_us"]) for r in rows],
+            "width": [r["width"] for r in rows], "height": [r["height"] for r in rows],
+            "boxes": [[list(b[:4]) for b in r["boxes"]] for r in rows],
+            "labels": [[int(b[4]) for b in r["boxes"]] for r in rows],
+        }, features=features)
+        for part, rows in splits.items()
+    }), report
+
+
+def load_corpus(source, **overrides):
+    """FRED in its published layout as a typed `datasets.DatasetDict` ("train", "test": one row per frame of the
+    recipe's modality, frames as `datasets.Image`, boxes as sequences, classes as ClassLabel), validated as a run
+    validates it; the one the det task builds its samples from. `source`: a recipe file, a mapping of data keys, or
+    DetDataArguments."""
+    from .common import data_arguments_from
+
+    return _validated_corpus(data_arguments_from(DetDataArguments, source, **overrides))[0]
+
+
+def _records(dataset) -> list[dict]:
+    """A `load_corpus` split as the samples' records, read from its Arrow columns (no frame decoded)."""
+    table = dataset.data
+    columns = {name: table.column(name).to_pylist() for name in ("sequence", "time_us", "width", "height", "boxes",
+                                                                 "labels")}
+    images = [cell["path"] for cell in table.column("image").to_pylist()]
+    events = [cell["path"] if cell else None for cell in table.column("event").to_pylist()]
+    return [{"sequence": columns["sequence"][i], "image": images[i], "event": events[i],
+             "time_us": columns["time_us"][i], "width": columns["width"][i], "height": columns["height"][i],
+             "boxes": [(*box, label) for box, label in zip(columns["boxes"][i], columns["labels"][i])]}
+            for i in range(len(images))]
+
+
+def load_fred(args: DetDataArguments, seed: int = 0) -> DetCorpus:
+    import datasets
+
+    corpus, report = _validated_corpus(args)
+    train, test = _records(corpus["train"]), _records(corpus["test"])
     transforms = {"train": DetSampleTransform(train, args, train=True, seed=seed),
                   "test": DetSampleTransform(test, args, train=False)}
     tables = {}

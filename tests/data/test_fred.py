@@ -167,3 +167,30 @@ def test_evaluation_sample_and_the_rt_detr_label_convention(corpus):
     assert len(gt["images"]) == len(c.eval_records) and gt["annotations"][0]["id"] == 1
     batch = fred.collate_det([c.train_dataset[i] for i in range(3)])
     assert batch["pixel_values"].shape == (3, 6, 64, 64) and len(batch["labels"]) == 3
+
+
+def test_load_corpus_is_the_typed_corpus_the_samples_come_from(tmp_path):
+    import datasets
+
+    from hf_vtrain.data.fred import DetDataArguments, load_corpus, load_fred
+    from hf_vtrain.data.synthetic_fred import make_synthetic_fred
+
+    root = make_synthetic_fred(tmp_path / "fred", sequences=4, seconds=0.5)
+    for modality in ("rgb", "rgb_event"):
+        args = DetDataArguments(data_root=root, modality=modality)
+        corpus = load_corpus(args)
+        assert isinstance(corpus, datasets.DatasetDict) and set(corpus) == {"train", "test"}
+        features = corpus["test"].features
+        assert isinstance(features["image"], datasets.Image) and features["labels"].feature.names == ["drone"]
+        assert features["boxes"] == datasets.List(datasets.List(datasets.Value("float64"), length=4))
+        example = corpus["test"][0]
+        assert example["image"].size == (example["width"], example["height"])  # decoded on access, as datasets does
+        assert (example["event"] is None) == (modality == "rgb")
+        loaded = load_fred(args)
+        assert [r["image"] for r in loaded.eval_records] == [c["path"] for c in corpus["test"].data.column(
+            "image").to_pylist()]
+        assert [[list(b) for b in r["boxes"]] for r in loaded.eval_records] == [
+            [[*box, label] for box, label in zip(boxes, labels)]
+            for boxes, labels in zip(corpus["test"]["boxes"], corpus["test"]["labels"])]
+        assert any(not r["boxes"] for r in loaded.eval_records)  # empty frames kept
+    assert load_corpus({"data_root": root, "max_eval_frames": 3})["test"].num_rows == 3
