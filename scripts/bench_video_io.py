@@ -109,7 +109,7 @@ def run_case(path: str, args) -> None:
     evaluate = EvalClipTransform()
     cache = ReaderCache(args.threads, keep=3)
     full = cache.get(path)
-    train_reader, eval_reader = cache.get_for(path, train), cache.get_for(path, evaluate)
+    train_reader, eval_reader = cache.get_for(path, train.decode_size), cache.get_for(path, evaluate.decode_size)
     height, width = raw[0].shape[:2]
     kbps = os.path.getsize(path) * 8 / 1000 / (len(raw) / raw.get_avg_fps())
     print(f"== video: {width}x{height}, {len(raw)} frames at {raw.get_avg_fps():.2f} fps, {kbps:.0f} kbit/s; "

@@ -57,12 +57,9 @@ def data_arguments_from(cls, source, **overrides):
     if isinstance(source, cls):
         values = dataclasses.asdict(source)
     elif isinstance(source, (str, os.PathLike)):
-        import yaml
+        from ..parser import read_recipe  # the run's reader: its errors name the file (RecipeError)
 
-        with open(source, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
-        if not isinstance(values, dict):
-            raise ValueError(f"{source}: a recipe is a mapping of keys")
+        values = read_recipe(os.fspath(source))
     else:
         values = dict(source)
     names = {f.name for f in dataclasses.fields(cls)}

@@ -523,7 +523,8 @@ class _WindowTransformBase(RowTransform):
 
     def _sample(self, row: dict, start: int, num_valid: int, segments, labels, generator) -> dict:
         indices, mask = window_frame_indices(start, num_valid, self.window_size, self.sample_stride, row["num_frames"])
-        clip = self._readers.get_for(row["path"], self.clip_transform).get_frames(indices)
+        reader = self._readers.get_for(row["path"], getattr(self.clip_transform, "decode_size", None))
+        clip = reader.get_frames(indices)
         pixels = self.clip_transform(clip, generator)
         return {
             "pixel_values": pixels,
@@ -725,10 +726,11 @@ def _validated_corpus(args: TADDataArguments):
         raise CorpusError(report)
     features = corpus_features(class_names)
     train = entries[args.train_subset]
-    if args.max_train_videos is not None:  # the first n training videos that train (have a kept segment)
-        with_segments = [i for i, e in enumerate(train) if e.segments]
-        train = train[: with_segments[args.max_train_videos - 1] + 1] if len(with_segments) >= args.max_train_videos \
-            and args.max_train_videos > 0 else (train if args.max_train_videos > 0 else [])
+    cap = args.max_train_videos
+    if cap is not None:  # up to the cap-th training video that trains (has a kept segment)
+        trained = [i for i, e in enumerate(train) if e.segments]
+        if len(trained) > cap:
+            train = train[: trained[cap - 1] + 1] if cap > 0 else []
     splits = {"train": train, "test": entries[args.eval_subset][: args.max_eval_videos]}
     return datasets.DatasetDict({
         name: datasets.Dataset.from_list([_corpus_row(e) for e in rows], features=features)

@@ -51,7 +51,15 @@ from .common import (
     is_finite_number,
     probe_file,
 )
-from .video_io import ReaderCache, shrinking_short_side, center_crop, clip_generator, resize, resize_short_side
+from .video_io import (
+    ReaderCache,
+    center_crop,
+    clip_generator,
+    decode_smaller,
+    resize,
+    resize_short_side,
+    shrinking_short_side,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -694,8 +702,8 @@ def resize_frames(clip, size: int, mode: str) -> tuple[torch.Tensor, tuple[float
 def resize_frames_decode_size(height: int, width: int, size: int, mode: str) -> tuple[int, int] | None:
     """The size to decode a height x width video at for `resize_frames`: its first resize, when that shrinks (then
     `resize_frames` has nothing left to resample; None: decode as stored)."""
-    if mode == "squash":  # as shrinking_short_side: only when it at least halves the pixels
-        return (size, size) if 2 * size * size <= height * width else None
+    if mode == "squash":
+        return decode_smaller((size, size), height, width)
     return shrinking_short_side(height, width, size)
 
 
@@ -772,7 +780,7 @@ class VADTrainTransform(RowTransform, EpochSeeded):
     def transform_row(self, row: dict) -> dict:
         generator = clip_generator(self.seed, self.epoch, row["index"])
         indices, mask = uniform_frame_indices(row["clip_start"], row["clip_end"], self.num_frames)
-        clip = self._readers.get_for(row["path"], self).get_frames(indices)
+        clip = self._readers.get_for(row["path"], self.decode_size).get_frames(indices)
         pixels, window = resize_frames(clip, self.image_size, self.resize_mode)
         flip = bool(torch.rand(1, generator=generator) < self.flip_prob)  # drawn always: a stable random stream
         if flip:
@@ -827,8 +835,8 @@ class VADEvalTransform(RowTransform):
 
     def transform_row(self, row: dict) -> dict:
         indices = eval_frame_indices(row["num_frames"], self.max_eval_snippets)
-        pixels, _ = resize_frames(self._readers.get_for(row["path"], self).get_frames(indices), self.image_size,
-                                  self.resize_mode)
+        clip = self._readers.get_for(row["path"], self.decode_size).get_frames(indices)
+        pixels, _ = resize_frames(clip, self.image_size, self.resize_mode)
         return {"pixel_values": pixels, "video_index": int(row["video_index"]),
                 "num_snippets": int(row["num_snippets"])}  # fmt: skip
 
@@ -1093,7 +1101,6 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokeni
     eval_dataset = test.remove_columns(["anomalies", "class_name"]).add_column("class_name", class_strings(test))
     eval_dataset = eval_dataset.add_column("index", list(range(len(test)))).add_column(
         "video_index", list(range(len(test)))).add_column("num_snippets", [v["num_snippets"] for v in test_videos])
-    records = train  # counts below
     train_transform = VADTrainTransform(tokenizer, args.num_frames, args.image_size, args.max_regions,
                                         args.max_caption_tokens, args.max_region_tokens, args.flip_prob, seed,
                                         args.decode_threads, args.resize_mode)  # fmt: skip
@@ -1114,6 +1121,6 @@ def load_ucf_crime(args: VADDataArguments, tokenizer=None, seed: int = 0, tokeni
         eval_transform=eval_transform,
         train_collator=partial(collate_vad_train, pad_token_id=pad),
         eval_collator=collate_vad_eval,
-        num_records_with_boxes=sum(any(len(kf) for kf in r) for r in records["region_keyframes"]),
-        num_records_with_negatives=sum(any(len(n) for n in r) for r in records["region_negatives"]),
+        num_records_with_boxes=sum(any(len(kf) for kf in r) for r in train["region_keyframes"]),
+        num_records_with_negatives=sum(any(len(n) for n in r) for r in train["region_negatives"]),
     )

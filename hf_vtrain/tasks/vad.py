@@ -9,6 +9,7 @@ import json
 import logging
 import os
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -265,8 +266,8 @@ def compute_snippet_features(model: FGCLIPVideoModel, path: str, data_args: VADD
     from ..data.video_io import ReaderCache
 
     reader = reader or ReaderCache(data_args.decode_threads)
-    video = reader.get(path, resize_frames_decode_size(*reader.source_size(path), data_args.image_size,
-                                                       data_args.resize_mode))  # as the evaluation decodes
+    video = reader.get_for(path, partial(resize_frames_decode_size, size=data_args.image_size,
+                                         mode=data_args.resize_mode))  # as the evaluation decodes
     indices = eval_frame_indices(video.num_frames, None)
     step = model.config.score_window_frames * chunk_windows
     parts = []
@@ -468,10 +469,10 @@ class VADPredictor(TaskPredictor):
     def run(self, plan: VideoPlan, advance) -> dict:
         import torch
 
-        from ..data.video_io import VideoReader, video_size
+        from ..data.video_io import ReaderCache
 
-        size = resize_frames_decode_size(*video_size(plan.path), self.image_size, self.resize_mode)
-        reader = VideoReader(plan.path, num_threads=self.runtime.decode_threads, size=size)  # as the evaluation
+        reader = ReaderCache(self.runtime.decode_threads).get_for(  # as the evaluation decodes
+            plan.path, partial(resize_frames_decode_size, size=self.image_size, mode=self.resize_mode))
         fed = plan.extra["fed"]
         piece = self.config.score_window_frames * max(1, self.runtime.batch_size)  # whole windows per forward
         pieces = [fed[i: i + piece] for i in range(0, len(fed), piece)]

@@ -524,7 +524,8 @@ def test_decode_size_only_shrinks():
 def test_reader_cache_opens_the_reader_at_the_transforms_size(smooth_video):
     cache = vio.ReaderCache(threads=1, keep=2)
     transform = EvalClipTransform(resize=160, crop=160)
-    reader = cache.get_for(smooth_video, transform)
-    assert reader.size == (160, 284) and cache.get_for(smooth_video, transform) is reader
-    assert cache.get(smooth_video).size is None and cache.get_for(smooth_video, transform) is reader  # both kept
-    assert cache.get_for(smooth_video, lambda clip, generator=None: clip).size is None  # no decode_size: as stored
+    reader = cache.get_for(smooth_video, transform.decode_size)
+    assert reader.size == (160, 284) and cache.get_for(smooth_video, transform.decode_size) is reader
+    assert cache.get(smooth_video).size is None and cache.get_for(smooth_video, transform.decode_size) is reader  # both
+    assert cache.get_for(smooth_video, None).size is None  # no decode size: as stored
+    assert cache.get_for(smooth_video, lambda height, width: None).size is None

@@ -236,7 +236,20 @@ def test_persistent_workers_see_each_epoch(root, tmp_path):
     assert len(losses[True]) == 6 and losses[True] == losses[False]
 
 
+def tiny_corpus(root):
+    """The synthetic corpus of `tiny_argv` at root / "corpus", written as a run writes it (whichever test is first)."""
+    from hf_vtrain.data.common import data_arguments_from
+    from hf_vtrain.data.synthetic_thumos14 import ensure_synthetic_thumos14
+    from hf_vtrain.data.thumos14 import TADDataArguments
+
+    argv = tiny_argv(root, root)
+    values = {key[2:]: yaml.safe_load(value) for key, value in zip(argv[1::2], argv[2::2])}
+    args = data_arguments_from(TADDataArguments, DEMO, **values)
+    ensure_synthetic_thumos14(args.data_root, **args.synthetic_kwargs())
+
+
 def test_validate_data_only(root, tmp_path):
+    tiny_corpus(root)  # validation checks what is on disk; it does not write the synthetic corpus
     argv = tiny_argv(root, tmp_path / "v") + ["--validate_data_only", "true"]
     result = run_module.main(argv)
     assert result == {"ok": True}
