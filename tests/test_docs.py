@@ -87,3 +87,21 @@ def test_launchers_name_existing_files(script):
     assert text.startswith("#!/usr/bin/env bash")
     for path in re.findall(r"(?:recipes|scripts|hf_vtrain)/[\w./-]+\.(?:yaml|py|sh|json)", text):
         assert os.path.exists(os.path.join(REPO, path)), path
+
+
+def _readme_python_blocks():
+    text = open(os.path.join(REPO, "README.md")).read()
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.parametrize("block", _readme_python_blocks(), ids=lambda b: b.splitlines()[1][:40])
+def test_readme_python_runs_as_written(block, tmp_path, monkeypatch, capsys):
+    """The README's Python examples run as a newcomer runs them: from a clone's root (recipes/ there), with no
+    corpus yet (the synthetic one is written, under the working directory as the recipe says), offline."""
+    os.symlink(os.path.join(REPO, "recipes"), tmp_path / "recipes")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    exec(compile(block, "README.md", "exec"), {})
+    if "load_corpus" in block:
+        printed = capsys.readouterr().out
+        assert "ClassLabel(names=" in printed and "'segments': [[" in printed  # features, then one example

@@ -206,6 +206,16 @@ def _check_ntu60(args: HARDataArguments) -> tuple[HARValidationReport, Any]:
                 report.problems.append(f"{where}: frame_dir {name!r} appears twice")
             by_name[name] = ann
     report.keypoint_layout = ", ".join(f"{k} keypoints: {n}" for k, n in layouts.items() if k)
+    joint_shapes = Counter(tuple(ann["keypoint"].shape[2:]) for ann in by_name.values()
+                           if isinstance(ann.get("keypoint"), np.ndarray) and ann["keypoint"].ndim == 4)
+    if len(joint_shapes) > 1:  # one (joints, channels) per corpus: the typed columns are fixed-size
+        common = joint_shapes.most_common(1)[0][0]
+        odd = next(n for n, a in by_name.items() if isinstance(a.get("keypoint"), np.ndarray) and
+                   a["keypoint"].ndim == 4 and tuple(a["keypoint"].shape[2:]) != common)
+        report.problems.append(f"{path}: samples hold keypoints of different layouts "
+                               f"{dict((f'{v} joints x {c}', k) for (v, c), k in joint_shapes.items())}, e.g. "
+                               f"{odd!r} has {tuple(by_name[odd]['keypoint'].shape[2:])} where most have {common}: "
+                               f"one corpus holds one layout")
     lists = {}
     for part in ("train", "val"):
         key = f"{args.split}_{part}"
@@ -413,16 +423,164 @@ def collate_har(samples: list[dict]) -> dict:
     return {key: torch.stack([s[key] for s in samples]) for key in samples[0]}
 
 
+# ----------------------------------------------------------------------------------------------- the typed corpus
+
+
+def corpus_features(class_names: list[str], joints: int, channels: int, with_scores: bool):
+    """The typed columns of `load_corpus`: one row per sample. Keypoints keep PYSKL's (persons, frames, joints,
+    channels) nesting as lists (persons and frames vary per sample; joints and channels are fixed per corpus)."""
+    import datasets
+
+    value = datasets.Value("float32")
+    features = {
+        "frame_dir": datasets.Value("string"),
+        "path": datasets.Value("string"),  # the sample's RGB video (video_dir / video_name_pattern)
+        "label": datasets.ClassLabel(names=list(class_names)),
+        "total_frames": datasets.Value("int64"),
+        "img_shape": datasets.List(datasets.Value("int64"), length=2),  # (height, width); None in 3D pickles
+        "original_shape": datasets.List(datasets.Value("int64"), length=2),
+        "keypoint": datasets.List(datasets.List(datasets.List(datasets.List(value, length=channels), length=joints))),
+    }
+    if with_scores:
+        features["keypoint_score"] = datasets.List(datasets.List(datasets.List(value, length=joints)))
+    return datasets.Features(features)
+
+
+def _nested_column(arrays: list[np.ndarray], pa_type):
+    """An Arrow column of (persons, frames, *fixed) float arrays, built from one flat buffer (pyarrow's list
+    conversion of nested Python lists takes minutes at NTU's 56k samples; this takes seconds)."""
+    import pyarrow as pa
+
+    fixed = arrays[0].shape[2:] if arrays else ()
+    flat = np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in arrays]) if arrays else \
+        np.zeros(0, np.float32)
+    column = pa.array(flat, pa.float32())
+    for size in reversed(fixed):
+        column = pa.FixedSizeListArray.from_arrays(column, size)
+    frames = np.cumsum([0] + [a.shape[1] for a in arrays for _ in range(a.shape[0])], dtype=np.int32)
+    column = pa.ListArray.from_arrays(pa.array(frames), column)
+    persons = np.cumsum([0] + [a.shape[0] for a in arrays], dtype=np.int32)
+    return pa.ListArray.from_arrays(pa.array(persons), column).cast(pa_type)
+
+
+def _shape_or_none(shape) -> Optional[list[int]]:
+    return [int(v) for v in shape] if isinstance(shape, (tuple, list)) and len(shape) == 2 else None
+
+
+def _corpus_split(annotations: list[dict], args: HARDataArguments, features):
+    import datasets
+    import pyarrow as pa
+
+    schema = features.arrow_schema
+    columns = {
+        "frame_dir": [a["frame_dir"] for a in annotations],
+        "path": [args.video_path(a["frame_dir"]) for a in annotations],
+        "label": [int(a["label"]) for a in annotations],
+        "total_frames": [int(a["total_frames"]) for a in annotations],
+        "img_shape": [_shape_or_none(a.get("img_shape")) for a in annotations],
+        "original_shape": [_shape_or_none(a.get("original_shape")) for a in annotations],
+    }
+    arrays = [pa.array(values, schema.field(name).type) for name, values in columns.items()]
+    arrays.append(_nested_column([a["keypoint"] for a in annotations], schema.field("keypoint").type))
+    if "keypoint_score" in features:
+        arrays.append(_nested_column([a["keypoint_score"] for a in annotations],
+                                     schema.field("keypoint_score").type))
+    return datasets.Dataset(pa.Table.from_arrays(arrays, schema=schema), info=datasets.DatasetInfo(features=features))
+
+
+def _validated_corpus(args: HARDataArguments):
+    """(DatasetDict with "train" and "val": the samples of `split`'s two lists, capped by max_*_samples; the
+    report). Generates the synthetic corpus first when asked; every corpus problem is one CorpusError."""
+    import datasets
+
+    from .common import CorpusError
+
+    if args.synthetic:
+        from .synthetic_ntu60 import ensure_synthetic_ntu60
+
+        ensure_synthetic_ntu60(args.data_root, **args.synthetic_kwargs())
+    report, data = _check_ntu60(args)  # the pickle (hundreds of MB for NTU) read once
+    if not report.ok:
+        raise CorpusError(report)
+    by_name = {ann["frame_dir"]: ann for ann in data["annotations"]}
+    splits = {}
+    for part, cap in (("train", args.max_train_samples), ("val", args.max_eval_samples)):
+        names = list(dict.fromkeys(data["split"][f"{args.split}_{part}"]))[:cap]
+        splits[part] = [by_name[n] for n in names]
+    chosen = splits["train"] + splits["val"]
+    joints, channels = chosen[0]["keypoint"].shape[2:] if chosen else (17, 2)
+    features = corpus_features(class_names_for(args), int(joints), int(channels),
+                               with_scores=bool(chosen) and all(a.get("keypoint_score") is not None for a in chosen))
+    return datasets.DatasetDict({part: _corpus_split(anns, args, features) for part, anns in splits.items()}), report
+
+
+def load_corpus(source, **overrides):
+    """NTU RGB+D 60 in PYSKL's format as a typed `datasets.DatasetDict` ("train", "val": the recipe's split, one row
+    per sample with its keypoints (persons, frames, joints, channels), scores, image shape and video path; classes
+    as ClassLabel), validated as a run validates it; the one the har task reads its samples from. `source`: a recipe
+    file, a mapping of data keys, or HARDataArguments; `overrides` on top."""
+    from .common import data_arguments_from
+
+    return _validated_corpus(data_arguments_from(HARDataArguments, source, **overrides))[0]
+
+
+class CorpusSamples:
+    """A `load_corpus` split read back as PYSKL annotations (dicts of frame_dir, label, total_frames, img_shape,
+    keypoint (M, T, V, C) float32, keypoint_score (M, T, V) float32): the small columns as Python values once, the
+    keypoints from the Arrow buffers on each access (no copy; ~15 us a sample). What the sample transform reads."""
+
+    def __init__(self, dataset):
+        if getattr(dataset, "_indices", None) is not None:  # a select()/shuffle() view: the rows in its order
+            dataset = dataset.flatten_indices()
+        table = dataset.data.table
+        self.frame_dirs = table.column("frame_dir").to_pylist()
+        self.labels = table.column("label").to_pylist()
+        self._total_frames = table.column("total_frames").to_pylist()
+        self._img_shapes = [tuple(s) if s else None for s in table.column("img_shape").to_pylist()]
+        names = set(table.column_names)
+        self._arrays = {name: table.column(name).combine_chunks() for name in ("keypoint", "keypoint_score")
+                        if name in names}
+
+    def __len__(self) -> int:
+        return len(self.frame_dirs)
+
+    def _array(self, name: str, index: int) -> np.ndarray:
+        cell = self._arrays[name][index]  # persons -> frames -> fixed-size lists
+        values = cell.values.flatten()
+        while hasattr(values, "flatten"):
+            values = values.flatten()
+        fixed = self._arrays[name].type.value_type.value_type
+        shape = []
+        while hasattr(fixed, "list_size"):
+            shape.append(fixed.list_size)
+            fixed = fixed.value_type
+        return values.to_numpy(zero_copy_only=False).reshape(len(cell), self._total_frames[index], *shape)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        index = range(len(self))[index]
+        ann = {"frame_dir": self.frame_dirs[index], "label": self.labels[index],
+               "total_frames": self._total_frames[index], "img_shape": self._img_shapes[index]}
+        for name in self._arrays:
+            ann[name] = self._array(name, index)
+        return ann
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
 @dataclass
 class HARCorpus:
     train_dataset: Any
     eval_dataset: Any
     class_names: list[str]
-    train_samples: list[dict]  # the annotations of the training split, in dataset order
-    eval_samples: list[dict]
+    train_samples: CorpusSamples  # the training split's annotations, in dataset order
+    eval_samples: CorpusSamples
     report: HARValidationReport
     train_transform: HARSampleTransform
     eval_transform: HARSampleTransform
+    corpus: Any = None  # load_corpus's DatasetDict the samples are read from
 
     def set_epoch(self, epoch: int) -> None:
         self.train_transform.set_epoch(epoch)
@@ -441,44 +599,31 @@ def class_names_for(args: "HARDataArguments") -> list[str]:
 
 def load_ntu60(args: "HARDataArguments", seed: int = 0, with_rgb: bool = True) -> HARCorpus:
     """Validates the corpus (CorpusError listing every problem) and builds the two datasets (one row per sample)
-    with their transforms; `with_rgb` False (a pose-only model) decodes no video and does not check the videos."""
+    with their transforms, which read the samples from `load_corpus`'s columns; `with_rgb` False (a pose-only
+    model) decodes no video and does not check the videos."""
+    import dataclasses
+
     import datasets
 
-    from .common import CorpusError
-
-    if args.synthetic:
-        from .synthetic_ntu60 import ensure_synthetic_ntu60
-
-        ensure_synthetic_ntu60(args.data_root, **args.synthetic_kwargs())
     if not with_rgb:
-        import dataclasses
-
         args = dataclasses.replace(args, check_videos=False)
-    report, data = _check_ntu60(args)  # the pickle (hundreds of MB for NTU) read once
-    if not report.ok:
-        raise CorpusError(report)
-    by_name = {ann["frame_dir"]: ann for ann in data["annotations"]}
-    splits = {}
-    for part, cap in (("train", args.max_train_samples), ("val", args.max_eval_samples)):
-        names = list(dict.fromkeys(data["split"][f"{args.split}_{part}"]))[:cap]
-        splits[part] = [by_name[n] for n in names]
+    corpus, report = _validated_corpus(args)
+    splits = {part: CorpusSamples(corpus[part]) for part in ("train", "val")}
     common = dict(rgb_frames=args.rgb_frames, pose_frames=args.pose_frames, sigma=args.heatmap_sigma,
                   with_rgb=with_rgb, decode_threads=args.decode_threads)
     eval_rgb, eval_pose = args.eval_sizes
     transforms = {
-        "train": HARSampleTransform(splits["train"], [args.video_path(a["frame_dir"]) for a in splits["train"]],
-                                    rgb_size=args.rgb_size, pose_size=args.pose_size, train=True,
-                                    flip_prob=args.flip_prob, seed=seed, **common),
-        "val": HARSampleTransform(splits["val"], [args.video_path(a["frame_dir"]) for a in splits["val"]],
-                                  rgb_size=eval_rgb, pose_size=eval_pose, train=False, num_clips=args.num_test_clips,
-                                  **common),
+        "train": HARSampleTransform(splits["train"], corpus["train"]["path"], rgb_size=args.rgb_size,
+                                    pose_size=args.pose_size, train=True, flip_prob=args.flip_prob, seed=seed,
+                                    **common),
+        "val": HARSampleTransform(splits["val"], corpus["val"]["path"], rgb_size=eval_rgb, pose_size=eval_pose,
+                                  train=False, num_clips=args.num_test_clips, **common),
     }
     tables = {}
-    for part, anns in splits.items():
+    for part, samples in splits.items():
         tables[part] = datasets.Dataset.from_dict(
-            {"index": list(range(len(anns))), "frame_dir": [a["frame_dir"] for a in anns],
-             "label": [int(a["label"]) for a in anns]})
+            {"index": list(range(len(samples))), "frame_dir": samples.frame_dirs, "label": samples.labels})
         tables[part].set_transform(transforms[part])
     return HARCorpus(train_dataset=tables["train"], eval_dataset=tables["val"], class_names=class_names_for(args),
                      train_samples=splits["train"], eval_samples=splits["val"], report=report,
-                     train_transform=transforms["train"], eval_transform=transforms["val"])
+                     train_transform=transforms["train"], eval_transform=transforms["val"], corpus=corpus)

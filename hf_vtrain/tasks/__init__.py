@@ -5,8 +5,9 @@ on first use, so `--help` of one task does not import every model."""
 from __future__ import annotations
 
 import importlib
+import os
 
-from ..parser import RecipeError
+from ..parser import RecipeError, read_recipe
 from .common import TaskRun, TaskSpec
 
 TASKS: dict[str, str] = {
@@ -25,4 +26,16 @@ def get_task(name: str | None) -> TaskSpec:
     return importlib.import_module(TASKS[name]).SPEC
 
 
-__all__ = ["TASKS", "TaskRun", "TaskSpec", "get_task"]
+def load_corpus(recipe, **overrides):
+    """The corpus a recipe trains on as its task's typed `datasets.DatasetDict`, validated as the run validates it.
+    `recipe`: a recipe file or a mapping with its `task` and data keys; `overrides` on top (e.g. data_root=...)."""
+    from ..data.common import data_arguments_from
+
+    values = read_recipe(os.fspath(recipe)) if isinstance(recipe, (str, os.PathLike)) else dict(recipe)
+    spec = get_task(values.get("task"))
+    if spec.load_corpus is None:
+        raise RecipeError(f"task {values['task']!r} has no typed corpus loader")
+    return spec.load_corpus(data_arguments_from(spec.data_args, values, **overrides))
+
+
+__all__ = ["TASKS", "TaskRun", "TaskSpec", "get_task", "load_corpus"]

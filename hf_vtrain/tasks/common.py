@@ -53,6 +53,8 @@ class TaskSpec:
     # model-argument keys naming a saved model folder that, in a phase, may be 'previous' or an earlier phase's name
     # (as init_from may): vad's head stage reads the features of the FG-CLIP phase before it
     phase_folder_keys: tuple[str, ...] = ()
+    # (data_args) -> datasets.DatasetDict: the corpus as typed datasets (`hf_vtrain.load_corpus(recipe)`)
+    load_corpus: Callable[..., Any] | None = None
 
 
 class TaskPredictor:

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 import json
 import os
 
+from ..data import fred
 from ..data.common import write_json_atomic
 from ..data.fred import DetDataArguments, collate_det, load_fred, validate_fred
 from ..parser import RecipeError
@@ -410,4 +411,5 @@ SPEC = TaskSpec(
     validate=validate_fred,
     check_recipe=check_recipe,
     predictor=DetPredictor,
+    load_corpus=fred.load_corpus,
 )

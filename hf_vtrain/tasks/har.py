@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
+from ..data import ntu60
 from ..data.ntu60 import HARDataArguments, collate_har, load_ntu60, validate_ntu60
 from ..parser import RecipeError
 from ..pretrained_sources import check_pretrained_source, loading
@@ -262,4 +263,5 @@ SPEC = TaskSpec(
     validate=validate_ntu60,
     predictor=HARPredictor,
     check_recipe=check_recipe,
+    load_corpus=ntu60.load_corpus,
 )

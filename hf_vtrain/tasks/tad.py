@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..data import thumos14
 from ..data.common import write_json_atomic, write_text_atomic
 from ..data.thumos14 import (
     EvalWindowTransform,
@@ -352,4 +353,5 @@ SPEC = TaskSpec(
     setup=setup,
     validate=validate_thumos14,
     predictor=TADPredictor,
+    load_corpus=thumos14.load_corpus,
 )

@@ -13,6 +13,7 @@ from functools import partial
 
 import numpy as np
 
+from ..data import ucf_crime
 from ..data.common import write_json_atomic
 from ..data.ucf_crime import (
     SNIPPET_FRAMES,
@@ -534,4 +535,5 @@ SPEC = TaskSpec(
     validate=validate_ucf_crime,
     predictor=VADPredictor,
     phase_folder_keys=("feature_model",),
+    load_corpus=ucf_crime.load_corpus,
 )

@@ -108,8 +108,8 @@ class HARTrainer(VTrainer):
             metrics.update(result.as_dict("" if name == "fused" else f"{name}_"))
         fused = results["fused"]
         logger.info("recognition at step %d:\n%s", self.state.global_step, fused.table())
-        payload = {"scores": {a["frame_dir"]: s.tolist() for a, s in zip(samples, scores[:, 0])},
-                   "labels": {a["frame_dir"]: int(a["label"]) for a in samples}}
+        payload = {"scores": {name: s.tolist() for name, s in zip(samples.frame_dirs, scores[:, 0])},
+                   "labels": {name: int(label) for name, label in zip(samples.frame_dirs, samples.labels)}}
         if self.args.should_save:
             write_json_atomic(os.path.join(self.args.output_dir, f"scores_step{self.state.global_step}.json"),
                               payload)

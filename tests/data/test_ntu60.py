@@ -88,6 +88,70 @@ def test_a_3d_pickle_where_heatmaps_are_needed(corpus, tmp_path):
     report = validate_ntu60(args_for(corpus, annotation_path=path, check_videos=False))
     assert "3D keypoints (V=25, x y z) carry no scores and no image shape" in report.format()
     assert validate_ntu60(args_for(corpus, annotation_path=path, check_videos=False, needs_heatmaps=False)).ok
+    from hf_vtrain.data.ntu60 import CorpusSamples, load_corpus
+
+    typed = load_corpus(args_for(corpus, annotation_path=path, check_videos=False, needs_heatmaps=False))
+    assert "keypoint_score" not in typed["train"].features and typed["train"][0]["img_shape"] is None
+    sample = CorpusSamples(typed["train"])[0]
+    assert sample["keypoint"].shape[2:] == (25, 3) and sample["img_shape"] is None and "keypoint_score" not in sample
+
+
+def test_load_corpus_is_the_typed_corpus_the_samples_come_from(corpus, tmp_path):
+    import datasets
+
+    import hf_vtrain
+    from hf_vtrain.data.common import CorpusError
+    from hf_vtrain.data.ntu60 import load_corpus, load_ntu60
+
+    typed = load_corpus({"data_root": str(corpus), "num_classes": 3})
+    assert isinstance(typed, datasets.DatasetDict) and set(typed) == {"train", "val"}
+    features = typed["train"].features
+    assert features["label"] == datasets.ClassLabel(names=["A001", "A002", "A003"])
+    value = datasets.Value("float32")
+    assert features["keypoint"] == datasets.List(datasets.List(datasets.List(datasets.List(value, length=2),
+                                                                             length=17)))
+    assert features["keypoint_score"] == datasets.List(datasets.List(datasets.List(value, length=17)))
+    assert features["img_shape"] == datasets.List(datasets.Value("int64"), length=2)
+    data = load_restricted(corpus / "ntu60_2d.pkl")
+    by_name = {a["frame_dir"]: a for a in data["annotations"]}
+    assert typed["val"]["frame_dir"] == data["split"]["xsub_val"]
+    example = typed["val"].with_format("numpy")[1]  # what a user's own loop sees: (persons, frames, joints, xy)
+    ann = by_name[str(example["frame_dir"])]
+    assert example["keypoint"].shape == ann["keypoint"].shape and example["keypoint"].dtype == np.float32
+    assert np.array_equal(example["keypoint_score"], ann["keypoint_score"].astype(np.float32))
+    assert example["path"] == str(corpus / "videos" / f"{ann['frame_dir']}.mp4")
+    # the task reads its samples from these columns: every array equal to the pickle's, bit for bit
+    loaded = load_ntu60(args_for(corpus))
+    assert loaded.corpus["train"]["frame_dir"] == typed["train"]["frame_dir"] == loaded.train_samples.frame_dirs
+    for sample in list(loaded.train_samples) + list(loaded.eval_samples):
+        want = by_name[sample["frame_dir"]]
+        assert sample["label"] == want["label"] and sample["total_frames"] == want["total_frames"]
+        assert sample["img_shape"] == tuple(want["img_shape"])
+        for key in ("keypoint", "keypoint_score"):
+            assert sample[key].dtype == np.float32 and np.array_equal(sample[key], want[key].astype(np.float32))
+    # through the task table, from a recipe file, capped; problems are the run's CorpusError
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(f"task: har\ndata_root: {corpus}\nnum_classes: 3\nmax_eval_samples: 2\nlearning_rate: 0.1\n")
+    capped = hf_vtrain.load_corpus(str(recipe))
+    assert capped["val"]["frame_dir"] == typed["val"]["frame_dir"][:2] and capped["train"].num_rows == \
+        typed["train"].num_rows
+    with pytest.raises(CorpusError, match="annotation pickle not found"):
+        hf_vtrain.load_corpus(str(recipe), annotation_path="missing.pkl")
+
+
+def test_one_keypoint_layout_per_corpus(corpus, tmp_path):
+    from hf_vtrain.data.common import CorpusError
+    from hf_vtrain.data.ntu60 import load_corpus
+
+    def mixed(data):
+        ann = data["annotations"][2]
+        ann["keypoint"] = np.zeros(ann["keypoint"].shape[:2] + (25, 3), np.float16)
+        ann.pop("keypoint_score")
+
+    path = write_variant(corpus, tmp_path, mixed)
+    name = load_restricted(path)["annotations"][2]["frame_dir"]
+    with pytest.raises(CorpusError, match=f"{name}' has \\(25, 3\\) where most have \\(17, 2\\)"):
+        load_corpus(args_for(corpus, annotation_path=path, check_videos=False, needs_heatmaps=False))
 
 
 class Gadget:
