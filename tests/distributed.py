@@ -32,14 +32,129 @@ def failure_text(proc) -> str:
         proc.stderr[-2000:])
 
 
-def torchrun(cwd, argv, nproc, script=None, expect_ok=True, **env):
-    """`torchrun --standalone --nproc_per_node=nproc script argv` (script: run.py); asserts success unless told not."""
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           str(script or RUN_PY), *argv]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=cwd, env=launch_env(**env))
+def torchrun(cwd, argv, nproc, script=None, expect_ok=True, launcher="zygote", **env):
+    """`torchrun --standalone --nproc_per_node=nproc script argv` (script: run.py); asserts success unless told not.
+    launcher "zygote" (the default): the same ranks and rendezvous variables, forked from this worker's pre-imported
+    launcher (tests/zygote.py) instead of each rank importing torch and transformers anew; "torchrun": the real one,
+    for tests of what torchrun itself prints or does."""
+    if launcher == "zygote":
+        proc = _zygote_launch(cwd, str(script or RUN_PY), [str(a) for a in argv], nproc, launch_env(**env))
+    else:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+               str(script or RUN_PY), *argv]
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=cwd, env=launch_env(**env))
     if expect_ok:
         assert proc.returncode == 0, failure_text(proc)
     return proc
+
+
+ZYGOTE_PY = os.path.join(REPO, "tests", "zygote.py")
+_ZYGOTE = {}
+
+
+def _zygote_socket() -> str:
+    """This worker's zygote (started on first use, with the launches' environment), its socket path."""
+    import atexit
+    import tempfile
+
+    proc = _ZYGOTE.get("proc")
+    if proc is not None and proc.poll() is None:
+        return _ZYGOTE["path"]
+    folder = tempfile.mkdtemp(prefix="hfv-zygote-")  # short: a Unix socket path has at most 107 bytes
+    path = os.path.join(folder, "sock")
+    log = open(os.path.join(folder, "log"), "wb")
+    read_end, write_end = os.pipe()
+    proc = subprocess.Popen([sys.executable, ZYGOTE_PY, path, str(write_end)], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, env=launch_env(), cwd=REPO, pass_fds=(write_end,))
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as ready:
+        line = ready.readline()
+    assert line.strip() == b"ready", (f"the test launcher {ZYGOTE_PY} did not start:\n"
+                                      + open(os.path.join(folder, "log"), errors="replace").read()[-3000:])
+    _ZYGOTE.update(proc=proc, path=path, env=launch_env())
+    atexit.register(proc.kill)
+    return path
+
+
+# read when a module is imported (or when torch's thread pools start), so a launch cannot change them in the zygote
+IMPORT_TIME_ENV = re.compile(r"^(HF_|HUGGINGFACE_|TRANSFORMERS_|OMP_|MKL_|PYTHON|TORCH_|CUDA_|DS_|MPLBACKEND)")
+
+
+class Launched:
+    """A launch through the zygote, as subprocess.Popen: pid (its own session: os.killpg(pid) stops all of it),
+    poll(), wait(); after the end, returncode and the captured stdout / stderr."""
+
+    def __init__(self, cwd, script: str, args: list[str], nproc: int, env: dict):
+        import tempfile
+
+        _zygote_socket()
+        base = _ZYGOTE["env"]
+        changed = sorted(k for k in set(env) | set(base) if IMPORT_TIME_ENV.match(k) and env.get(k) != base.get(k))
+        assert not changed, (f"{changed} differ from the zygote's environment and are read at import time: launch "
+                             f"this with launcher='torchrun' (or a plain subprocess)")
+        self._logs = tempfile.TemporaryDirectory(prefix="hfv-launch-")
+        self.args = [script, *args]
+        request = {"script": script, "args": args, "nproc": nproc, "cwd": str(cwd), "env": env,
+                   "stdout": os.path.join(self._logs.name, "stdout"),
+                   "stderr": os.path.join(self._logs.name, "stderr"), "port": free_port()}
+        self._request = request
+        self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._conn.connect(_ZYGOTE["path"])
+        self._stream = self._conn.makefile("rw")
+        self._stream.write(json.dumps(request) + "\n")
+        self._stream.flush()
+        self.pid = json.loads(self._stream.readline())["pid"]
+        self.returncode = self.stdout = self.stderr = None
+
+    def _finish(self, line: str) -> int:
+        self.returncode = json.loads(line)["returncode"]
+        self.stdout, self.stderr = (open(self._request[name], encoding="utf-8", errors="replace").read()
+                                    for name in ("stdout", "stderr"))
+        self._stream.close(), self._conn.close(), self._logs.cleanup()
+        return self.returncode
+
+    def poll(self):
+        import select
+
+        if self.returncode is None and select.select([self._conn], [], [], 0)[0]:
+            self._finish(self._stream.readline())
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        import signal
+
+        if self.returncode is None:
+            self._conn.settimeout(timeout)
+            try:
+                line = self._stream.readline()
+            except socket.timeout:
+                os.killpg(self.pid, signal.SIGKILL)
+                self._conn.settimeout(None)
+                self._finish(self._stream.readline())
+                raise subprocess.TimeoutExpired(self.args, timeout) from None
+            self._finish(line)
+        return self.returncode
+
+
+def _zygote_launch(cwd, script: str, args: list[str], nproc: int, env: dict, timeout: float = 900):
+    launched = Launched(cwd, script, args, nproc, env)
+    launched.wait(timeout)
+    return subprocess.CompletedProcess(launched.args, launched.returncode, launched.stdout, launched.stderr)
+
+
+def run_python(cmd: list[str], env: dict, cwd=None, timeout: float = 900):
+    """subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd) for `[python, script, *args]` or
+    `[python, "-m", module, *args]`, forked from the zygote (one plain process, no rendezvous variables)."""
+    assert cmd[0] == sys.executable, cmd
+    script, args = (f"-m {cmd[2]}", cmd[3:]) if cmd[1] == "-m" else (cmd[1], cmd[2:])
+    return _zygote_launch(cwd or os.getcwd(), script, [str(a) for a in args], 0, {k: str(v) for k, v in env.items()},
+                          timeout)
+
+
+def popen_python(cmd: list[str], env: dict, cwd=None) -> Launched:
+    """subprocess.Popen(cmd, env=env, start_new_session=True) of `[python, script, *args]`, forked from the zygote."""
+    assert cmd[0] == sys.executable and cmd[1] != "-m", cmd
+    return Launched(cwd or os.getcwd(), cmd[1], [str(a) for a in cmd[2:]], 0, {k: str(v) for k, v in env.items()})
 
 
 def free_port() -> int:
@@ -98,7 +213,7 @@ def run_until_file_then_sigkill(cmd, marker, env, timeout: float = 600, poll: fl
     import signal
     import time
 
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc = popen_python(cmd, env)  # its own session, as Popen(start_new_session=True), forked from the zygote
     deadline = time.time() + timeout
     while not os.path.isfile(marker):
         assert proc.poll() is None, "the run ended before it could be killed"

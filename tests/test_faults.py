@@ -4,7 +4,6 @@ decoding mid-run. Nothing already written is lost; resumed runs end exactly wher
 import errno
 import os
 import signal
-import subprocess
 import sys
 import time
 
@@ -14,6 +13,7 @@ from safetensors.torch import load_file
 
 from hf_vtrain import run as run_module
 from hf_vtrain.trainers.base import CheckpointSaveError
+from tests.distributed import launch_env, popen_python, run_python
 from tests.trainers.test_tad_run import REPO, tiny_argv
 
 COMMON = dict(num_train_epochs=4, save_every_epochs=0, save_strategy="steps", save_steps=2, eval_every_epochs=0,
@@ -34,12 +34,11 @@ def _weights(path):
 
 
 def test_sigkill_then_resume_equals_uninterrupted(root, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run(_cmd(tiny_argv(root, tmp_path / "full", **COMMON)), check=True, capture_output=True, env=env,
-                   timeout=600)
+    env = launch_env()  # OMP_NUM_THREADS=1
+    full = run_python(_cmd(tiny_argv(root, tmp_path / "full", **COMMON)), env)
+    assert full.returncode == 0, full.stderr[-3000:]
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cmd(tiny_argv(root, out, **COMMON)), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    proc = popen_python(_cmd(tiny_argv(root, out, **COMMON)), env)  # its own session
     deadline = time.time() + 600
     while not (out / "checkpoint-2" / "trainer_state.json").is_file():
         assert proc.poll() is None, "the run ended before it could be killed"
@@ -49,8 +48,7 @@ def test_sigkill_then_resume_equals_uninterrupted(root, tmp_path):
     proc.wait()
     assert not (out / "model.safetensors").exists()  # really interrupted before the end
     # the same command again resumes from the newest complete checkpoint
-    done = subprocess.run(_cmd(tiny_argv(root, out, **COMMON)), capture_output=True, text=True, env=env,
-                          timeout=600)
+    done = run_python(_cmd(tiny_argv(root, out, **COMMON)), env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "resuming from it" in done.stdout + done.stderr
     a, b = _weights(tmp_path / "full"), _weights(out)

@@ -4,7 +4,6 @@ changed), SIGKILL inside phase 2 resumed to exactly the weights of an uninterrup
 
 import json
 import os
-import subprocess
 import sys
 
 import pytest
@@ -13,7 +12,7 @@ from safetensors.torch import load_file
 
 from hf_vtrain import run as run_module
 from hf_vtrain.parser import RecipeError
-from tests.distributed import run_until_file_then_sigkill
+from tests.distributed import launch_env, run_python, run_until_file_then_sigkill
 from tests.trainers.test_tad_run import DEMO, REPO, tiny_argv
 
 PHASES = """
@@ -184,12 +183,12 @@ def _cmd(argv):
 
 def test_sigkill_inside_phase_two_then_the_same_command_equals_an_uninterrupted_run(uninterrupted, root, tmp_path):
     full = uninterrupted[0]  # run with one thread, as these subprocesses: the same float order
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    env = launch_env()  # OMP_NUM_THREADS=1
     out = tmp_path / "killed"
     argv = phased_argv(root, out)
     run_until_file_then_sigkill(_cmd(argv), out / "phase2-all" / "checkpoint-4" / "trainer_state.json", env)
     assert not (out / "phase2-all" / "phase_complete.json").exists()  # really inside phase 2
-    done = subprocess.run(_cmd(argv), capture_output=True, text=True, env=env, timeout=600)
+    done = run_python(_cmd(argv), env)
     assert done.returncode == 0, done.stderr[-3000:]
     log = done.stdout + done.stderr
     assert "phases[0] (detector) finished before with these settings: skipped" in log

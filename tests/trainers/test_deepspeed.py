@@ -493,7 +493,7 @@ def test_zero3_without_gathered_saves_is_refused(tmp_path, require_deepspeed):
     no_gather = tmp_path / "no_gather.json"
     no_gather.write_text(json.dumps(config))
     proc = torchrun(tmp_path, tiny_argv(tmp_path, tmp_path / "tad", deepspeed=no_gather, **NO_SAVE), 1,
-                     expect_ok=False)
+                     expect_ok=False, launcher="torchrun")  # what torchrun prints of a rank's exit
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0 and errors and "stage3_gather_16bit_weights_on_model_save" in errors[0], proc.stderr[-3000:]
     assert "exitcode  : 2" in proc.stderr  # run.py's exit status for bad input; torchrun itself exits 1

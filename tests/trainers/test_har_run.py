@@ -125,23 +125,22 @@ def test_sigkill_inside_phase_two_then_the_same_command_equals_an_uninterrupted_
     """The two-phase run killed right after phase 2's first checkpoint, then the same command: phase 1 is skipped,
     phase 2 resumes (epoch-seeded sampling and augmentation, BatchNorm statistics) and ends with the weights of an
     uninterrupted run, bit for bit."""
-    import subprocess
     import sys
 
     from safetensors.torch import load_file
 
-    from tests.distributed import run_until_file_then_sigkill
+    from tests.distributed import launch_env, run_python, run_until_file_then_sigkill
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
+    env = launch_env()  # one thread per process, as OMP_NUM_THREADS=1
     cmd = [sys.executable, os.path.join(REPO, "hf_vtrain", "run.py")]
     full = tmp_path / "full"
-    done = subprocess.run(cmd + phased_argv(root, full), capture_output=True, text=True, env=env, timeout=600)
+    done = run_python(cmd + phased_argv(root, full), env)
     assert done.returncode == 0, done.stderr[-3000:]
     out = tmp_path / "killed"
     run_until_file_then_sigkill(cmd + phased_argv(root, out), out / "phase2-fused" / "checkpoint-3" /
                                 "trainer_state.json", env)
     assert not (out / "phase2-fused" / "phase_complete.json").exists()
-    again = subprocess.run(cmd + phased_argv(root, out), capture_output=True, text=True, env=env, timeout=600)
+    again = run_python(cmd + phased_argv(root, out), env)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "phases[0] (pose) finished before with these settings: skipped" in again.stdout + again.stderr
     a, b = load_file(full / "model.safetensors"), load_file(out / "model.safetensors")

@@ -60,7 +60,7 @@ def test_a_process_failing_at_exit_does_not_cost_the_main_process_its_outputs(tm
     out = tmp_path / "two"
     argv = tiny_argv(tmp_path, out, per_device_train_batch_size=1, num_train_epochs=2, eval_start_epoch=2,
                      save_every_epochs=0, save_strategy="no")
-    proc = torchrun(tmp_path, argv, 2, script=script, expect_ok=False)
+    proc = torchrun(tmp_path, argv, 2, script=script, expect_ok=False, launcher="torchrun")  # its summary names the signal
     assert proc.returncode != 0 and "SIGABRT" in proc.stderr, failure_text(proc)
     for name in ("model.safetensors", "eval_results.json", "predictions.json", "eval_map_table.txt",
                  "training_curves.png", "README.md"):

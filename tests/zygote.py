@@ -1,0 +1,172 @@
+"""A pre-imported launcher for the multi-process tests: `torchrun`'s job (N ranks of a script with the rendezvous
+variables torchrun sets), without each rank spending ~4 s of CPU importing torch, transformers, accelerate, datasets
+and deepspeed. Most of a tiny test run is that import (cProfile of a tiny AdaTAD run: 8 of its 10 s), so a suite of
+2-process launches on 2 cores is mostly imports.
+
+The zygote is one process per test worker, started with the launches' environment (`launch_env()`) so everything
+read at import time (OMP_NUM_THREADS, PYTHONPATH, TORCH_EXTENSIONS_DIR) is what a fresh rank would read. It imports
+the heavy modules once, then serves one launch at a time over a Unix socket: it forks a launcher (own session,
+the request's cwd and extra environment, stdout/stderr to files), which forks the ranks; each rank runs the script as
+`__main__` (runpy), as `python script args` would. The launcher stops the other ranks when one fails (as torchrun
+does) and exits with the first failure's status; a rank killed by a signal counts as failed.
+
+What it does not do, so the tests that check these use the real `torchrun` (`launcher="torchrun"`): torchrun's own
+summary and `[rankN]:` output prefixes, its elastic agent's store, and extra environment read at import time (an
+extra variable here only reaches code that reads it at run time). The launchers users type (torchrun, deepspeed,
+accelerate launch) each keep tests of their own.
+
+nproc 0 is one plain process, `python script args` (script "-m module": `python -m module args`).
+
+Protocol: one JSON line {script, args, nproc, cwd, env, stdout, stderr, port} -> one JSON line {"pid": launcher pid},
+then, when the launch ended, {"returncode": N}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import runpy
+import signal
+import socket
+import sys
+import traceback
+
+PRELOAD = ("torch", "torch.distributed", "numpy", "datasets", "accelerate", "transformers", "transformers.trainer",
+           "safetensors.torch", "matplotlib", "matplotlib.pyplot", "hf_vtrain.run", "hf_vtrain.predict",
+           "hf_vtrain.tasks.tad", "hf_vtrain.tasks.vad", "hf_vtrain.tasks.har", "hf_vtrain.tasks.det", "deepspeed")
+
+
+def _preload() -> None:
+    import importlib
+
+    for name in PRELOAD:
+        try:
+            importlib.import_module(name)
+        except ImportError:  # deepspeed not installed: the ranks that need it fail as they would anyway
+            pass
+    import numpy as np
+
+    from hf_vtrain.models.adatad.postprocessing_adatad import soft_nms
+
+    # numba loads the compiled soft-NMS from its cache on the first call (~0.5 s a process)
+    soft_nms(np.array([[0.0, 1.0], [0.5, 1.5]]), np.array([0.9, 0.8]), np.array([0, 0]))
+
+
+def _run_rank(script: str, args: list[str]) -> int:
+    """`python script args` (or `python -m module args` for a script "-m module") in this process."""
+    random.seed()  # a fresh process seeds from the OS; a fork would share the zygote's state
+    try:
+        import numpy as np
+
+        np.random.seed()
+    except ImportError:
+        pass
+    module = script[3:] if script.startswith("-m ") else None
+    sys.argv = [module or script, *args]
+    sys.orig_argv = [sys.executable, *(["-m", module] if module else [script]), *args]
+    sys.path[0] = os.getcwd() if module else os.path.dirname(os.path.abspath(script))
+    try:
+        if module:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(script, run_name="__main__")
+    except SystemExit as stop:
+        code = stop.code
+        if code is None:
+            return 0
+        if isinstance(code, int):
+            return code
+        print(code, file=sys.stderr)
+        return 1
+    except BaseException:  # noqa: BLE001 - what the interpreter prints for an uncaught exception
+        traceback.print_exc()
+        return 1
+    return 0
+
+
+def _launch(request: dict) -> None:
+    """The launcher child: never returns."""
+    code = 1
+    try:
+        os.setsid()
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+            target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(target, fd)
+            os.close(target)
+        sys.stdout = os.fdopen(1, "w", buffering=1, closefd=False)
+        sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
+        nproc = int(request["nproc"])
+        if nproc == 0:  # one plain process (no rendezvous variables): `python script args`
+            code = _run_rank(request["script"], request["args"])
+            return
+        ranks = {}
+        for rank in range(nproc):
+            pid = os.fork()
+            if pid == 0:
+                os.environ.update({
+                    "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(nproc),
+                    "LOCAL_WORLD_SIZE": str(nproc), "GROUP_RANK": "0", "GROUP_WORLD_SIZE": "1",
+                    "ROLE_RANK": str(rank), "ROLE_WORLD_SIZE": str(nproc), "ROLE_NAME": "default",
+                    "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(request["port"]),
+                    "TORCHELASTIC_RUN_ID": "zygote", "TORCHELASTIC_RESTART_COUNT": "0",
+                    "TORCHELASTIC_MAX_RESTARTS": "0",
+                })
+                rc = _run_rank(request["script"], request["args"])
+                sys.stdout.flush(), sys.stderr.flush()
+                os._exit(rc)
+            ranks[pid] = rank
+        code = 0
+        while ranks:
+            pid, status = os.wait()
+            ranks.pop(pid, None)
+            rc = os.waitstatus_to_exitcode(status)
+            if rc != 0 and code == 0:
+                code = rc if rc > 0 else 128 - rc
+                print(f"zygote launcher: rank exited with {rc}; stopping the others", file=sys.stderr)
+                for other in ranks:
+                    try:
+                        os.kill(other, signal.SIGTERM)
+                    except ProcessLookupError:
+                        pass
+    except BaseException:  # noqa: BLE001
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush(), sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def serve(path: str, ready_fd: int) -> None:
+    _preload()
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+    os.write(ready_fd, b"ready\n")  # a pipe of its own: deepspeed's import prints to stdout
+    os.close(ready_fd)
+    while True:
+        conn, _ = server.accept()
+        with conn, conn.makefile("rw") as stream:
+            line = stream.readline()
+            if not line:
+                continue
+            request = json.loads(line)
+            if request.get("stop"):
+                return
+            pid = os.fork()
+            if pid == 0:
+                server.close()
+                _launch(request)
+            stream.write(json.dumps({"pid": pid}) + "\n")
+            stream.flush()
+            _, status = os.waitpid(pid, 0)
+            stream.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
+            stream.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], int(sys.argv[2]))
