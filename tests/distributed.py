@@ -164,12 +164,13 @@ def free_port() -> int:
 
 
 def spawn_two_ranks(worker, tmp_path, *extra):
-    """Runs worker(rank, 2, init_file, result_file, *extra) on 2 gloo ranks; each must write "ok" to
-    result_file.<rank>."""
-    import torch.multiprocessing as mp
-
+    """Runs worker(rank, 2, init_file, result_file, *extra) (a module-level function of a test module; string
+    extras) on 2 gloo ranks forked from the zygote; each must write "ok" to result_file.<rank>."""
     result = tmp_path / "result"
-    mp.spawn(worker, args=(2, str(tmp_path / "init"), str(result), *extra), nprocs=2, join=True)
+    proc = _zygote_launch(REPO, "-m tests.ranked_call", [worker.__module__, worker.__qualname__,
+                                                         str(tmp_path / "init"), str(result), *map(str, extra)],
+                          2, launch_env())
+    assert proc.returncode == 0, failure_text(proc)
     for rank in range(2):
         assert (tmp_path / f"result.{rank}").read_text() == "ok"
 

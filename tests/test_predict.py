@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -17,6 +16,7 @@ import pytest
 from hf_vtrain import predict as predict_module
 from hf_vtrain import run as run_module
 from hf_vtrain.metrics.vad import evaluate_frame_auc
+from tests.distributed import launch_env, run_python
 from tests.trainers import test_tad_run, test_vad_run
 
 REPO = test_tad_run.REPO
@@ -182,8 +182,8 @@ def test_an_undecodable_video_is_named_and_the_others_are_written(tad_run, tmp_p
     (videos / "b_broken.mp4").write_bytes(data[: len(data) // 3])  # cut: its index lists frames it no longer holds
     shutil.copy(good[1], videos / "c_third.mp4")
     out = tmp_path / "pred"
-    proc = subprocess.run([sys.executable, "-m", "hf_vtrain.predict", "--model", str(tad_run.out), str(videos),
-                           "--output", str(out)], capture_output=True, text=True, timeout=300, cwd=REPO)
+    proc = run_python([sys.executable, "-m", "hf_vtrain.predict", "--model", str(tad_run.out), str(videos),
+                       "--output", str(out)], launch_env(), cwd=REPO)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     assert sorted(p.name for p in out.glob("*.detections.json")) == ["a_first.detections.json",

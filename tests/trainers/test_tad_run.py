@@ -2,7 +2,6 @@
 
 import json
 import os
-import subprocess
 import sys
 from types import SimpleNamespace
 
@@ -191,8 +190,10 @@ def test_bad_corpus_stops_before_training(root, tmp_path):
 def test_cli_errors_are_one_clear_line(root, tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("task: tad\nlearning_rat: 0.1\n")
-    proc = subprocess.run([sys.executable, os.path.join(REPO, "hf_vtrain", "run.py"), str(bad)],
-                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    from tests.distributed import launch_env, run_python
+
+    proc = run_python([sys.executable, os.path.join(REPO, "hf_vtrain", "run.py"), str(bad)], launch_env(),
+                      cwd=tmp_path)
     assert proc.returncode == 2
     assert "unknown key 'learning_rat'; did you mean 'learning_rate'" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -369,7 +370,7 @@ def test_evaluation_refuses_dropped_or_doubled_windows(root, tmp_path):
 
 def _cli(argv, capsys):
     """run.py's command line (`cli()`, what `python -m hf_vtrain.run` runs) in this process: its status, stdout and
-    stderr. test_cli_errors_are_one_clear_line runs the real command in a subprocess."""
+    stderr. test_cli_errors_are_one_clear_line runs the real command in a process of its own."""
     saved, sys.argv = sys.argv, ["hf_vtrain/run.py", *map(str, argv)]
     capsys.readouterr()
     try:
