@@ -65,14 +65,15 @@ def _zygote_socket() -> str:
     log = open(os.path.join(folder, "log"), "wb")
     read_end, write_end = os.pipe()
     proc = subprocess.Popen([sys.executable, ZYGOTE_PY, path, str(write_end)], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env=launch_env(), cwd=REPO, pass_fds=(write_end,))
+                            stdin=subprocess.DEVNULL, env={**launch_env(), "HFV_ZYGOTE_PARENT": str(os.getpid())},
+                            cwd=REPO, pass_fds=(write_end,))
+    atexit.register(proc.kill)  # it also dies with this process (PR_SET_PDEATHSIG)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as ready:
         line = ready.readline()
     assert line.strip() == b"ready", (f"the test launcher {ZYGOTE_PY} did not start:\n"
                                       + open(os.path.join(folder, "log"), errors="replace").read()[-3000:])
     _ZYGOTE.update(proc=proc, path=path, env=launch_env())
-    atexit.register(proc.kill)
     return path
 
 

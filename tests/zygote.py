@@ -141,7 +141,20 @@ def _launch(request: dict) -> None:
             os._exit(code)
 
 
+def _die_with_parent(parent: int) -> None:
+    """SIGKILL when the test worker that started it ends, however it ends (Linux's PR_SET_PDEATHSIG)."""
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    if os.getppid() != parent:  # the parent ended before the call
+        os._exit(1)
+
+
 def serve(path: str, ready_fd: int) -> None:
+    _die_with_parent(int(os.environ["HFV_ZYGOTE_PARENT"]))
     _preload()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)

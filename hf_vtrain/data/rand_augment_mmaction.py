@@ -22,7 +22,8 @@ bit-exact with OpenCV 4.7 / 4.11 / 4.12 and Pillow 9.5 / 11.3):
 - Invert: 255 - v; Cutout: one square of side 18 % of the height, centre uniform in the frame, filled with 128.
 
 Operations are uint8 -> uint8 on planar (n, 3, H, W) numpy frames, each rounding as imgaug does, so two chosen
-operations compose exactly as upstream. numpy only: the draw takes the caller's generator.
+operations compose exactly as upstream. numpy, and the warps' sampling compiled (warp_kernels,
+the same bytes); the draw takes the caller's generator.
 """
 
 from __future__ import annotations
@@ -137,20 +138,7 @@ def warp_taps(matrix: np.ndarray, height: int, width: int) -> list[tuple[np.ndar
     frame counts as 0. Each tap is a flat source index (H*W,) and a weight in 1/1024 (H*W,) float32; an output
     value is floor((sum of weight * source + 512) / 1024), what OpenCV's (sum * 32 + 2^14) >> 15 gives.
     """
-    m = matrix
-    det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
-    det = 1.0 / det if det != 0 else 0.0
-    a11, a22 = m[1, 1] * det, m[0, 0] * det
-    a12, a21 = -m[0, 1] * det, -m[1, 0] * det
-    b1 = -a11 * m[0, 2] - a12 * m[1, 2]
-    b2 = -a21 * m[0, 2] - a22 * m[1, 2]
-    xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
-    adelta, bdelta = _cv_round(a11 * xs * 1024), _cv_round(a21 * xs * 1024)
-    x0, y0 = _cv_round((a12 * ys + b1) * 1024) + 16, _cv_round((a22 * ys + b2) * 1024) + 16
-    fixed_x = (x0[:, None] + adelta[None, :]) >> 5  # (H, W), in 1/32 pixel
-    fixed_y = (y0[:, None] + bdelta[None, :]) >> 5
-    sx, sy = fixed_x >> 5, fixed_y >> 5
-    fx, fy = fixed_x & 31, fixed_y & 31
+    sx, sy, fx, fy = warp_grid(matrix, height, width)
     taps = []
     for dy, wy in ((0, 32 - fy), (1, fy)):
         for dx, wx in ((0, 32 - fx), (1, fx)):
@@ -164,14 +152,41 @@ def warp_taps(matrix: np.ndarray, height: int, width: int) -> list[tuple[np.ndar
     return taps
 
 
-class Warp:
-    """A fixed affine warp of every frame (taps from `warp_taps`)."""
+def warp_grid(matrix: np.ndarray, height: int, width: int) -> tuple[np.ndarray, ...]:
+    """OpenCV's source position of each output pixel for warpAffine of a forward `matrix`: the top-left neighbour
+    (sx, sy) and the fractions (fx, fy) in 1/32 pixel, each (H, W) int64."""
+    m = matrix
+    det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
+    det = 1.0 / det if det != 0 else 0.0
+    a11, a22 = m[1, 1] * det, m[0, 0] * det
+    a12, a21 = -m[0, 1] * det, -m[1, 0] * det
+    b1 = -a11 * m[0, 2] - a12 * m[1, 2]
+    b2 = -a21 * m[0, 2] - a22 * m[1, 2]
+    xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
+    adelta, bdelta = _cv_round(a11 * xs * 1024), _cv_round(a21 * xs * 1024)
+    x0, y0 = _cv_round((a12 * ys + b1) * 1024) + 16, _cv_round((a22 * ys + b2) * 1024) + 16
+    fixed_x = (x0[:, None] + adelta[None, :]) >> 5  # (H, W), in 1/32 pixel
+    fixed_y = (y0[:, None] + bdelta[None, :]) >> 5
+    return fixed_x >> 5, fixed_y >> 5, fixed_x & 31, fixed_y & 31
 
-    def __init__(self, name: str, matrix: np.ndarray, height: int, width: int):
-        self.name, self.matrix = name, matrix
+
+class Warp:
+    """A fixed affine warp of every frame (taps from `warp_taps`): compiled (`warp_kernels.warp_bilinear`) by default,
+    the numpy definition with `compiled=False`; the two give the same bytes."""
+
+    def __init__(self, name: str, matrix: np.ndarray, height: int, width: int, compiled: bool = True):
+        self.name, self.matrix, self.compiled = name, matrix, compiled
         self.taps = warp_taps(matrix, height, width)
+        if compiled:
+            from .warp_kernels import bilinear_plan
+
+            self._plan = bilinear_plan(*warp_grid(matrix, height, width))
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
+        if self.compiled:
+            from .warp_kernels import warp_bilinear
+
+            return warp_bilinear(frames, *self._plan)
         n, channels, height, width = frames.shape
         flat = frames.reshape(n * channels, height * width)
         acc = np.full(flat.shape, 512.0, dtype=np.float32)
