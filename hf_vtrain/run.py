@@ -429,6 +429,7 @@ def execute(run: PreparedRun, leave: bool = True) -> dict:
     trainer.accelerator.wait_for_everyone()
     if run.training_args.push_to_hub:
         push_final(trainer, run.task_name)
+    trainer.release_dataloader_workers()
     # Each process leaves its process group here, after its last collective, rather than at interpreter exit
     # (PyTorch asks for it: pending NCCL work is otherwise not waited for).
     if leave:
@@ -455,6 +456,7 @@ def evaluate_only(run: PreparedRun, leave: bool = True) -> dict:
         trainer.write_final_outputs(output_dir)
         print(f"evaluation of {run.model_args.model_name_or_path}: {output_dir}")
     trainer.accelerator.wait_for_everyone()
+    trainer.release_dataloader_workers()
     if leave:
         trainer.accelerator.end_training()
     return dict(metrics)

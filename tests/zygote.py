@@ -6,14 +6,15 @@ and deepspeed. Most of a tiny test run is that import (cProfile of a tiny AdaTAD
 The zygote is one process per test worker, started with the launches' environment (`launch_env()`) so everything
 read at import time (OMP_NUM_THREADS, PYTHONPATH, TORCH_EXTENSIONS_DIR) is what a fresh rank would read. It imports
 the heavy modules once, then serves one launch at a time over a Unix socket: it forks a launcher (own session,
-the request's cwd and extra environment, stdout/stderr to files), which forks the ranks; each rank runs the script as
-`__main__` (runpy), as `python script args` would. The launcher stops the other ranks when one fails (as torchrun
-does) and exits with the first failure's status; a rank killed by a signal counts as failed.
+the request's cwd and environment, stdout/stderr to files), which forks the ranks; each rank runs the script as
+`__main__` (runpy), as `python script args` would, then the atexit handlers, as a normal exit does. The launcher stops
+the other ranks when one fails (as torchrun does) and exits with the first failure's status; a rank killed by a signal
+counts as failed.
 
 What it does not do, so the tests that check these use the real `torchrun` (`launcher="torchrun"`): torchrun's own
-summary and `[rankN]:` output prefixes, its elastic agent's store, and extra environment read at import time (an
-extra variable here only reaches code that reads it at run time). The launchers users type (torchrun, deepspeed,
-accelerate launch) each keep tests of their own.
+summary and `[rankN]:` output prefixes, its elastic agent's store, and a different environment at import time (the
+client refuses a launch whose import-time variables, HF_*, OMP_*, TORCH_*, ..., differ from the zygote's). The
+launchers users type (torchrun, deepspeed, accelerate launch) each keep tests of their own.
 
 nproc 0 is one plain process, `python script args` (script "-m module": `python -m module args`).
 
@@ -85,6 +86,19 @@ def _run_rank(script: str, args: list[str]) -> int:
     return 0
 
 
+def _exit_code(script: str, args: list[str]) -> int:
+    """The script's run, then what the interpreter does at exit: the atexit handlers (logging's flush and close,
+    those torch, deepspeed and the run registered), as a process that ends normally runs them."""
+    import atexit
+
+    code = _run_rank(script, args)
+    try:
+        atexit._run_exitfuncs()
+    except BaseException:  # noqa: BLE001 - the interpreter prints a failing handler and exits as it would
+        traceback.print_exc()
+    return code
+
+
 def _launch(request: dict) -> None:
     """The launcher child: never returns."""
     code = 1
@@ -101,7 +115,7 @@ def _launch(request: dict) -> None:
         sys.stderr = os.fdopen(2, "w", buffering=1, closefd=False)
         nproc = int(request["nproc"])
         if nproc == 0:  # one plain process (no rendezvous variables): `python script args`
-            code = _run_rank(request["script"], request["args"])
+            code = _exit_code(request["script"], request["args"])
             return
         ranks = {}
         for rank in range(nproc):
@@ -115,7 +129,7 @@ def _launch(request: dict) -> None:
                     "TORCHELASTIC_RUN_ID": "zygote", "TORCHELASTIC_RESTART_COUNT": "0",
                     "TORCHELASTIC_MAX_RESTARTS": "0",
                 })
-                rc = _run_rank(request["script"], request["args"])
+                rc = _exit_code(request["script"], request["args"])
                 sys.stdout.flush(), sys.stderr.flush()
                 os._exit(rc)
             ranks[pid] = rank
@@ -173,6 +187,7 @@ def serve(path: str, ready_fd: int) -> None:
             pid = os.fork()
             if pid == 0:
                 server.close()
+                conn.close()
                 _launch(request)
             stream.write(json.dumps({"pid": pid}) + "\n")
             stream.flush()

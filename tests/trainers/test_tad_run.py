@@ -228,12 +228,18 @@ def test_persistent_workers_see_each_epoch(root, tmp_path):
     losses = {}
     for persistent in (False, True):
         out = tmp_path / f"persistent_{persistent}"
-        run_module.execute(run_module.prepare(tiny_argv(
+        prepared = run_module.prepare(tiny_argv(
             root, out, num_train_epochs=3, eval_start_epoch=100, save_every_epochs=0, save_strategy="no",
             dataloader_num_workers=2, dataloader_persistent_workers=str(persistent).lower(), plot_eval_videos=0,
-            model_config_overrides=no_dropout)))
+            model_config_overrides=no_dropout))
+        run_module.execute(prepared)
         history = json.loads((out / "trainer_state.json").read_text())["log_history"]
         losses[persistent] = [e["loss"] for e in history if "loss" in e]
+        # the run stopped its persistent workers itself (left to the garbage collector, the next run in this
+        # process stalled ~20 s joining them)
+        loaders = list(prepared.trainer.accelerator._dataloaders) + list(
+            getattr(prepared.trainer, "_eval_dataloaders", {}).values())
+        assert loaders and all(getattr(loader, "_iterator", None) is None for loader in loaders)
     assert len(losses[True]) == 6 and losses[True] == losses[False]
 
 
