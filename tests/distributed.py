@@ -109,8 +109,9 @@ class Launched:
 
     def _finish(self, line: str) -> int:
         self.returncode = json.loads(line)["returncode"]
-        self.stdout, self.stderr = (open(self._request[name], encoding="utf-8", errors="replace").read()
-                                    for name in ("stdout", "stderr"))
+        self.stdout, self.stderr = (  # none: killed before it opened them
+            open(self._request[name], encoding="utf-8", errors="replace").read()
+            if os.path.exists(self._request[name]) else "" for name in ("stdout", "stderr"))
         self._stream.close(), self._conn.close(), self._logs.cleanup()
         return self.returncode
 

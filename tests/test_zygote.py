@@ -51,3 +51,24 @@ def test_one_plain_process_as_popen_and_run(tmp_path):
 def test_an_import_time_variable_the_zygote_did_not_see_is_refused(tmp_path):
     with pytest.raises(AssertionError, match=r"\['HF_ENDPOINT'\] differ from the zygote's environment"):
         Launched(tmp_path, str(tmp_path / "any.py"), [], 0, launch_env(HF_ENDPOINT="http://127.0.0.1:1"))
+
+
+def test_a_client_that_goes_away_takes_its_launch_with_it(tmp_path):
+    """A test that fails while its launch runs leaves nothing running, and the zygote goes on serving the others."""
+    script = tmp_path / "sleeper.py"
+    script.write_text("import time\ntime.sleep(60)\n")
+    proc = popen_python([sys.executable, str(script)], launch_env(), cwd=tmp_path)
+    proc._stream.close(), proc._conn.close()  # as when the test holding it ends
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        try:
+            os.killpg(proc.pid, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        pytest.fail("the launch outlived its client")
+    quick = tmp_path / "quick.py"
+    quick.write_text("print('served')\n")
+    done = run_python([sys.executable, str(quick)], launch_env(), cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout == "served\n"

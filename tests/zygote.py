@@ -99,11 +99,13 @@ def _exit_code(script: str, args: list[str]) -> int:
     return code
 
 
-def _launch(request: dict) -> None:
+def _launch(request: dict, started_fd: int) -> None:
     """The launcher child: never returns."""
     code = 1
     try:
         os.setsid()
+        os.write(started_fd, b"1")
+        os.close(started_fd)
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -167,33 +169,72 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def _send(conn: socket.socket, message: dict) -> bool:
+    try:
+        conn.sendall((json.dumps(message) + "\n").encode())
+        return True
+    except OSError:  # the client is gone (its test failed or timed out)
+        return False
+
+
 def serve(path: str, ready_fd: int) -> None:
+    """Accepts launches and reports their ends; several may run at once. A client that disconnects before its
+    launch ended takes the launch with it (its process group is killed): nothing outlives the test that started it."""
+    import select
+
     _die_with_parent(int(os.environ["HFV_ZYGOTE_PARENT"]))
     _preload()
     server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     server.bind(path)
-    server.listen(1)
+    server.listen(8)
     os.write(ready_fd, b"ready\n")  # a pipe of its own: deepspeed's import prints to stdout
     os.close(ready_fd)
+    running: dict[int, socket.socket] = {}  # launcher pid -> its client's connection
     while True:
-        conn, _ = server.accept()
-        with conn, conn.makefile("rw") as stream:
-            line = stream.readline()
-            if not line:
-                continue
-            request = json.loads(line)
-            if request.get("stop"):
-                return
-            pid = os.fork()
+        ready, _, _ = select.select([server, *running.values()], [], [], 0.05)
+        for conn in ready:
+            if conn is server:
+                client, _ = server.accept()
+                line = client.makefile("r").readline()
+                if not line:
+                    client.close()
+                    continue
+                request = json.loads(line)
+                if request.get("stop"):
+                    return
+                started_r, started_w = os.pipe()
+                pid = os.fork()
+                if pid == 0:
+                    server.close()
+                    for other in (client, *running.values()):
+                        other.close()
+                    os.close(started_r)
+                    _launch(request, started_w)
+                os.close(started_w)
+                os.read(started_r, 1)  # its own session exists: the client may signal the group from now on
+                os.close(started_r)
+                if _send(client, {"pid": pid}):
+                    running[pid] = client
+                else:
+                    os.killpg(pid, signal.SIGKILL)
+                    client.close()
+            else:  # a client sends nothing after its request: readable means it disconnected
+                pid = next(p for p, c in running.items() if c is conn)
+                try:
+                    os.killpg(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        while True:  # reap the launches that ended
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
             if pid == 0:
-                server.close()
+                break
+            conn = running.pop(pid, None)
+            if conn is not None:
+                _send(conn, {"returncode": os.waitstatus_to_exitcode(status)})
                 conn.close()
-                _launch(request)
-            stream.write(json.dumps({"pid": pid}) + "\n")
-            stream.flush()
-            _, status = os.waitpid(pid, 0)
-            stream.write(json.dumps({"returncode": os.waitstatus_to_exitcode(status)}) + "\n")
-            stream.flush()
 
 
 if __name__ == "__main__":

@@ -385,7 +385,8 @@ class MMActionRandAugment:
     mmaction's default is num_ops 2, magnitude 9; other values follow its formulas (`levels`).
     """
 
-    def __init__(self, signs: dict[str, int], num_ops: int = NUM_OPS, magnitude: int = MAGNITUDE):
+    def __init__(self, signs: dict[str, int], num_ops: int = NUM_OPS, magnitude: int = MAGNITUDE,
+                 compiled_warps: bool = True):
         if set(signs) != set(SIGNED) or any(s not in (-1, 1) for s in signs.values()):
             raise ValueError(f"signs must give -1 or 1 for each of {SIGNED}, got {signs}")
         if not 1 <= num_ops <= len(OPERATIONS):
@@ -394,6 +395,7 @@ class MMActionRandAugment:
             raise ValueError(f"magnitude must be in [0, 10] (mmaction's max_magnitude is 10), got {magnitude}")
         self.signs, self.num_ops, self.magnitude = dict(signs), int(num_ops), magnitude
         self.levels = levels(magnitude)
+        self.compiled_warps = compiled_warps  # False: the warps' numpy definition (the same bytes; benchmarks)
         self._built: dict[tuple[str, int, int], Op] = {}  # all but Cutout are fixed per frame size: built once
 
     def __getstate__(self):  # workers rebuild what they use
@@ -401,6 +403,12 @@ class MMActionRandAugment:
 
     def operation(self, name: str, height: int, width: int, cutout_center=(0.5, 0.5)) -> Op:
         """Operation `name` for frames of height x width, with this augmenter's signs and levels."""
+        op = self._operation(name, height, width, cutout_center)
+        if isinstance(op, Warp) and not self.compiled_warps:
+            return Warp(op.name, op.matrix, height, width, compiled=False)
+        return op
+
+    def _operation(self, name: str, height: int, width: int, cutout_center) -> Op:
         sign, lv = self.signs.get(name, 1), self.levels
         if name == "ShearX":
             return shear_x(height, width, lv["shear_degrees"] * sign)
