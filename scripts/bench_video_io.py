@@ -158,19 +158,7 @@ def run_case(path: str, args) -> None:
     # decord's threads and caches in the way.
     clip = train_reader.get_frames(windows[0])
     alone = {}
-    timed = [("train", train), ("eval", evaluate)]
-    if train.mmaction is not None:  # the same draws with the warps' numpy definition (before they were compiled)
-        import copy
-
-        from hf_vtrain.data.rand_augment_mmaction import MMActionRandAugment
-
-        numpy_warps = copy.copy(train)
-        numpy_warps.mmaction = MMActionRandAugment(train.mmaction.signs, train.mmaction.num_ops,
-                                                   train.mmaction.magnitude, compiled_warps=False)
-        same = all(torch.equal(train(clip, clip_generator(args.seed, 1, i)),
-                               numpy_warps(clip, clip_generator(args.seed, 1, i))) for i in range(args.repeats))
-        timed.append(("train_numpy_warps", numpy_warps))
-    for key, transform in timed:
+    for key, transform in (("train", train), ("eval", evaluate)):
         c0 = time.thread_time()
         for i in range(args.repeats):
             transform(clip, clip_generator(args.seed, 1, i))
@@ -196,10 +184,6 @@ def run_case(path: str, args) -> None:
     print(f"-- transforms alone on a decoded clip: train {alone['train'] * 1e6:.0f} us/frame, eval "
           f"{alone['eval'] * 1e6:.0f} us/frame; with decoding at (a)'s CPU rate that would make the ratios "
           f"{decode / (decode + alone['train']):.2f} and {decode / (decode + alone['eval']):.2f}")
-    if "train_numpy_warps" in alone:
-        print(f"-- the train transform with the warps' numpy definition: {alone['train_numpy_warps'] * 1e6:.0f} "
-              f"us/frame, {alone['train_numpy_warps'] / alone['train']:.2f}x the compiled warps' time; the same "
-              f"uint8 output on {args.repeats} draws: {same}")
 
 
 if __name__ == "__main__":

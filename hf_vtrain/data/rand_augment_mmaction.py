@@ -22,8 +22,7 @@ bit-exact with OpenCV 4.7 / 4.11 / 4.12 and Pillow 9.5 / 11.3):
 - Invert: 255 - v; Cutout: one square of side 18 % of the height, centre uniform in the frame, filled with 128.
 
 Operations are uint8 -> uint8 on planar (n, 3, H, W) numpy frames, each rounding as imgaug does, so two chosen
-operations compose exactly as upstream. numpy, and the warps' sampling compiled (warp_kernels,
-the same bytes); the draw takes the caller's generator.
+operations compose exactly as upstream. numpy only: the draw takes the caller's generator.
 """
 
 from __future__ import annotations
@@ -138,7 +137,20 @@ def warp_taps(matrix: np.ndarray, height: int, width: int) -> list[tuple[np.ndar
     frame counts as 0. Each tap is a flat source index (H*W,) and a weight in 1/1024 (H*W,) float32; an output
     value is floor((sum of weight * source + 512) / 1024), what OpenCV's (sum * 32 + 2^14) >> 15 gives.
     """
-    sx, sy, fx, fy = warp_grid(matrix, height, width)
+    m = matrix
+    det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
+    det = 1.0 / det if det != 0 else 0.0
+    a11, a22 = m[1, 1] * det, m[0, 0] * det
+    a12, a21 = -m[0, 1] * det, -m[1, 0] * det
+    b1 = -a11 * m[0, 2] - a12 * m[1, 2]
+    b2 = -a21 * m[0, 2] - a22 * m[1, 2]
+    xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
+    adelta, bdelta = _cv_round(a11 * xs * 1024), _cv_round(a21 * xs * 1024)
+    x0, y0 = _cv_round((a12 * ys + b1) * 1024) + 16, _cv_round((a22 * ys + b2) * 1024) + 16
+    fixed_x = (x0[:, None] + adelta[None, :]) >> 5  # (H, W), in 1/32 pixel
+    fixed_y = (y0[:, None] + bdelta[None, :]) >> 5
+    sx, sy = fixed_x >> 5, fixed_y >> 5
+    fx, fy = fixed_x & 31, fixed_y & 31
     taps = []
     for dy, wy in ((0, 32 - fy), (1, fy)):
         for dx, wx in ((0, 32 - fx), (1, fx)):
@@ -152,41 +164,14 @@ def warp_taps(matrix: np.ndarray, height: int, width: int) -> list[tuple[np.ndar
     return taps
 
 
-def warp_grid(matrix: np.ndarray, height: int, width: int) -> tuple[np.ndarray, ...]:
-    """OpenCV's source position of each output pixel for warpAffine of a forward `matrix`: the top-left neighbour
-    (sx, sy) and the fractions (fx, fy) in 1/32 pixel, each (H, W) int64."""
-    m = matrix
-    det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
-    det = 1.0 / det if det != 0 else 0.0
-    a11, a22 = m[1, 1] * det, m[0, 0] * det
-    a12, a21 = -m[0, 1] * det, -m[1, 0] * det
-    b1 = -a11 * m[0, 2] - a12 * m[1, 2]
-    b2 = -a21 * m[0, 2] - a22 * m[1, 2]
-    xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
-    adelta, bdelta = _cv_round(a11 * xs * 1024), _cv_round(a21 * xs * 1024)
-    x0, y0 = _cv_round((a12 * ys + b1) * 1024) + 16, _cv_round((a22 * ys + b2) * 1024) + 16
-    fixed_x = (x0[:, None] + adelta[None, :]) >> 5  # (H, W), in 1/32 pixel
-    fixed_y = (y0[:, None] + bdelta[None, :]) >> 5
-    return fixed_x >> 5, fixed_y >> 5, fixed_x & 31, fixed_y & 31
-
-
 class Warp:
-    """A fixed affine warp of every frame (taps from `warp_taps`): compiled (`warp_kernels.warp_bilinear`) by default,
-    the numpy definition with `compiled=False`; the two give the same bytes."""
+    """A fixed affine warp of every frame (taps from `warp_taps`)."""
 
-    def __init__(self, name: str, matrix: np.ndarray, height: int, width: int, compiled: bool = True):
-        self.name, self.matrix, self.compiled = name, matrix, compiled
+    def __init__(self, name: str, matrix: np.ndarray, height: int, width: int):
+        self.name, self.matrix = name, matrix
         self.taps = warp_taps(matrix, height, width)
-        if compiled:
-            from .warp_kernels import bilinear_plan
-
-            self._plan = bilinear_plan(*warp_grid(matrix, height, width))
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
-        if self.compiled:
-            from .warp_kernels import warp_bilinear
-
-            return warp_bilinear(frames, *self._plan)
         n, channels, height, width = frames.shape
         flat = frames.reshape(n * channels, height * width)
         acc = np.full(flat.shape, 512.0, dtype=np.float32)
@@ -385,8 +370,7 @@ class MMActionRandAugment:
     mmaction's default is num_ops 2, magnitude 9; other values follow its formulas (`levels`).
     """
 
-    def __init__(self, signs: dict[str, int], num_ops: int = NUM_OPS, magnitude: int = MAGNITUDE,
-                 compiled_warps: bool = True):
+    def __init__(self, signs: dict[str, int], num_ops: int = NUM_OPS, magnitude: int = MAGNITUDE):
         if set(signs) != set(SIGNED) or any(s not in (-1, 1) for s in signs.values()):
             raise ValueError(f"signs must give -1 or 1 for each of {SIGNED}, got {signs}")
         if not 1 <= num_ops <= len(OPERATIONS):
@@ -395,7 +379,6 @@ class MMActionRandAugment:
             raise ValueError(f"magnitude must be in [0, 10] (mmaction's max_magnitude is 10), got {magnitude}")
         self.signs, self.num_ops, self.magnitude = dict(signs), int(num_ops), magnitude
         self.levels = levels(magnitude)
-        self.compiled_warps = compiled_warps  # False: the warps' numpy definition (the same bytes; benchmarks)
         self._built: dict[tuple[str, int, int], Op] = {}  # all but Cutout are fixed per frame size: built once
 
     def __getstate__(self):  # workers rebuild what they use
@@ -403,12 +386,6 @@ class MMActionRandAugment:
 
     def operation(self, name: str, height: int, width: int, cutout_center=(0.5, 0.5)) -> Op:
         """Operation `name` for frames of height x width, with this augmenter's signs and levels."""
-        op = self._operation(name, height, width, cutout_center)
-        if isinstance(op, Warp) and not self.compiled_warps:
-            return Warp(op.name, op.matrix, height, width, compiled=False)
-        return op
-
-    def _operation(self, name: str, height: int, width: int, cutout_center) -> Op:
         sign, lv = self.signs.get(name, 1), self.levels
         if name == "ShearX":
             return shear_x(height, width, lv["shear_degrees"] * sign)

@@ -125,26 +125,6 @@ def test_rotate_about_the_centre():
 # --- per-pixel ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("size", [(160, 160), (37, 53), (8, 8), (1, 5)])
-def test_compiled_warps_give_the_numpy_definitions_bytes(size):
-    """The compiled bilinear sampling (warp_kernels) against the numpy taps it replaces, on random frames: every
-    geometric operation, both signs, bit for bit; the small sizes put most positions at or past the border."""
-    height, width = size
-    frames = np.random.default_rng(height * width).integers(0, 256, (4, 3, height, width), dtype=np.uint8)
-    for name in ram.SIGNED:
-        for sign in (1, -1):
-            compiled = op(name, height, width, sign)
-            assert compiled.compiled
-            reference = ram.Warp(compiled.name, compiled.matrix, height, width, compiled=False)
-            got, want = compiled(frames), reference(frames)
-            assert got.dtype == np.uint8 and got.shape == frames.shape
-            assert np.array_equal(got, want), (name, sign, size, int((got != want).sum()))
-    strided = frames[:, :, :, ::-1]  # a non-contiguous view (what a flip hands on) reads the same
-    assert np.array_equal(op("Rotate", height, width)(strided),
-                          ram.Warp("Rotate", op("Rotate", height, width).matrix, height, width, compiled=False)(
-                              np.ascontiguousarray(strided)))
-
-
 def test_posterize_keeps_3_bits():
     out = op("Posterize", 1, 5)(planar([[0, 31, 32, 100, 255]]))[0, 0, 0]
     assert out.tolist() == [0, 0, 32, 96, 224]
