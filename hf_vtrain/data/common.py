@@ -63,6 +63,15 @@ def data_arguments_from(cls, source, **overrides):
     else:
         values = dict(source)
     names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:  # a recipe's other keys belong to the model and the Trainer; an override is meant for the corpus
+        import difflib
+
+        from ..parser import RecipeError
+
+        close = difflib.get_close_matches(unknown[0], sorted(names), n=1)
+        hint = f"; did you mean {close[0]!r}" if close else ""
+        raise RecipeError(f"{cls.__name__} has no key {unknown[0]!r}{hint}")
     return cls(**{k: v for k, v in {**values, **overrides}.items() if k in names})
 
 

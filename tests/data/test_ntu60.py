@@ -137,6 +137,10 @@ def test_load_corpus_is_the_typed_corpus_the_samples_come_from(corpus, tmp_path)
         typed["train"].num_rows
     with pytest.raises(CorpusError, match="annotation pickle not found"):
         hf_vtrain.load_corpus(str(recipe), annotation_path="missing.pkl")
+    from hf_vtrain.parser import RecipeError
+
+    with pytest.raises(RecipeError, match="HARDataArguments has no key 'max_eval_sample'; did you mean 'max_eval_samples'"):
+        hf_vtrain.load_corpus(str(recipe), max_eval_sample=1)  # a typo in an override is not silently dropped
 
 
 def test_one_keypoint_layout_per_corpus(corpus, tmp_path):

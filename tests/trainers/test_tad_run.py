@@ -248,10 +248,11 @@ def tiny_corpus(root):
     from hf_vtrain.data.common import data_arguments_from
     from hf_vtrain.data.synthetic_thumos14 import ensure_synthetic_thumos14
     from hf_vtrain.data.thumos14 import TADDataArguments
+    from hf_vtrain.parser import read_recipe
 
     argv = tiny_argv(root, root)
     values = {key[2:]: yaml.safe_load(value) for key, value in zip(argv[1::2], argv[2::2])}
-    args = data_arguments_from(TADDataArguments, DEMO, **values)
+    args = data_arguments_from(TADDataArguments, {**read_recipe(DEMO), **values})  # the run's other keys ignored
     ensure_synthetic_thumos14(args.data_root, **args.synthetic_kwargs())
 
 
