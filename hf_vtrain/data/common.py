@@ -39,6 +39,19 @@ class CorpusArguments:
             return os.path.join(self.data_root, path)
         return path
 
+    # "module:function" of the corpus's synthetic generator, (data_root, **synthetic_kwargs()) -> path
+    SYNTHETIC_WRITER = ""
+
+    def ensure_synthetic(self) -> None:
+        """With `synthetic: true`, writes the synthetic corpus into data_root unless it is there: what a run, its
+        `validate_data_only` and `load_corpus` all do first, so each checks the corpus the run trains on."""
+        if not self.synthetic:
+            return
+        import importlib
+
+        module, _, name = self.SYNTHETIC_WRITER.partition(":")
+        getattr(importlib.import_module(module, __package__), name)(self.data_root, **self.synthetic_kwargs())
+
     def synthetic_kwargs(self) -> dict:
         """The generator's keyword arguments: every `synthetic_<name>` field as `<name>` (lists as tuples)."""
         out = {}

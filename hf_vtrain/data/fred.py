@@ -49,6 +49,8 @@ EVENT_TIME = re.compile(r"_frame_(\d+)$")
 class DetDataArguments(CorpusArguments):
     """Where a FRED-format corpus lives, which split and modality are read, and the training augmentation."""
 
+    SYNTHETIC_WRITER = ".synthetic_fred:ensure_synthetic_fred"
+
     split: str = field(default="canonical", metadata={"help": "canonical or challenging (dataset_splits/<split>/)."})
     split_dir: str = field(default="dataset_splits", metadata={"help": "Folder of the split lists."})
     train_list: str = field(default="train_split.txt", metadata={"help": "Training list inside split_dir/<split>/."})
@@ -377,10 +379,7 @@ def _check_fred(args: DetDataArguments) -> tuple[DetValidationReport, dict[str, 
 
 
 def validate_fred(args: DetDataArguments) -> DetValidationReport:
-    if args.synthetic:
-        from .synthetic_fred import ensure_synthetic_fred
-
-        ensure_synthetic_fred(args.data_root, **args.synthetic_kwargs())
+    args.ensure_synthetic()
     return _check_fred(args)[0]
 
 
@@ -627,10 +626,7 @@ def _validated_corpus(args: DetDataArguments):
     report). Generates the synthetic corpus first when asked; every corpus problem is one CorpusError."""
     import datasets
 
-    if args.synthetic:
-        from .synthetic_fred import ensure_synthetic_fred
-
-        ensure_synthetic_fred(args.data_root, **args.synthetic_kwargs())
+    args.ensure_synthetic()
     report, parts = _check_fred(args)
     if not report.ok:
         raise CorpusError(report)

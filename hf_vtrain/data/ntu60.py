@@ -36,6 +36,8 @@ REQUIRED_KEYS = ("frame_dir", "label", "total_frames", "keypoint")
 class HARDataArguments(CorpusArguments):
     """Where an NTU-60-format corpus lives and which split is trained and evaluated."""
 
+    SYNTHETIC_WRITER = ".synthetic_ntu60:ensure_synthetic_ntu60"
+
     annotation_path: str = field(default="ntu60_2d.pkl", metadata={"help": "PYSKL annotation pickle."})
     video_dir: str = field(default="videos", metadata={"help": "Folder of the RGB videos."})
     video_name_pattern: str = field(
@@ -257,6 +259,7 @@ def _check_ntu60(args: HARDataArguments) -> tuple[HARValidationReport, Any]:
 
 
 def validate_ntu60(args: HARDataArguments) -> HARValidationReport:
+    args.ensure_synthetic()
     return _check_ntu60(args)[0]
 
 # ----------------------------------------------------------------------------------------------- sampling
@@ -495,10 +498,7 @@ def _validated_corpus(args: HARDataArguments):
 
     from .common import CorpusError
 
-    if args.synthetic:
-        from .synthetic_ntu60 import ensure_synthetic_ntu60
-
-        ensure_synthetic_ntu60(args.data_root, **args.synthetic_kwargs())
+    args.ensure_synthetic()
     report, data = _check_ntu60(args)  # the pickle (hundreds of MB for NTU) read once
     if not report.ok:
         raise CorpusError(report)
@@ -538,23 +538,25 @@ class CorpusSamples:
         self._total_frames = table.column("total_frames").to_pylist()
         self._img_shapes = [tuple(s) if s else None for s in table.column("img_shape").to_pylist()]
         names = set(table.column_names)
-        self._arrays = {name: table.column(name).combine_chunks() for name in ("keypoint", "keypoint_score")
-                        if name in names}
+        self._arrays, self._fixed = {}, {}
+        for name in ("keypoint", "keypoint_score"):
+            if name in names:
+                self._arrays[name] = column = table.column(name).combine_chunks()
+                fixed, shape = column.type.value_type.value_type, []  # persons -> frames -> fixed-size lists
+                while hasattr(fixed, "list_size"):
+                    shape.append(fixed.list_size)
+                    fixed = fixed.value_type
+                self._fixed[name] = tuple(shape)
 
     def __len__(self) -> int:
         return len(self.frame_dirs)
 
     def _array(self, name: str, index: int) -> np.ndarray:
-        cell = self._arrays[name][index]  # persons -> frames -> fixed-size lists
+        cell = self._arrays[name][index]
         values = cell.values.flatten()
         while hasattr(values, "flatten"):
             values = values.flatten()
-        fixed = self._arrays[name].type.value_type.value_type
-        shape = []
-        while hasattr(fixed, "list_size"):
-            shape.append(fixed.list_size)
-            fixed = fixed.value_type
-        return values.to_numpy(zero_copy_only=False).reshape(len(cell), self._total_frames[index], *shape)
+        return values.to_numpy(zero_copy_only=False).reshape(len(cell), self._total_frames[index], *self._fixed[name])
 
     def __getitem__(self, index):
         if isinstance(index, slice):

@@ -39,6 +39,8 @@ from .video_io import ReaderCache, clip_generator, sample_indices
 class TADDataArguments(CorpusArguments):
     """Where a temporal action detection corpus lives and how windows are read from it."""
 
+    SYNTHETIC_WRITER = ".synthetic_thumos14:ensure_synthetic_thumos14"
+
     annotation_path: str = field(
         default="annotations/thumos_14_anno.json", metadata={"help": "OpenTAD annotation JSON ({'database': ...})."}
     )
@@ -408,6 +410,7 @@ def _check_corpus(args: TADDataArguments) -> tuple[TADValidationReport, list[str
 def validate_thumos14(args: TADDataArguments) -> TADValidationReport:
     """Checks the whole corpus (annotation file, class map, every video of both subsets) and reports every problem,
     each naming the file, video id and annotation index. Ignored labels ("Ambiguous") are counted, not problems."""
+    args.ensure_synthetic()
     return _check_corpus(args)[0]
 
 
@@ -717,10 +720,7 @@ def _validated_corpus(args: TADDataArguments):
     training cap counts videos with a kept segment, as the training table does); class names). Generates the synthetic corpus first when asked; every corpus problem is one CorpusError."""
     import datasets
 
-    if args.synthetic:
-        from .synthetic_thumos14 import ensure_synthetic_thumos14
-
-        ensure_synthetic_thumos14(args.data_root, **args.synthetic_kwargs())
+    args.ensure_synthetic()
     report, class_names, entries = _check_corpus(args)
     if not report.ok:
         raise CorpusError(report)

@@ -97,6 +97,8 @@ __all__ = [
 class VADDataArguments(CorpusArguments):
     """Where a UCF-Crime-format anomaly corpus lives and how training clips and test videos are read from it."""
 
+    SYNTHETIC_WRITER = ".synthetic_ucf_crime:ensure_synthetic_ucf_crime"
+
     train_json: str = field(
         default="ucf_fgclip_train.json",
         metadata={"help": "Training records: a JSON list of {video, global_caption, region_captions, box_infos, "
@@ -626,6 +628,7 @@ def _check_corpus(args: VADDataArguments):
 def validate_ucf_crime(args: VADDataArguments) -> VADValidationReport:
     """Checks the whole corpus (training records, split lists, test annotation, every video) and reports every
     problem at once, each naming the file and entry. Non-English captions are counted per class (notes)."""
+    args.ensure_synthetic()
     return _check_corpus(args)[0]
 
 
@@ -1040,10 +1043,7 @@ def _validated_corpus(args: VADDataArguments):
     problem is one CorpusError."""
     import datasets
 
-    if args.synthetic:
-        from .synthetic_ucf_crime import ensure_synthetic_ucf_crime
-
-        ensure_synthetic_ucf_crime(args.data_root, **args.synthetic_kwargs())
+    args.ensure_synthetic()
     report, records, test_videos, annotations = _check_corpus(args)
     if not report.ok:
         raise CorpusError(report)

@@ -243,24 +243,13 @@ def test_persistent_workers_see_each_epoch(root, tmp_path):
     assert len(losses[True]) == 6 and losses[True] == losses[False]
 
 
-def tiny_corpus(root):
-    """The synthetic corpus of `tiny_argv` at root / "corpus", written as a run writes it (whichever test is first)."""
-    from hf_vtrain.data.common import data_arguments_from
-    from hf_vtrain.data.synthetic_thumos14 import ensure_synthetic_thumos14
-    from hf_vtrain.data.thumos14 import TADDataArguments
-    from hf_vtrain.parser import read_recipe
-
-    argv = tiny_argv(root, root)
-    values = {key[2:]: yaml.safe_load(value) for key, value in zip(argv[1::2], argv[2::2])}
-    args = data_arguments_from(TADDataArguments, {**read_recipe(DEMO), **values})  # the run's other keys ignored
-    ensure_synthetic_thumos14(args.data_root, **args.synthetic_kwargs())
-
-
 def test_validate_data_only(root, tmp_path):
-    tiny_corpus(root)  # validation checks what is on disk; it does not write the synthetic corpus
-    argv = tiny_argv(root, tmp_path / "v") + ["--validate_data_only", "true"]
+    """A synthetic recipe before any run: validation writes the corpus the run would train on, as the run does, then
+    checks it (it reported "not found" on a fresh clone)."""
+    argv = tiny_argv(root, tmp_path / "v", data_root=tmp_path / "corpus") + ["--validate_data_only", "true"]
     result = run_module.main(argv)
     assert result == {"ok": True}
+    assert (tmp_path / "corpus" / "annotations" / "thumos_14_anno.json").is_file()
     assert not (tmp_path / "v").exists()  # nothing trained, nothing written
 
 
