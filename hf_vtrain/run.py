@@ -51,19 +51,38 @@ def git_commit() -> str | None:
 _CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 
 
+def trainer_state_problem(path: str) -> str | None:
+    """Why `path` holds no complete trainer_state.json (None when it does). The Trainer writes that file last, but
+    not atomically: a kill during the write leaves it empty or cut short, which must not pass for a checkpoint."""
+    state = os.path.join(path, "trainer_state.json")
+    if not os.path.isfile(state):
+        return "no trainer_state.json"
+    try:
+        with open(state, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as err:
+        return f"trainer_state.json is cut short or unreadable ({type(err).__name__}: {err})"
+    if not isinstance(data, dict) or "global_step" not in data:
+        return "trainer_state.json holds no global_step"
+    return None
+
+
 def find_last_checkpoint(output_dir: str) -> str | None:
-    """Newest complete checkpoint by step number (not name order); a folder without trainer_state.json, which the
-    Trainer writes last, is an interrupted save and is skipped."""
+    """Newest complete checkpoint by step number (not name order); a folder without a complete trainer_state.json,
+    which the Trainer writes last, is an interrupted save and is skipped."""
     if not os.path.isdir(output_dir):
         return None
     found = []
     for name in os.listdir(output_dir):
         match = _CHECKPOINT_RE.match(name)
+        if not match:
+            continue
         path = os.path.join(output_dir, name)
-        if match and os.path.isfile(os.path.join(path, "trainer_state.json")):
+        problem = trainer_state_problem(path)
+        if problem is None:
             found.append((int(match.group(1)), path))
-        elif match:
-            logger.warning("skipping incomplete checkpoint %s (no trainer_state.json)", path)
+        else:
+            logger.warning("skipping incomplete checkpoint %s (%s)", path, problem)
     return max(found)[1] if found else None
 
 
@@ -71,7 +90,7 @@ def holds_training_state(path: str) -> bool:
     """A checkpoint a run can resume from: the Trainer's state and an optimizer state (optimizer.pt, or DeepSpeed's
     global_step*/ shards). A finished run's top folder has trainer_state.json and the weights but no optimizer: a
     "resume" from it trains nothing."""
-    if not os.path.isfile(os.path.join(path, "trainer_state.json")):
+    if trainer_state_problem(path) is not None:
         return False
     if os.path.isfile(os.path.join(path, "optimizer.pt")) or os.path.isfile(os.path.join(path, "latest")):
         return True
@@ -90,8 +109,8 @@ def check_resume_folder(path: str, key: str = "resume_from_checkpoint") -> str:
     if newest is not None:
         raise RecipeError(f"{key}: {path} is a run folder, not a checkpoint (it holds no optimizer state, so a resume "
                           f"would train nothing); its newest checkpoint is {newest}: pass that")
-    what = ("a finished run's folder without checkpoints" if os.path.isfile(os.path.join(path, "trainer_state.json"))
-            else "not a checkpoint (no trainer_state.json)")
+    problem = trainer_state_problem(path)
+    what = "a finished run's folder without checkpoints" if problem is None else f"not a checkpoint ({problem})"
     raise RecipeError(f"{key}: {path} is {what}; to start from its weights use model_name_or_path instead")
 
 
@@ -143,7 +162,7 @@ def download_hub_checkpoint(training_args) -> str:
     snapshot_download(repo_id=repo, allow_patterns=["last-checkpoint/*"], local_dir=target,
                       token=training_args.hub_token, revision=training_args.hub_revision)
     path = os.path.join(target, "last-checkpoint")
-    if not os.path.isfile(os.path.join(path, "trainer_state.json")):
+    if trainer_state_problem(path) is not None:
         raise RecipeError(f"resume_from_checkpoint: hub: {repo} has no complete last-checkpoint/ (was the run pushed "
                           f"with hub_strategy: checkpoint?)")
     logger.warning("resuming from %s's last-checkpoint (downloaded to %s)", repo, path)

@@ -210,15 +210,30 @@ def tensor_diffs(a, b) -> dict[str, float]:
     return {k: (a[k].double() - b[k].double()).abs().max().item() for k in a}
 
 
+def marker_complete(marker) -> bool:
+    """The marker file exists and, for JSON (a checkpoint's trainer_state.json, written last but not atomically),
+    holds its whole content: the checkpoint is complete."""
+    if not os.path.isfile(marker):
+        return False
+    if not str(marker).endswith(".json"):
+        return True
+    try:
+        with open(marker, encoding="utf-8") as handle:
+            json.load(handle)
+        return True
+    except ValueError:
+        return False
+
+
 def run_until_file_then_sigkill(cmd, marker, env, timeout: float = 600, poll: float = 0.02) -> None:
     """Starts `cmd` in its own session and SIGKILLs its whole process group as soon as `marker` (a file the run writes,
-    e.g. a checkpoint's trainer_state.json) exists: a hard interruption at a known point."""
+    e.g. a checkpoint's trainer_state.json) is complete: a hard interruption at a known point."""
     import signal
     import time
 
     proc = popen_python(cmd, env)  # its own session, as Popen(start_new_session=True), forked from the zygote
     deadline = time.time() + timeout
-    while not os.path.isfile(marker):
+    while not marker_complete(marker):
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.time() < deadline, f"{marker} did not appear within {timeout} s"
         time.sleep(poll)

@@ -3,6 +3,7 @@ decoding mid-run. Nothing already written is lost; resumed runs end exactly wher
 
 import errno
 import os
+import shutil
 import signal
 import sys
 import time
@@ -12,8 +13,9 @@ import torch
 from safetensors.torch import load_file
 
 from hf_vtrain import run as run_module
+from hf_vtrain.parser import RecipeError
 from hf_vtrain.trainers.base import CheckpointSaveError
-from tests.distributed import launch_env, popen_python, run_python
+from tests.distributed import launch_env, marker_complete, popen_python, run_python
 from tests.trainers.test_tad_run import REPO, tiny_argv
 
 COMMON = dict(num_train_epochs=4, save_every_epochs=0, save_strategy="steps", save_steps=2, eval_every_epochs=0,
@@ -40,7 +42,7 @@ def test_sigkill_then_resume_equals_uninterrupted(root, tmp_path):
     out = tmp_path / "killed"
     proc = popen_python(_cmd(tiny_argv(root, out, **COMMON)), env)  # its own session
     deadline = time.time() + 600
-    while not (out / "checkpoint-2" / "trainer_state.json").is_file():
+    while not marker_complete(out / "checkpoint-2" / "trainer_state.json"):  # checkpoint 2 whole, then the kill
         assert proc.poll() is None, "the run ended before it could be killed"
         assert time.time() < deadline
         time.sleep(0.05)
@@ -68,8 +70,19 @@ def test_half_written_checkpoint_is_skipped(root, tmp_path):
     partial.mkdir()
     (partial / "model.safetensors").write_bytes(b"\0" * 100)
     assert run_module.find_last_checkpoint(str(out)) == str(out / "checkpoint-2")
+    # a kill while the Trainer writes trainer_state.json (its last file, not written atomically): empty, or cut short
+    # (seen: the SIGKILL test's marker is the file's appearance, and the resume then failed with a JSONDecodeError)
+    complete = (out / "checkpoint-2" / "trainer_state.json").read_text()
+    for step, text in ((12, ""), (14, complete[: len(complete) // 2])):
+        cut = out / f"checkpoint-{step}"
+        shutil.copytree(out / "checkpoint-2", cut)
+        (cut / "trainer_state.json").write_text(text)
+    assert run_module.find_last_checkpoint(str(out)) == str(out / "checkpoint-2")
     again = run_module.prepare(tiny_argv(root, out, **{**COMMON, "num_train_epochs": 1}))
     assert again.resume == str(out / "checkpoint-2")
+    with pytest.raises(RecipeError, match=r"checkpoint-12 is not a checkpoint \(trainer_state.json is cut short"):
+        run_module.prepare(tiny_argv(root, out, resume_from_checkpoint=out / "checkpoint-12",
+                                     **{**COMMON, "num_train_epochs": 1}))
 
 
 def test_disk_full_while_saving(root, tmp_path, monkeypatch):
