@@ -396,7 +396,7 @@ def test_resume_values_are_checked_before_anything_loads(root, tmp_path, capsys)
     run = tmp_path / "finished"
     for folder in (run, run / "checkpoint-4", run / "checkpoint-12"):
         folder.mkdir(parents=True)
-        (folder / "trainer_state.json").write_text("{}")
+        (folder / "trainer_state.json").write_text('{"global_step": 4}')  # the least a whole state holds
     for folder in (run / "checkpoint-4", run / "checkpoint-12"):
         (folder / "optimizer.pt").write_bytes(b"")
     with pytest.raises(RecipeError, match=r"is a run folder, not a checkpoint .* newest checkpoint is .*checkpoint-12"):
