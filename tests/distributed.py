@@ -55,6 +55,7 @@ _ZYGOTE = {}
 def _zygote_socket() -> str:
     """This worker's zygote (started on first use, with the launches' environment), its socket path."""
     import atexit
+    import shutil
     import tempfile
 
     proc = _ZYGOTE.get("proc")
@@ -67,6 +68,7 @@ def _zygote_socket() -> str:
     proc = subprocess.Popen([sys.executable, ZYGOTE_PY, path, str(write_end)], stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, env={**launch_env(), "HFV_ZYGOTE_PARENT": str(os.getpid())},
                             cwd=REPO, pass_fds=(write_end,))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # runs after the kill below (atexit is LIFO)
     atexit.register(proc.kill)  # it also dies with this process (PR_SET_PDEATHSIG)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as ready:
