@@ -146,19 +146,22 @@ def _zygote_launch(cwd, script: str, args: list[str], nproc: int, env: dict, tim
     return subprocess.CompletedProcess(launched.args, launched.returncode, launched.stdout, launched.stderr)
 
 
-def run_python(cmd: list[str], env: dict, cwd=None, timeout: float = 900):
-    """subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd) for `[python, script, *args]` or
-    `[python, "-m", module, *args]`, forked from the zygote (one plain process, no rendezvous variables)."""
+def _python_target(cmd: list[str]) -> tuple[str, list[str]]:
+    """(script, args) of `[python, script, *args]`, or ("-m module", args) of `[python, "-m", module, *args]`."""
     assert cmd[0] == sys.executable, cmd
     script, args = (f"-m {cmd[2]}", cmd[3:]) if cmd[1] == "-m" else (cmd[1], cmd[2:])
-    return _zygote_launch(cwd or os.getcwd(), script, [str(a) for a in args], 0, {k: str(v) for k, v in env.items()},
-                          timeout)
+    return script, [str(a) for a in args]
+
+
+def run_python(cmd: list[str], env: dict, cwd=None, timeout: float = 900):
+    """subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd), forked from the zygote (one plain
+    process, no rendezvous variables)."""
+    return _zygote_launch(cwd or os.getcwd(), *_python_target(cmd), 0, {k: str(v) for k, v in env.items()}, timeout)
 
 
 def popen_python(cmd: list[str], env: dict, cwd=None) -> Launched:
-    """subprocess.Popen(cmd, env=env, start_new_session=True) of `[python, script, *args]`, forked from the zygote."""
-    assert cmd[0] == sys.executable and cmd[1] != "-m", cmd
-    return Launched(cwd or os.getcwd(), cmd[1], [str(a) for a in cmd[2:]], 0, {k: str(v) for k, v in env.items()})
+    """subprocess.Popen(cmd, env=env, start_new_session=True), forked from the zygote."""
+    return Launched(cwd or os.getcwd(), *_python_target(cmd), 0, {k: str(v) for k, v in env.items()})
 
 
 def free_port() -> int:

@@ -582,7 +582,7 @@ class HARCorpus:
     report: HARValidationReport
     train_transform: HARSampleTransform
     eval_transform: HARSampleTransform
-    corpus: Any = None  # load_corpus's DatasetDict the samples are read from
+    corpus: Any  # load_corpus's DatasetDict the samples are read from
 
     def set_epoch(self, epoch: int) -> None:
         self.train_transform.set_epoch(epoch)
