@@ -137,6 +137,8 @@ def run_case(path: str, args) -> None:
     if train_reader.size is not None:  # the same transform on frames decoded as stored: what it was before
         sections["train_full"] = (full._reader, lambda i, indices: train(full.get_frames(indices),
                                                                          clip_generator(args.seed, 0, i)))
+    if train.mmaction is not None:  # numba loads the RandAugment kernels once per process: not part of the rate
+        train.mmaction.prepare(train.crop, train.crop)
     for _, fn in sections.values():  # warm-up, untimed
         fn(0, windows[0])
     wall = {key: [] for key in sections}

@@ -22,7 +22,9 @@ bit-exact with OpenCV 4.7 / 4.11 / 4.12 and Pillow 9.5 / 11.3):
 - Invert: 255 - v; Cutout: one square of side 18 % of the height, centre uniform in the frame, filled with 128.
 
 Operations are uint8 -> uint8 on planar (n, 3, H, W) numpy frames, each rounding as imgaug does, so two chosen
-operations compose exactly as upstream. numpy only: the draw takes the caller's generator.
+operations compose exactly as upstream. Each operation's `__call__` is the numpy definition; its `compiled(frames,
+spare)` gives the same bytes through `train_clip_kernels` (in place, or into `spare`, returning the array that holds
+the result), which is what `TrainClipTransform` runs. The draw takes the caller's generator.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import math
 from typing import Callable, Sequence
 
 import numpy as np
+
+from . import train_clip_kernels as kernels
 
 NUM_OPS = 2  # mmaction's default_transforms: SomeOf(2) ...
 MAGNITUDE = 9  # ... at magnitude 9 of max 10
@@ -129,13 +133,12 @@ def _cv_round(x: np.ndarray) -> np.ndarray:
     return np.rint(x).astype(np.int64)  # cvRound: round half to even
 
 
-def warp_taps(matrix: np.ndarray, height: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    """OpenCV's warpAffine(INTER_LINEAR, BORDER_CONSTANT 0) for a forward `matrix`, as (index, weight) taps.
+def warp_grid(matrix: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """OpenCV's warpAffine source grid for a forward `matrix`: (x_row, y_row, x_col, y_col), int64, such that output
+    pixel (y, x) samples at ((x_row[y] + x_col[x]) >> 5, (y_row[y] + y_col[x]) >> 5) in 1/32 pixel.
 
     OpenCV inverts the matrix, maps each output pixel to the source on a grid of 1/32 pixel (10-bit fixed point,
-    rounded, then shifted down by 5) and blends the four neighbours with integer weights; a neighbour outside the
-    frame counts as 0. Each tap is a flat source index (H*W,) and a weight in 1/1024 (H*W,) float32; an output
-    value is floor((sum of weight * source + 512) / 1024), what OpenCV's (sum * 32 + 2^14) >> 15 gives.
+    rounded, then shifted down by 5).
     """
     m = matrix
     det = m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0]
@@ -147,6 +150,17 @@ def warp_taps(matrix: np.ndarray, height: int, width: int) -> list[tuple[np.ndar
     xs, ys = np.arange(width, dtype=np.float64), np.arange(height, dtype=np.float64)
     adelta, bdelta = _cv_round(a11 * xs * 1024), _cv_round(a21 * xs * 1024)
     x0, y0 = _cv_round((a12 * ys + b1) * 1024) + 16, _cv_round((a22 * ys + b2) * 1024) + 16
+    return x0, y0, adelta, bdelta
+
+
+def warp_taps(matrix: np.ndarray, height: int, width: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """OpenCV's warpAffine(INTER_LINEAR, BORDER_CONSTANT 0) for a forward `matrix`, as (index, weight) taps.
+
+    On `warp_grid`'s 1/32-pixel positions OpenCV blends the four neighbours with integer weights; a neighbour
+    outside the frame counts as 0. Each tap is a flat source index (H*W,) and a weight in 1/1024 (H*W,) float32; an
+    output value is floor((sum of weight * source + 512) / 1024), what OpenCV's (sum * 32 + 2^14) >> 15 gives.
+    """
+    x0, y0, adelta, bdelta = warp_grid(matrix, height, width)
     fixed_x = (x0[:, None] + adelta[None, :]) >> 5  # (H, W), in 1/32 pixel
     fixed_y = (y0[:, None] + bdelta[None, :]) >> 5
     sx, sy = fixed_x >> 5, fixed_y >> 5
@@ -165,11 +179,29 @@ def warp_taps(matrix: np.ndarray, height: int, width: int) -> list[tuple[np.ndar
 
 
 class Warp:
-    """A fixed affine warp of every frame (taps from `warp_taps`)."""
+    """A fixed affine warp of every frame: `__call__` through `warp_taps` (numpy, the reference), `compiled` through
+    `train_clip_kernels` on the same grid. A warp whose grid moves whole rows (ShearX, TranslateX / Y: every row at
+    one source row and one 1/32 column offset) or whole columns (ShearY) runs as contiguous row loops; any other
+    (Rotate) samples pixel by pixel."""
+
+    in_place = False  # `compiled` writes into spare
 
     def __init__(self, name: str, matrix: np.ndarray, height: int, width: int):
         self.name, self.matrix = name, matrix
         self.taps = warp_taps(matrix, height, width)
+        x_row, y_row, x_col, y_col = self.grid = warp_grid(matrix, height, width)
+        fixed_x = (x_row[:, None] + x_col[None, :]) >> 5
+        fixed_y = (y_row[:, None] + y_col[None, :]) >> 5
+        if (fixed_y == fixed_y[:, :1]).all() and (fixed_x - 32 * np.arange(width) == fixed_x[:, :1]).all():
+            self.mode, self.fixed = "rows", (fixed_y[:, 0].copy(), fixed_x[:, 0].copy())
+        elif (fixed_x == fixed_x[:1]).all() and (fixed_y - 32 * np.arange(height)[:, None] == fixed_y[:1]).all():
+            self.mode, self.fixed = "columns", (fixed_y[0].copy(), fixed_x[0].copy())
+        else:
+            self.mode, self.fixed = "pixels", None
+        self._scratch = None  # the transposed planes of a "columns" warp
+
+    def __getstate__(self):
+        return {**self.__dict__, "_scratch": None}
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         n, channels, height, width = frames.shape
@@ -182,6 +214,22 @@ class Warp:
         out = np.empty_like(frames)
         np.copyto(out.reshape(flat.shape), acc, casting="unsafe")
         return out
+
+    def compiled(self, frames: np.ndarray, spare: np.ndarray) -> np.ndarray:
+        """The same bytes as `__call__`, written into `spare` (C-contiguous, frames' shape), which is returned."""
+        n, channels, height, width = frames.shape
+        src = frames.reshape(n * channels, height, width)
+        dst = spare.reshape(n * channels, height, width)
+        if self.mode == "rows":
+            kernels.shift_rows(src, dst, *self.fixed)
+        elif self.mode == "columns":
+            if self._scratch is None or self._scratch.shape[1] < n * channels:  # kept: a fresh one page-faults
+                self._scratch = np.empty((2, n * channels, width, height), np.uint8)
+            scratch = self._scratch[:, : n * channels]
+            kernels.shift_columns(src, dst, *self.fixed, scratch[0], scratch[1])
+        else:
+            kernels.warp_general(src, dst, *self.grid)
+        return spare
 
 
 def shear_x(height: int, width: int, degrees: float) -> Warp:
@@ -210,27 +258,43 @@ def rotate(height: int, width: int, degrees: float) -> Warp:
 
 
 class Lut:
-    """A fixed 256-entry table applied to every value."""
+    """A fixed 256-entry table applied to every value; `kernel` (frames in place) computes the same values
+    arithmetically where the table is a mask, a threshold or an inversion."""
 
-    def __init__(self, name: str, table: np.ndarray):
+    in_place = True  # `compiled` writes into frames
+
+    def __init__(self, name: str, table: np.ndarray, kernel: Callable[[np.ndarray], None] | None = None):
         self.name, self.table = name, table.astype(np.uint8)
+        self.kernel = kernel
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return np.take(self.table, frames)
 
+    def compiled(self, frames: np.ndarray, spare: np.ndarray) -> np.ndarray:
+        if self.kernel is not None:
+            self.kernel(frames)
+        else:
+            kernels.apply_table(frames, self.table)
+        return frames
+
 
 def posterize(bits: int) -> Lut:
     """imgaug's uniform quantization to 2^bits bins without centring: v & ~(2^(8-bits) - 1)."""
-    return Lut("Posterize", np.arange(256) & (256 - 2 ** (8 - bits)))
+    mask = 256 - 2 ** (8 - bits)
+    return Lut("Posterize", np.arange(256) & mask, lambda frames: kernels.posterize(frames, np.uint8(mask)))
 
 
 def solarize(threshold: float) -> Lut:
     values = np.arange(256)
-    return Lut("Solarize", np.where(values >= int(threshold), 255 - values, values))
+    cut = int(threshold)
+    table = np.where(values >= cut, 255 - values, values)
+    if cut > 255:  # nothing inverted; the kernel's uint8 compare needs a threshold in range
+        return Lut("Solarize", table)
+    return Lut("Solarize", table, lambda frames: kernels.solarize(frames, np.uint8(max(cut, 0))))
 
 
 def invert() -> Lut:
-    return Lut("Invert", 255 - np.arange(256))
+    return Lut("Invert", 255 - np.arange(256), kernels.invert)
 
 
 def blend_table(factor: float) -> np.ndarray:
@@ -253,6 +317,8 @@ def _luma(frames: np.ndarray) -> np.ndarray:
 
 class Enhance:
     """Pillow's ImageEnhance.Color / Contrast / Brightness / Sharpness(frame).enhance(factor), frame by frame."""
+
+    in_place = True  # `compiled` writes into frames
 
     KINDS = ("Color", "Contrast", "Brightness", "Sharpness")
 
@@ -284,9 +350,28 @@ class Enhance:
         degenerate = np.broadcast_to(self._degenerate(frames), frames.shape)
         return np.take(self.table.reshape(-1), degenerate * 256 + frames)
 
+    def compiled(self, frames: np.ndarray, spare: np.ndarray) -> np.ndarray:
+        """In place; `blend_table`'s arithmetic per value (kernels._blend) instead of its 64K table."""
+        factor, clip = float(self.factor), not 0.0 <= self.factor <= 1.0
+        n, _, height, width = frames.shape
+        if self.kind == "Brightness":
+            kernels.blend_with_constants(frames, np.zeros(n, np.int32), factor, clip)
+        elif self.kind == "Color":
+            kernels.enhance_color(frames, factor, clip)
+        elif self.kind == "Contrast":
+            kernels.blend_with_constants(frames, kernels.mean_luma_rounded(frames), factor, clip)
+        elif height < 3 or width < 3:  # no interior: every value blended with itself
+            kernels.blend_with(frames, frames.copy(), factor, clip)
+        else:
+            kernels.smooth(frames, spare)
+            kernels.blend_with(frames, spare, factor, clip)
+        return frames
+
 
 class Autocontrast:
     """imgaug's pillike.autocontrast with cutoff 0: each frame's channel stretched from [lo, hi] to [0, 255]."""
+
+    in_place = True  # `compiled` writes into frames
 
     name = "Autocontrast"
 
@@ -301,10 +386,16 @@ class Autocontrast:
         tables[hi <= lo] = np.arange(256, dtype=np.uint8)  # a constant channel is left alone
         return _apply_tables(tables, flat).reshape(frames.shape)
 
+    def compiled(self, frames: np.ndarray, spare: np.ndarray) -> np.ndarray:
+        kernels.apply_tables(frames, kernels.autocontrast_tables(frames))
+        return frames
+
 
 class Equalize:
     """imgaug's pillike.equalize (its non-Pillow path): per frame and channel, lut[i] = (step // 2 +
     count(values < i)) // step with step = count(values < 255) // 255; identity for one value or step 0."""
+
+    in_place = True  # `compiled` writes into frames
 
     name = "Equalize"
 
@@ -322,6 +413,10 @@ class Equalize:
         tables[identity] = np.arange(256, dtype=np.uint8)
         return _apply_tables(tables, flat).reshape(frames.shape)
 
+    def compiled(self, frames: np.ndarray, spare: np.ndarray) -> np.ndarray:
+        kernels.apply_tables(frames, kernels.equalize_tables(frames))
+        return frames
+
 
 def _apply_tables(tables: np.ndarray, flat: np.ndarray) -> np.ndarray:
     """Row r of `flat` through table r."""
@@ -331,6 +426,8 @@ def _apply_tables(tables: np.ndarray, flat: np.ndarray) -> np.ndarray:
 
 class Cutout:
     """imgaug's Cutout(nb_iterations=1, size, squared=True, fill 128) at a drawn centre (relative x, y)."""
+
+    in_place = True  # `compiled` writes into frames
 
     name = "Cutout"
 
@@ -352,6 +449,11 @@ class Cutout:
         if x2 > x1 and y2 > y1:
             frames = frames.copy()
             frames[:, :, y1:y2, x1:x2] = CUTOUT_FILL
+        return frames
+
+    def compiled(self, frames: np.ndarray, spare: np.ndarray) -> np.ndarray:
+        x1, y1, x2, y2 = self.box
+        frames[:, :, y1:y2, x1:x2] = CUTOUT_FILL
         return frames
 
 
@@ -429,6 +531,15 @@ class MMActionRandAugment:
                 self._built[key] = self.operation(name, height, width)
             ops.append(self._built[key])
         return ops
+
+    def prepare(self, height: int, width: int) -> None:
+        """Run every operation's compiled form once on a blank block of height x width frames, so that numba loads
+        its kernels now (~0.5 s; the first time on a machine it compiles them, ~10 s) rather than inside the first
+        clips: what a benchmark of steady-state speed wants."""
+        frames = np.zeros((2, 3, height, width), np.uint8)
+        spare = np.empty_like(frames)
+        for name in OPERATIONS:
+            self.operation(name, height, width).compiled(frames, spare)
 
     def describe(self) -> str:
         lv = self.levels

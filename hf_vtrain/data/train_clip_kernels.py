@@ -1,0 +1,431 @@
+"""Compiled (numba) loops of the training-clip transform: the planar copy with its flip, MMAction2's RandAugment
+operations (`rand_augment_mmaction`) and the folded colour jitter (`video_io._compile`'s affine step), on blocks of
+uint8 planar (n, 3, H, W) frames small enough to stay in cache.
+
+Every RandAugment kernel gives the bytes of the numpy operation it stands for (`tests/data/test_train_clip_kernels.py`
+compares them on random frames of several sizes), and so imgaug's bytes; each says below why the arithmetic is the
+same. The colour jitter kernel defines its own float32 order (written out in `color_affine`), which numpy's matmul
+does not pin down.
+
+Why compiled: at 320x180 decoding is cheap (~1.3 ms a training frame at stride 4), and the numpy operations, each a
+few passes over the frame with int64 gathers, cost ~290 us a frame on average for the two drawn per clip; this file's
+loops touch each value once or twice and let the compiler vectorise the contiguous ones.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+# --- layout ------------------------------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def planarize(hwc, flip, out):
+    """out[i, c, y, x] = hwc[i, y, W - 1 - x if flip else x, c]: (n, H, W, 3) uint8 -> (n, 3, H, W) uint8.
+
+    The reads go through unsigned flat offsets: with signed ones numba tests each for a negative (wraparound) index,
+    which here costs 5x (21 against 4.4 us a 160x160 frame)."""
+    n, height, width, _ = hwc.shape
+    one, two = np.uint64(1), np.uint64(2)
+    for i in range(n):
+        for y in range(height):
+            s = hwc[i, y].reshape(-1)
+            d0, d1, d2 = out[i, 0, y], out[i, 1, y], out[i, 2, y]
+            for x in range(width):
+                k = np.uint64(3 * (width - 1 - x if flip else x))
+                d0[x] = s[k]
+                d1[x] = s[k + one]
+                d2[x] = s[k + two]
+
+
+# --- warps: OpenCV's warpAffine taps (rand_augment_mmaction.warp_taps) --------------------------------------------
+# An output value is (512 + sum of (wy * wx) * source) >> 10 over the four neighbours of its source position on the
+# 1/32-pixel grid, a neighbour outside the frame counting as 0: integer arithmetic, the same sums as the numpy
+# reference's exact float32 ones (every partial sum is an integer below 2^24).
+
+
+@njit(cache=True, nogil=True)
+def _value(row, col, width):
+    if col < 0 or col >= width:
+        return np.int32(0)
+    return np.int32(row[col])
+
+
+@njit(cache=True, nogil=True)
+def _shift_row(top, bottom, sx, w00, w01, w10, w11, out):
+    """One output row from its two source rows (zero rows where outside the frame)."""
+    width = out.shape[0]
+    lo = min(max(0, -sx), width)
+    hi = max(min(width, width - 1 - sx), lo)
+    # the interior, where both columns exist, as one loop over slices (it vectorises)
+    a, b, c, d = top[sx + lo : sx + hi], top[sx + lo + 1 : sx + hi + 1], bottom[sx + lo : sx + hi], \
+        bottom[sx + lo + 1 : sx + hi + 1]
+    o = out[lo:hi]
+    half = np.int32(512)  # int32 throughout: a literal 512 would make the sums int64, which AVX2 multiplies slowly
+    for k in range(hi - lo):
+        o[k] = (half + w00 * np.int32(a[k]) + w01 * np.int32(b[k]) + w10 * np.int32(c[k]) + w11 * np.int32(d[k])) >> 10
+    # left and right of it: columns whose two source columns both lie outside are 0 ((512 + 0) >> 10); the one
+    # column on each side that straddles the border is summed with the outside read as 0
+    zero_lo = min(max(0, -sx - 1), lo)
+    zero_hi = max(min(width, width - sx), hi)
+    for x in range(zero_lo):
+        out[x] = 0
+    for x in range(zero_hi, width):
+        out[x] = 0
+    for x in range(zero_lo, lo):
+        _edge(top, bottom, sx + x, w00, w01, w10, w11, out, x)
+    for x in range(hi, zero_hi):
+        _edge(top, bottom, sx + x, w00, w01, w10, w11, out, x)
+
+
+@njit(cache=True, nogil=True)
+def _edge(top, bottom, col, w00, w01, w10, w11, out, x):
+    width = out.shape[0]
+    out[x] = (
+        np.int32(512)
+        + w00 * _value(top, col, width)
+        + w01 * _value(top, col + 1, width)
+        + w10 * _value(bottom, col, width)
+        + w11 * _value(bottom, col + 1, width)
+    ) >> 10
+
+
+@njit(cache=True, nogil=True)
+def shift_rows(src, dst, fixed_y, fixed_x):
+    """A warp that moves every row as a whole: output row y reads source rows fixed_y[y] >> 5 and the next, with
+    vertical weight fixed_y[y] & 31, from column (fixed_x[y] >> 5) + x with horizontal weight fixed_x[y] & 31
+    (src, dst: (planes, H, W) uint8; ShearX, TranslateX/Y)."""
+    planes, height, width = src.shape
+    zero = np.zeros(width, np.uint8)
+    for y in range(height):
+        fy, fx = fixed_y[y], fixed_x[y]
+        sy, ay = fy >> 5, np.int32(fy & 31)
+        sx, ax = fx >> 5, np.int32(fx & 31)
+        w00, w01 = np.int32((32 - ay) * (32 - ax)), np.int32((32 - ay) * ax)
+        w10, w11 = np.int32(ay * (32 - ax)), np.int32(ay * ax)
+        for p in range(planes):
+            top = src[p, sy] if 0 <= sy < height else zero
+            bottom = src[p, sy + 1] if 0 <= sy + 1 < height else zero
+            _shift_row(top, bottom, sx, w00, w01, w10, w11, dst[p, y])
+
+
+@njit(cache=True, nogil=True)
+def shift_columns(src, dst, fixed_y, fixed_x, scratch_in, scratch_out):
+    """A warp that moves every column as a whole (ShearY): `shift_rows` on the transposed planes, with the roles of
+    x and y exchanged (fixed_y[x] is the source row at y = 0 of column x, fixed_x[x] its source column). The four
+    products wy * wx are the same numbers, so are the sums. scratch_*: (planes, W, H) uint8."""
+    planes, height, width = src.shape
+    for p in range(planes):
+        _transpose(src[p].reshape(-1), scratch_in[p].reshape(-1), height, width)
+    shift_rows(scratch_in, scratch_out, fixed_x, fixed_y)
+    for p in range(planes):
+        _transpose(scratch_out[p].reshape(-1), dst[p].reshape(-1), width, height)
+
+
+@njit(cache=True, nogil=True)
+def _transpose(src, dst, height, width):
+    """dst (width x height) = src (height x width) transposed, flat, by unsigned offsets."""
+    for y in range(height):
+        row = np.uint64(y * width)
+        for x in range(width):
+            dst[np.uint64(x * height + y)] = src[row + np.uint64(x)]
+
+
+@njit(cache=True, nogil=True)
+def warp_general(src, dst, x_row, y_row, x_col, y_col):
+    """Any affine warp (Rotate): output (y, x) samples at fixed (x_row[y] + x_col[x], y_row[y] + y_col[x]) >> 5
+    (warp_taps' x0 + adelta, y0 + bdelta); src, dst (planes, H, W) uint8. Inside the frame the four reads use
+    unsigned flat offsets (no negative-index wraparound to test)."""
+    planes, height, width = src.shape
+    size = height * width
+    flat_src, flat_dst = src.reshape(planes, size), dst.reshape(planes, size)
+    half = np.int32(512)
+    for y in range(height):
+        for x in range(width):
+            fx = (x_row[y] + x_col[x]) >> 5
+            fy = (y_row[y] + y_col[x]) >> 5
+            sx, sy = fx >> 5, fy >> 5
+            ax, ay = np.int32(fx & 31), np.int32(fy & 31)
+            w00, w01 = np.int32((32 - ay) * (32 - ax)), np.int32((32 - ay) * ax)
+            w10, w11 = np.int32(ay * (32 - ax)), np.int32(ay * ax)
+            o = np.uint64(y * width + x)
+            if 0 <= sx < width - 1 and 0 <= sy < height - 1:
+                b00 = np.uint64(sy * width + sx)
+                b01, b10 = b00 + np.uint64(1), b00 + np.uint64(width)
+                b11 = b10 + np.uint64(1)
+                for p in range(planes):
+                    s = flat_src[p]
+                    flat_dst[p, o] = (
+                        half + w00 * np.int32(s[b00]) + w01 * np.int32(s[b01]) + w10 * np.int32(s[b10])
+                        + w11 * np.int32(s[b11])
+                    ) >> 10
+            elif sx < -1 or sx >= width or sy < -1 or sy >= height:
+                for p in range(planes):
+                    flat_dst[p, o] = 0
+            else:
+                zero = src[0, 0, :0]  # an empty row: every read of it is outside
+                for p in range(planes):
+                    top = src[p, sy] if 0 <= sy < height else zero
+                    bottom = src[p, sy + 1] if 0 <= sy + 1 < height else zero
+                    acc = half + w00 * _value(top, sx, top.shape[0]) + w01 * _value(top, sx + 1, top.shape[0])
+                    acc += w10 * _value(bottom, sx, bottom.shape[0]) + w11 * _value(bottom, sx + 1, bottom.shape[0])
+                    flat_dst[p, o] = acc >> 10
+
+
+# --- per-value operations, in place on (n, 3, H, W) -------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def posterize(frames, mask):
+    flat = frames.reshape(-1)
+    for k in range(flat.shape[0]):
+        flat[k] = flat[k] & mask
+
+
+@njit(cache=True, nogil=True)
+def solarize(frames, threshold):
+    """v >= threshold -> 255 - v (the numpy table's `values >= int(threshold)`; threshold an int)."""
+    flat = frames.reshape(-1)
+    for k in range(flat.shape[0]):
+        v = flat[k]
+        flat[k] = 255 - v if v >= threshold else v
+
+
+@njit(cache=True, nogil=True)
+def invert(frames):
+    flat = frames.reshape(-1)
+    for k in range(flat.shape[0]):
+        flat[k] = 255 - flat[k]
+
+
+@njit(cache=True, nogil=True)
+def apply_table(frames, table):
+    """One 256-entry table for every value."""
+    flat = frames.reshape(-1)
+    for k in range(flat.shape[0]):
+        flat[k] = table[flat[k]]
+
+
+@njit(cache=True, nogil=True)
+def apply_tables(frames, tables):
+    """tables (n, 3, 256): frame i's channel c through tables[i, c]."""
+    n, channels = frames.shape[0], frames.shape[1]
+    for i in range(n):
+        for c in range(channels):
+            flat = frames[i, c].reshape(-1)
+            table = tables[i, c]
+            for k in range(flat.shape[0]):
+                flat[k] = table[flat[k]]
+
+
+@njit(cache=True, nogil=True)
+def _blend(d, v, factor, clip):
+    """Pillow's blend of degenerate d and value v (rand_augment_mmaction.blend_table): d + factor * (v - d) in double,
+    stored as float32, then (factor outside [0, 1]) floored and clipped to [0, 255], or (inside) truncated."""
+    mixed = np.float32(np.float64(d) + factor * (np.float64(v) - np.float64(d)))
+    if clip:
+        mixed = min(max(np.floor(mixed), np.float32(0.0)), np.float32(255.0))
+    return np.uint8(mixed)
+
+
+@njit(cache=True, nogil=True)
+def _luma(r, g, b):
+    """Pillow's RGB -> L: (19595 R + 38470 G + 7471 B + 2^15) >> 16."""
+    return (np.int32(r) * 19595 + np.int32(g) * 38470 + np.int32(b) * 7471 + 0x8000) >> 16
+
+
+@njit(cache=True, nogil=True)
+def enhance_color(frames, factor, clip):
+    """ImageEnhance.Color: each value blended with its pixel's luma."""
+    n, _, height, width = frames.shape
+    for i in range(n):
+        r, g, b = frames[i, 0].reshape(-1), frames[i, 1].reshape(-1), frames[i, 2].reshape(-1)
+        for k in range(height * width):
+            d = _luma(r[k], g[k], b[k])
+            r[k] = _blend(d, r[k], factor, clip)
+            g[k] = _blend(d, g[k], factor, clip)
+            b[k] = _blend(d, b[k], factor, clip)
+
+
+@njit(cache=True, nogil=True)
+def mean_luma_rounded(frames):
+    """Per frame, int(mean luma + 0.5): the luma sum is an exact integer, as numpy's float64 sum of it is."""
+    n, _, height, width = frames.shape
+    out = np.empty(n, np.int32)
+    for i in range(n):
+        r, g, b = frames[i, 0].reshape(-1), frames[i, 1].reshape(-1), frames[i, 2].reshape(-1)
+        total = 0
+        for k in range(height * width):
+            total += _luma(r[k], g[k], b[k])
+        out[i] = np.int32(np.floor(np.float64(total) / (height * width) + 0.5))
+    return out
+
+
+@njit(cache=True, nogil=True)
+def blend_tables(degenerate, factor, clip):
+    """Per frame a 256-entry table: value v blended with that frame's constant degenerate value."""
+    tables = np.empty((degenerate.shape[0], 256), np.uint8)
+    for i in range(degenerate.shape[0]):
+        for v in range(256):
+            tables[i, v] = _blend(degenerate[i], v, factor, clip)
+    return tables
+
+
+@njit(cache=True, nogil=True)
+def apply_frame_tables(frames, tables):
+    """tables (n, 256): every value of frame i through tables[i]."""
+    for i in range(frames.shape[0]):
+        flat = frames[i].reshape(-1)
+        table = tables[i]
+        for k in range(flat.shape[0]):
+            flat[k] = table[flat[k]]
+
+
+@njit(cache=True, nogil=True)
+def blend_with(frames, degenerate, factor, clip):
+    """frames = blend(degenerate, frames) value by value, in place (degenerate: frames' shape, uint8)."""
+    flat, dflat = frames.reshape(-1), degenerate.reshape(-1)
+    for k in range(flat.shape[0]):
+        flat[k] = _blend(dflat[k], flat[k], factor, clip)
+
+
+@njit(cache=True, nogil=True)
+def blend_with_constants(frames, degenerate, factor, clip):
+    """Frame i blended with the constant degenerate[i], in place."""
+    for i in range(frames.shape[0]):
+        flat = frames[i].reshape(-1)
+        d = degenerate[i]
+        for k in range(flat.shape[0]):
+            flat[k] = _blend(d, flat[k], factor, clip)
+
+
+@njit(cache=True, nogil=True)
+def smooth(frames, out):
+    """Pillow's ImageFilter.SMOOTH as ImageEnhance.Sharpness uses it: inside the one-pixel border (2 * total + 13) // 26
+    of the 3x3 sum with the centre counted 5 times; the border copied (out: frames' shape, uint8)."""
+    n, channels, height, width = frames.shape
+    for i in range(n):
+        for c in range(channels):
+            plane, dst = frames[i, c], out[i, c]
+            dst[0, :] = plane[0, :]
+            dst[height - 1, :] = plane[height - 1, :]
+            for y in range(1, height - 1):
+                up, mid, down, o = plane[y - 1], plane[y], plane[y + 1], dst[y]
+                o[0] = mid[0]
+                o[width - 1] = mid[width - 1]
+                u0, u1, u2 = up[: width - 2], up[1 : width - 1], up[2:]
+                m0, m1, m2 = mid[: width - 2], mid[1 : width - 1], mid[2:]
+                d0, d1, d2 = down[: width - 2], down[1 : width - 1], down[2:]
+                inner = o[1 : width - 1]
+                for k in range(width - 2):
+                    total = (
+                        np.int32(u0[k]) + np.int32(u1[k]) + np.int32(u2[k])
+                        + np.int32(m0[k]) + 5 * np.int32(m1[k]) + np.int32(m2[k])
+                        + np.int32(d0[k]) + np.int32(d1[k]) + np.int32(d2[k])
+                    )
+                    inner[k] = (2 * total + 13) // 26
+
+
+@njit(cache=True, nogil=True)
+def autocontrast_tables(frames):
+    """pillike.autocontrast (cutoff 0) tables per frame and channel: uint8(clip(v * s - lo * s, 0, 255)) in float64
+    with s = 255 / (hi - lo), as the numpy operation computes them; identity for a constant channel."""
+    n, channels = frames.shape[0], frames.shape[1]
+    tables = np.empty((n, channels, 256), np.uint8)
+    for i in range(n):
+        for c in range(channels):
+            flat = frames[i, c].reshape(-1)
+            lo, hi = flat[0], flat[0]
+            for k in range(flat.shape[0]):
+                lo = min(lo, flat[k])
+                hi = max(hi, flat[k])
+            if hi <= lo:
+                for v in range(256):
+                    tables[i, c, v] = v
+                continue
+            scale = 255.0 / (np.float64(hi) - np.float64(lo))
+            offset = -np.float64(lo) * scale
+            for v in range(256):
+                mixed = np.float64(v) * scale + offset
+                tables[i, c, v] = np.uint8(min(max(mixed, 0.0), 255.0))
+    return tables
+
+
+@njit(cache=True, nogil=True)
+def equalize_tables(frames):
+    """imgaug's pillike.equalize tables per frame and channel (rand_augment_mmaction.Equalize)."""
+    n, channels = frames.shape[0], frames.shape[1]
+    tables = np.empty((n, channels, 256), np.uint8)
+    hist = np.zeros((4, 256), np.int64)
+    for i in range(n):
+        for c in range(channels):
+            flat = frames[i, c].reshape(-1)
+            hist[:] = 0
+            size = flat.shape[0]
+            k = 0
+            while k + 4 <= size:  # four histograms: fewer stalls on repeated values
+                hist[0, flat[k]] += 1
+                hist[1, flat[k + 1]] += 1
+                hist[2, flat[k + 2]] += 1
+                hist[3, flat[k + 3]] += 1
+                k += 4
+            while k < size:
+                hist[0, flat[k]] += 1
+                k += 1
+            counts = hist[0] + hist[1] + hist[2] + hist[3]
+            occupied = 0
+            for v in range(256):
+                if counts[v] > 0:
+                    occupied += 1
+            step = (size - counts[255]) // 255
+            if occupied <= 1 or step == 0:
+                for v in range(256):
+                    tables[i, c, v] = v
+                continue
+            below = 0
+            for v in range(256):
+                tables[i, c, v] = min((step // 2 + below) // step, 255)
+                below += counts[v]
+    return tables
+
+
+# --- the folded colour jitter ----------------------------------------------------------------------------------
+
+
+@njit(cache=True, nogil=True)
+def color_affine(frames, m, p, q, use_means, out):
+    """out = uint8(clamp(M x + P mean(x) + q, 0, 255)) per pixel of (n, 3, H, W) uint8 frames (out may be frames).
+
+    float32 throughout, in this order: the frame's channel means (exact integer sums / pixels, rounded once to
+    float32), offset_c = ((q_c + P_c0 mean_0) + P_c1 mean_1) + P_c2 mean_2, then ((M_c0 r + M_c1 g) + M_c2 b) +
+    offset_c, clamped and truncated (q carries the + 0.5 that makes the truncation round). Nothing is fused into
+    FMAs (numba's default), so every machine gives these bytes."""
+    n, _, height, width = frames.shape
+    size = height * width
+    m00, m01, m02 = m[0, 0], m[0, 1], m[0, 2]
+    m10, m11, m12 = m[1, 0], m[1, 1], m[1, 2]
+    m20, m21, m22 = m[2, 0], m[2, 1], m[2, 2]
+    lo, hi = np.float32(0.0), np.float32(255.0)
+    means = np.zeros(3, np.float32)
+    for i in range(n):
+        r, g, b = frames[i, 0].reshape(-1), frames[i, 1].reshape(-1), frames[i, 2].reshape(-1)
+        if use_means:
+            for c in range(3):
+                flat = frames[i, c].reshape(-1)
+                total = 0
+                for k in range(size):
+                    total += np.int64(flat[k])
+                means[c] = np.float32(np.float64(total) / size)
+        o0 = ((q[0] + p[0, 0] * means[0]) + p[0, 1] * means[1]) + p[0, 2] * means[2]
+        o1 = ((q[1] + p[1, 0] * means[0]) + p[1, 1] * means[1]) + p[1, 2] * means[2]
+        o2 = ((q[2] + p[2, 0] * means[0]) + p[2, 1] * means[1]) + p[2, 2] * means[2]
+        d0, d1, d2 = out[i, 0].reshape(-1), out[i, 1].reshape(-1), out[i, 2].reshape(-1)
+        for k in range(size):
+            fr, fg, fb = np.float32(r[k]), np.float32(g[k]), np.float32(b[k])
+            v0 = ((m00 * fr + m01 * fg) + m02 * fb) + o0
+            v1 = ((m10 * fr + m11 * fg) + m12 * fb) + o1
+            v2 = ((m20 * fr + m21 * fg) + m22 * fb) + o2
+            d0[k] = np.uint8(min(max(v0, lo), hi))
+            d1[k] = np.uint8(min(max(v1, lo), hi))
+            d2[k] = np.uint8(min(max(v2, lo), hi))

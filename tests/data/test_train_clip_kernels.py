@@ -1,0 +1,143 @@
+"""The compiled training-clip kernels against the numpy definitions they replace: every mmaction RandAugment
+operation byte for byte (its numpy form is checked against imgaug by scripts/check_rand_augment_mmaction.py and by
+hand-worked pixels in test_rand_augment_mmaction.py), the planar copy, and the colour map against a numpy float32
+evaluation in the order the kernel documents."""
+
+import numpy as np
+import pytest
+import torch
+
+from hf_vtrain.data import rand_augment_mmaction as ram
+from hf_vtrain.data import train_clip_kernels as kernels
+from hf_vtrain.data.video_io import TrainClipTransform, clip_generator
+
+SIZES = [(160, 160), (33, 50), (50, 33), (7, 5), (2, 2), (1, 4), (224, 224)]
+
+
+def frames_for(kind, height, width, seed):
+    rng = np.random.default_rng(seed)
+    if kind == "noise":
+        return rng.integers(0, 256, (3, 3, height, width), dtype=np.uint8)
+    if kind == "levels":  # few values, a constant channel, a constant frame: the tables' special cases
+        frames = (rng.integers(0, 4, (3, 3, height, width)) * 60 + 10).astype(np.uint8)
+        frames[1, 2] = 77
+        frames[2] = 200
+        return frames
+    # smooth: what video looks like (the enhance blends and equalize see mid-range, correlated values)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = 128 + 100 * np.sin(xx / 7.0 + seed) * np.cos(yy / 5.0)
+    return np.stack([np.stack([base + 10 * c + 5 * i for c in range(3)]) for i in range(3)]).clip(0, 255).astype(
+        np.uint8
+    )
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+@pytest.mark.parametrize("height,width", SIZES)
+def test_every_operation_compiled_gives_the_numpy_bytes(height, width, sign):
+    augmenter = ram.MMActionRandAugment({name: sign for name in ram.SIGNED})
+    for k, name in enumerate(ram.OPERATIONS):
+        center = tuple(np.random.default_rng(k).random(2))
+        op = augmenter.operation(name, height, width, center)
+        for kind in ("noise", "levels", "smooth"):
+            frames = frames_for(kind, height, width, seed=k)
+            expected = op(frames.copy())
+            block, spare = frames.copy(), np.full_like(frames, 99)
+            got = op.compiled(block, spare)
+            assert got is (block if op.in_place else spare), name
+            np.testing.assert_array_equal(got, expected, err_msg=f"{name} {kind} {height}x{width} sign {sign}")
+
+
+@pytest.mark.parametrize("height,width", [(160, 160), (33, 50), (224, 224)])
+def test_row_and_column_warps_equal_the_general_kernel(height, width):
+    # ShearX and the translations move whole rows, ShearY whole columns: their fast kernels must agree with the
+    # pixel-by-pixel one on the same grid, and the grids must be classified as such at these sizes
+    frames = frames_for("noise", height, width, seed=3)
+    n, c = frames.shape[:2]
+    for sign in (1, -1):
+        augmenter = ram.MMActionRandAugment({name: sign for name in ram.SIGNED})
+        modes = {}
+        for name in ram.SIGNED:
+            warp = augmenter.operation(name, height, width)
+            modes[name] = warp.mode
+            general = np.empty_like(frames)
+            kernels.warp_general(frames.reshape(n * c, height, width), general.reshape(n * c, height, width),
+                                 *warp.grid)
+            np.testing.assert_array_equal(warp.compiled(frames, np.empty_like(frames)), general, err_msg=name)
+        assert modes == {"ShearX": "rows", "ShearY": "columns", "TranslateX": "rows", "TranslateY": "rows",
+                         "Rotate": "pixels"}
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_planarize_is_the_transposed_copy(flip):
+    hwc = np.random.default_rng(0).integers(0, 256, (4, 9, 13, 3), dtype=np.uint8)
+    out = np.empty((4, 3, 9, 13), np.uint8)
+    kernels.planarize(hwc, flip, out)
+    expected = (hwc[:, :, ::-1] if flip else hwc).transpose(0, 3, 1, 2)
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("use_means", [False, True])
+def test_color_affine_is_its_documented_float32_order(use_means):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (5, 3, 17, 23), dtype=np.uint8)
+    m = rng.uniform(-0.5, 1.5, (3, 3)).astype(np.float32)
+    p = rng.uniform(-0.3, 0.3, (3, 3)).astype(np.float32) if use_means else np.zeros((3, 3), np.float32)
+    q = rng.uniform(-20, 20, 3).astype(np.float32) + np.float32(0.5)
+    out = np.empty_like(frames)
+    kernels.color_affine(frames, m, p, q, use_means, out)
+
+    x = frames.astype(np.float32)
+    means = (frames.reshape(5, 3, -1).astype(np.int64).sum(-1) / (17 * 23)).astype(np.float32)
+    if not use_means:
+        means[:] = 0
+    offset = ((q + p[:, 0] * means[:, 0:1]) + p[:, 1] * means[:, 1:2]) + p[:, 2] * means[:, 2:3]  # (5, 3)
+    mixed = ((m[None, :, 0, None, None] * x[:, 0:1] + m[None, :, 1, None, None] * x[:, 1:2])
+             + m[None, :, 2, None, None] * x[:, 2:3]) + offset[:, :, None, None]
+    expected = np.clip(mixed, np.float32(0), np.float32(255)).astype(np.uint8)
+    np.testing.assert_array_equal(out, expected)
+    # in place is allowed (and gives the same bytes)
+    same = frames.copy()
+    kernels.color_affine(same, m, p, q, use_means, same)
+    np.testing.assert_array_equal(same, expected)
+
+
+def clip_of(num, height, width, seed=0):
+    yy, xx = np.mgrid[0:height, 0:width]
+    frames = []
+    for t in range(num):
+        base = 128 + 90 * np.sin((xx + 3 * t) / 9.0 + seed) * np.cos(yy / 6.0)
+        frame = np.stack([base, 255 - base, base / 2 + 60], axis=-1)
+        frames.append(frame + np.random.default_rng(seed + t).normal(0, 8, frame.shape))
+    return np.stack(frames).clip(0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("jitter", [None, (0.5, 0.5, 0.5, 0.1)])
+def test_train_transform_compiled_equals_the_reference_path(jitter):
+    """The whole mmaction-style transform, compiled against numpy: bit for bit without colour jitter; with it the
+    colour map's float order differs from numpy's matmul, so a value at a rounding boundary may move by one."""
+    clip = clip_of(14, 180, 320)
+    compiled = TrainClipTransform(rand_augment_style="mmaction", color_jitter_style="mmaction", color_jitter=jitter)
+    reference = TrainClipTransform(rand_augment_style="mmaction", color_jitter_style="mmaction", color_jitter=jitter)
+    reference.compiled = False
+    differing = 0
+    for i in range(40):  # 40 draws: every one of the 15 operations appears (checked below)
+        a = compiled(clip, clip_generator(0, 0, i))
+        b = reference(clip, clip_generator(0, 0, i))
+        assert a.shape == b.shape == (14, 3, 160, 160) and a.dtype == b.dtype == torch.uint8
+        diff = (a.int() - b.int()).abs()
+        if jitter is None:
+            assert int(diff.max()) == 0, f"draw {i}"
+        else:
+            assert int(diff.max()) <= 1, f"draw {i}"
+            differing += int((diff > 0).sum())
+    if jitter is not None:
+        assert differing / (40 * a.numel()) < 1e-3
+    seen = set()
+    for i in range(40):
+        generator = clip_generator(0, 0, i)
+        from hf_vtrain.data.video_io import _draw_flip, _draw_resized_crop_box
+
+        _draw_resized_crop_box(182, 323, compiled.crop_scale, compiled.crop_ratio, generator)
+        _draw_flip(compiled.flip_prob, generator)
+        seen.update(op.name for op in compiled.mmaction.draw(160, 160, generator))
+    assert seen == set(ram.OPERATIONS)
