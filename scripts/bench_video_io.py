@@ -79,7 +79,8 @@ def main() -> None:
     parser.add_argument("--torch-threads", type=int, default=1, help="torch intra-op threads (1 = a DataLoader worker)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--style", choices=["mmaction", "torchvision"], default="mmaction",
-                        help="RandAugment style of the training transform (the AdaTAD recipes: mmaction)")
+                        help="RandAugment and colour-jitter style of the training transform (the AdaTAD recipes: "
+                        "mmaction)")
     parser.add_argument("--settle", type=float, default=0.1, help="pause (s) around each timed loop")
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
@@ -105,7 +106,8 @@ def run_case(path: str, args) -> None:
     import decord
 
     raw = decord.VideoReader(path, num_threads=args.threads)
-    train = TrainClipTransform(rand_augment_style=args.style, rand_augment_seed=args.seed)
+    # the style's colour jitter too: the AdaTAD recipes set both to mmaction
+    train = TrainClipTransform(rand_augment_style=args.style, rand_augment_seed=args.seed, color_jitter_style=args.style)
     evaluate = EvalClipTransform()
     cache = ReaderCache(args.threads, keep=3)
     full = cache.get(path)
