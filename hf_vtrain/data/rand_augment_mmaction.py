@@ -188,7 +188,8 @@ class Warp:
 
     def __init__(self, name: str, matrix: np.ndarray, height: int, width: int):
         self.name, self.matrix = name, matrix
-        self.taps = warp_taps(matrix, height, width)
+        self.size = (height, width)
+        self._taps = None  # the numpy form's taps (~1.2 MB at 160x160), built when it is first called
         x_row, y_row, x_col, y_col = self.grid = warp_grid(matrix, height, width)
         fixed_x = (x_row[:, None] + x_col[None, :]) >> 5
         fixed_y = (y_row[:, None] + y_col[None, :]) >> 5
@@ -202,6 +203,12 @@ class Warp:
 
     def __getstate__(self):
         return {**self.__dict__, "_scratch": None}
+
+    @property
+    def taps(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self._taps is None:
+            self._taps = warp_taps(self.matrix, *self.size)
+        return self._taps
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         n, channels, height, width = frames.shape

@@ -543,7 +543,12 @@ def _run(
     resize = (y1 - y0, x1 - x0) != (out_h, out_w)
     antialias = (y1 - y0) > out_h or (x1 - x0) > out_w  # only matters (and only costs) when shrinking
     steps = _compile(ops)
-    if compiled and uint8_ops and all(step[0] == "affine" for step in steps):
+    if (
+        compiled
+        and uint8_ops
+        and all(hasattr(op, "compiled") for op in uint8_ops)
+        and all(step[0] == "affine" for step in steps)
+    ):
         return _run_compiled(src, (out_h, out_w), resize, antialias, flip, uint8_ops, steps)
     lead = 0
     while lead < len(steps) and steps[lead][0] == "warp":
