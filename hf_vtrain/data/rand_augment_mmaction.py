@@ -266,11 +266,11 @@ def rotate(height: int, width: int, degrees: float) -> Warp:
 
 class Lut:
     """A fixed 256-entry table applied to every value; `kernel` (frames in place) computes the same values
-    arithmetically where the table is a mask, a threshold or an inversion."""
+    arithmetically (each table here is a mask, a threshold or an inversion)."""
 
     in_place = True  # `compiled` writes into frames
 
-    def __init__(self, name: str, table: np.ndarray, kernel: Callable[[np.ndarray], None] | None = None):
+    def __init__(self, name: str, table: np.ndarray, kernel: Callable[[np.ndarray], None]):
         self.name, self.table = name, table.astype(np.uint8)
         self.kernel = kernel
 
@@ -278,10 +278,7 @@ class Lut:
         return np.take(self.table, frames)
 
     def compiled(self, frames: np.ndarray, spare: np.ndarray) -> np.ndarray:
-        if self.kernel is not None:
-            self.kernel(frames)
-        else:
-            kernels.apply_table(frames, self.table)
+        self.kernel(frames)
         return frames
 
 
@@ -294,10 +291,7 @@ def posterize(bits: int) -> Lut:
 def solarize(threshold: float) -> Lut:
     values = np.arange(256)
     cut = int(threshold)
-    table = np.where(values >= cut, 255 - values, values)
-    if cut > 255:  # nothing inverted; the kernel's uint8 compare needs a threshold in range
-        return Lut("Solarize", table)
-    return Lut("Solarize", table, lambda frames: kernels.solarize(frames, np.uint8(max(cut, 0))))
+    return Lut("Solarize", np.where(values >= cut, 255 - values, values), lambda frames: kernels.solarize(frames, cut))
 
 
 def invert() -> Lut:
