@@ -12,7 +12,9 @@ short-side resize when that shrinks the frame) + `TrainClipTransform` to 160x160
 by wall clock and by process CPU time (all threads; steadier on a shared machine). Each is a loop over the
 same windows, back to back as a data loader would run them, and the loops alternate for --rounds rounds.
 decord keeps decoding ahead on a background thread for a few tens of ms after each `get_batch`; in a loop,
-that read-ahead overlaps the loop's own next window, so each loop pays for its own.
+that read-ahead overlaps the loop's own next window, so each loop pays for its own. The readers of (b) and (c) are
+opened as the datasets open theirs (`ReaderCache(read_ahead=False)`), so `get_frames` stops that decoding before it
+returns; the last line prints how much of it (a) leaves running after each window and (b)'s reader after the stop.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def run_case(path: str, args) -> None:
     # the style's colour jitter too: the AdaTAD recipes set both to mmaction
     train = TrainClipTransform(rand_augment_style=args.style, rand_augment_seed=args.seed, color_jitter_style=args.style)
     evaluate = EvalClipTransform()
-    cache = ReaderCache(args.threads, keep=3)
+    cache = ReaderCache(args.threads, keep=3, read_ahead=False)  # as the datasets, which read one window per sample
     full = cache.get(path)
     train_reader, eval_reader = cache.get_for(path, train.decode_size), cache.get_for(path, evaluate.decode_size)
     height, width = raw[0].shape[:2]
@@ -168,6 +170,16 @@ def run_case(path: str, args) -> None:
             transform(clip, clip_generator(args.seed, 1, i))
         alone[key] = (time.thread_time() - c0) / (args.repeats * len(windows[0]))
 
+    # decord's decoder thread after a call: what (a) leaves running, against get_frames with read_ahead=False
+    behind = {"raw": [], "stopped": []}
+    for indices in windows[:5]:
+        for key, call in (("raw", lambda: raw.get_batch(np.unique(indices).tolist())),
+                          ("stopped", lambda: train_reader.get_frames(indices))):
+            call()
+            c0 = time.process_time()
+            time.sleep(max(args.settle, 0.15))
+            behind[key].append(time.process_time() - c0)
+
     for name, seconds in (("wall clock", wall), ("process CPU time", cpu)):
         total = {key: sum(value) for key, value in seconds.items()}
         frames = frames_per_loop * args.rounds
@@ -184,6 +196,9 @@ def run_case(path: str, args) -> None:
         rounds = [f"{a / b:.2f}" for a, b in zip(seconds["raw"], seconds["train"])]
         print(f"ratio train (b)/(a) = {fps['train'] / fps['raw']:.2f} (rounds: {', '.join(rounds)})   "
               f"ratio eval (c)/(a) = {fps['eval'] / fps['raw']:.2f}")
+    print(f"-- decoding after the call returns (process CPU while idle, mean of {len(behind['raw'])} windows): "
+          f"{np.mean(behind['raw']) * 1e3:.1f} ms a window after (a) (decord's read-ahead), "
+          f"{np.mean(behind['stopped']) * 1e3:.1f} ms after get_frames (read_ahead=False, as the datasets)")
     decode = total["raw"] / frames
     print(f"-- transforms alone on a decoded clip: train {alone['train'] * 1e6:.0f} us/frame, eval "
           f"{alone['eval'] * 1e6:.0f} us/frame; with decoding at (a)'s CPU rate that would make the ratios "

@@ -369,7 +369,7 @@ class HARSampleTransform(RowTransform, EpochSeeded):
         self.rgb_size, self.pose_size, self.sigma = rgb_size, pose_size, sigma
         self.train, self.num_clips, self.flip_prob, self.crop_area = train, num_clips, flip_prob, crop_area
         self.seed, self.with_rgb = seed, with_rgb
-        self._readers = ReaderCache(decode_threads)
+        self._readers = ReaderCache(decode_threads, read_ahead=False)  # one window per sample: no decoding past it
         EpochSeeded.__init__(self)
 
     def _clip(self, index: int, clip_index: int, generator) -> dict:

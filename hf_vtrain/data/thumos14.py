@@ -522,7 +522,7 @@ class _WindowTransformBase(RowTransform):
         self.sample_stride = int(sample_stride)
         self.trunc_thresh = float(trunc_thresh)
         self.clip_transform = clip_transform or _to_tensor_clip
-        self._readers = ReaderCache(decode_threads)
+        self._readers = ReaderCache(decode_threads, read_ahead=False)  # one window per sample: no decoding past it
 
     def _sample(self, row: dict, start: int, num_valid: int, segments, labels, generator) -> dict:
         indices, mask = window_frame_indices(start, num_valid, self.window_size, self.sample_stride, row["num_frames"])

@@ -71,26 +71,15 @@ def _border_sum(top, bottom, col, w00, w01, w10, w11):
 
 
 @njit(cache=True, nogil=True)
-def _shift_row(top, bottom, sx, w00, w01, w10, w11, out):
-    """One output row from its two source rows (zero rows where outside the frame)."""
+def _row_edges(top, bottom, sx, w00, w01, w10, w11, lo, hi, out):
+    """The columns of an output row left and right of its interior [lo, hi) (where both source columns exist):
+    those whose two source columns both lie outside are 0 ((512 + 0) >> 10); the one column on each side that
+    straddles the border is summed with the outside read as 0."""
     width = out.shape[0]
-    lo = min(max(0, -sx), width)
-    hi = max(min(width, width - 1 - sx), lo)
-    # the interior, where both columns exist, as one loop over slices (it vectorises)
-    a, b, c, d = top[sx + lo : sx + hi], top[sx + lo + 1 : sx + hi + 1], bottom[sx + lo : sx + hi], \
-        bottom[sx + lo + 1 : sx + hi + 1]
-    o = out[lo:hi]
-    half = np.int32(512)  # int32 throughout: a literal 512 would make the sums int64, which AVX2 multiplies slowly
-    for k in range(hi - lo):
-        o[k] = (half + w00 * np.int32(a[k]) + w01 * np.int32(b[k]) + w10 * np.int32(c[k]) + w11 * np.int32(d[k])) >> 10
-    # left and right of it: columns whose two source columns both lie outside are 0 ((512 + 0) >> 10); the one
-    # column on each side that straddles the border is summed with the outside read as 0
     zero_lo = min(max(0, -sx - 1), lo)
     zero_hi = max(min(width, width - sx), hi)
-    for x in range(zero_lo):
-        out[x] = 0
-    for x in range(zero_hi, width):
-        out[x] = 0
+    out[:zero_lo] = 0
+    out[zero_hi:] = 0
     for x in range(zero_lo, lo):
         out[x] = _border_sum(top, bottom, sx + x, w00, w01, w10, w11)
     for x in range(hi, zero_hi):
@@ -98,11 +87,40 @@ def _shift_row(top, bottom, sx, w00, w01, w10, w11, out):
 
 
 @njit(cache=True, nogil=True)
+def _shift_row(top, bottom, sx, w00, w01, w10, w11, lo, hi, out):
+    """One output row from its two source rows (zero rows where outside the frame), all four taps."""
+    # the interior, where both columns exist, as one loop over slices (it vectorises)
+    a, b, c, d = top[sx + lo : sx + hi], top[sx + lo + 1 : sx + hi + 1], bottom[sx + lo : sx + hi], \
+        bottom[sx + lo + 1 : sx + hi + 1]
+    o = out[lo:hi]
+    half = np.int32(512)  # int32 throughout: a literal 512 would make the sums int64, which AVX2 multiplies slowly
+    for k in range(hi - lo):
+        o[k] = (half + w00 * np.int32(a[k]) + w01 * np.int32(b[k]) + w10 * np.int32(c[k]) + w11 * np.int32(d[k])) >> 10
+    _row_edges(top, bottom, sx, w00, w01, w10, w11, lo, hi, out)
+
+
+@njit(cache=True, nogil=True)
+def _pair_sum(s, i, off, n, wa, wb, d, o):
+    """d[o + k] = (16 + wa s[i + k] + wb s[i + off + k]) >> 5 for k < n (unsigned flat offsets): the four-tap sum when
+    one of the two fractions is 0. Then two of the weights are 0 and the others 32 (32 - a) and 32 a, so
+    (512 + 32 t) >> 10 is (16 + t) >> 5 exactly, and t fits 13 bits, which lets the compiler work in 16-bit lanes."""
+    for k in range(n):
+        j = i + k
+        d[o + k] = (np.int32(16) + wa * np.int32(s[j]) + wb * np.int32(s[j + off])) >> 5
+
+
+@njit(cache=True, nogil=True)
 def shift_rows(src, dst, fixed_y, fixed_x):
     """A warp that moves every row as a whole: output row y reads source rows fixed_y[y] >> 5 and the next, with
     vertical weight fixed_y[y] & 31, from column (fixed_x[y] >> 5) + x with horizontal weight fixed_x[y] & 31
-    (src, dst: (planes, H, W) uint8; ShearX, TranslateX/Y)."""
+    (src, dst: (planes, H, W) uint8; ShearX, TranslateX/Y).
+
+    A row whose weighted source rows both lie outside is 0. ShearX and TranslateX have no vertical fraction and
+    TranslateY no horizontal one, so their interiors are two-tap sums (`_pair_sum`, ~2.5x faster than four taps);
+    a row with both fractions, or with one of its two weighted rows outside, takes all four (`_shift_row`)."""
     planes, height, width = src.shape
+    size = height * width
+    s, d = src.reshape(-1), dst.reshape(-1)
     zero = np.zeros(width, np.uint8)
     for y in range(height):
         fy, fx = fixed_y[y], fixed_x[y]
@@ -110,10 +128,28 @@ def shift_rows(src, dst, fixed_y, fixed_x):
         sx, ax = fx >> 5, np.int32(fx & 31)
         w00, w01 = np.int32((32 - ay) * (32 - ax)), np.int32((32 - ay) * ax)
         w10, w11 = np.int32(ay * (32 - ax)), np.int32(ay * ax)
+        top_in, bottom_in = 0 <= sy < height, 0 <= sy + 1 < height
+        if not top_in and not (bottom_in and ay > 0):
+            for p in range(planes):
+                dst[p, y, :] = 0
+            continue
+        lo = min(max(0, -sx), width)
+        hi = max(min(width, width - 1 - sx), lo)
+        pair, off, wa, wb = False, 0, np.int32(0), np.int32(0)
+        if ay == 0:  # the row itself (inside, as the zero test above leaves it), columns x and x + 1
+            pair, off, wa, wb = True, 1, np.int32(32 - ax), np.int32(ax)
+        elif ax == 0 and top_in and bottom_in:  # rows sy and sy + 1, one column
+            pair, off, wa, wb = True, width, np.int32(32 - ay), np.int32(ay)
         for p in range(planes):
-            top = src[p, sy] if 0 <= sy < height else zero
-            bottom = src[p, sy + 1] if 0 <= sy + 1 < height else zero
-            _shift_row(top, bottom, sx, w00, w01, w10, w11, dst[p, y])
+            top = src[p, sy] if top_in else zero
+            bottom = src[p, sy + 1] if bottom_in else zero
+            out = dst[p, y]
+            if pair:
+                _pair_sum(s, np.uint64(p * size + sy * width + sx + lo), np.uint64(off), np.uint64(hi - lo), wa, wb, d,
+                          np.uint64(p * size + y * width + lo))
+                _row_edges(top, bottom, sx, w00, w01, w10, w11, lo, hi, out)
+            else:
+                _shift_row(top, bottom, sx, w00, w01, w10, w11, lo, hi, out)
 
 
 @njit(cache=True, nogil=True)
@@ -141,11 +177,13 @@ def _transpose(src, dst, height, width):
 @njit(cache=True, nogil=True)
 def warp_general(src, dst, x_row, y_row, x_col, y_col):
     """Any affine warp (Rotate): output (y, x) samples at fixed (x_row[y] + x_col[x], y_row[y] + y_col[x]) >> 5
-    (warp_taps' x0 + adelta, y0 + bdelta); src, dst (planes, H, W) uint8. Inside the frame the four reads use
-    unsigned flat offsets (no negative-index wraparound to test)."""
+    (warp_taps' x0 + adelta, y0 + bdelta); src, dst (planes, H, W) uint8. A pixel's position and weights are worked
+    out once for all the planes; inside the frame its four reads step from plane to plane by unsigned flat offsets
+    (no negative-index wraparound to test; ~8% faster than indexing each plane)."""
     planes, height, width = src.shape
     size = height * width
-    flat_src, flat_dst = src.reshape(planes, size), dst.reshape(planes, size)
+    s, d = src.reshape(-1), dst.reshape(-1)
+    step, row, one = np.uint64(size), np.uint64(width), np.uint64(1)
     zero = np.zeros(width, np.uint8)
     half = np.int32(512)
     for y in range(height):
@@ -158,23 +196,24 @@ def warp_general(src, dst, x_row, y_row, x_col, y_col):
             w10, w11 = np.int32(ay * (32 - ax)), np.int32(ay * ax)
             o = np.uint64(y * width + x)
             if 0 <= sx < width - 1 and 0 <= sy < height - 1:
-                b00 = np.uint64(sy * width + sx)
-                b01, b10 = b00 + np.uint64(1), b00 + np.uint64(width)
-                b11 = b10 + np.uint64(1)
-                for p in range(planes):
-                    s = flat_src[p]
-                    flat_dst[p, o] = (
-                        half + w00 * np.int32(s[b00]) + w01 * np.int32(s[b01]) + w10 * np.int32(s[b10])
-                        + w11 * np.int32(s[b11])
+                b = np.uint64(sy * width + sx)
+                for _ in range(planes):
+                    d[o] = (
+                        half + w00 * np.int32(s[b]) + w01 * np.int32(s[b + one]) + w10 * np.int32(s[b + row])
+                        + w11 * np.int32(s[b + row + one])
                     ) >> 10
+                    b += step
+                    o += step
             elif sx < -1 or sx >= width or sy < -1 or sy >= height:
-                for p in range(planes):
-                    flat_dst[p, o] = 0
+                for _ in range(planes):
+                    d[o] = 0
+                    o += step
             else:
                 for p in range(planes):
                     top = src[p, sy] if 0 <= sy < height else zero
                     bottom = src[p, sy + 1] if 0 <= sy + 1 < height else zero
-                    flat_dst[p, o] = _border_sum(top, bottom, sx, w00, w01, w10, w11)
+                    d[o] = _border_sum(top, bottom, sx, w00, w01, w10, w11)
+                    o += step
 
 
 # --- per-value operations, in place on (n, 3, H, W) -------------------------------------------------------------

@@ -775,7 +775,7 @@ class VADTrainTransform(RowTransform, EpochSeeded):
         self.flip_prob = float(flip_prob)
         self.seed = int(seed)
         EpochSeeded.__init__(self)
-        self._readers = ReaderCache(decode_threads)
+        self._readers = ReaderCache(decode_threads, read_ahead=False)  # one window per sample: no decoding past it
 
     def decode_size(self, height: int, width: int) -> tuple[int, int] | None:
         return resize_frames_decode_size(height, width, self.image_size, self.resize_mode)
@@ -831,7 +831,7 @@ class VADEvalTransform(RowTransform):
         self.image_size = int(image_size)
         self.max_eval_snippets = None if max_eval_snippets is None else int(max_eval_snippets)
         self.resize_mode = resize_mode
-        self._readers = ReaderCache(decode_threads)
+        self._readers = ReaderCache(decode_threads, read_ahead=False)  # one window per sample: no decoding past it
 
     def decode_size(self, height: int, width: int) -> tuple[int, int] | None:
         return resize_frames_decode_size(height, width, self.image_size, self.resize_mode)

@@ -95,11 +95,19 @@ class VideoReader:
     random indices) and returns the frames in the order asked for, repeats included. With `size` (height, width)
     the decoder scales each frame to it as it converts it to RGB (FFmpeg's swscale, bicubic): the full-size RGB
     frame is never made, which is most of the cost of large videos whose first transform shrinks them.
+
+    decord's decoder thread runs ahead of `get_batch`: the packets it was handed past the last frame asked for are
+    still decoded after the call returns, which only pays off when the next call goes on from there. With
+    `read_ahead` False, `get_frames` stops it before returning (a seek to frame 0 clears decord's decoder): what a
+    dataset reading one window per sample wants, since its next window lies elsewhere or in another video.
+    Measured (`scripts/bench_video_io.py`, a 192-frame window at stride 4): that decoding is 14-22 ms of CPU a
+    window at 320x180 and ~150 ms at 1280x720 (6-13 % of the window's decoding) against 1.5-4 ms for the stop.
     """
 
-    def __init__(self, path: str, num_threads: int = 1, size: tuple[int, int] | None = None):
+    def __init__(self, path: str, num_threads: int = 1, size: tuple[int, int] | None = None, read_ahead: bool = True):
         self.path = path
         self.size = None if size is None else (int(size[0]), int(size[1]))
+        self.read_ahead = bool(read_ahead)
         self._threads = num_threads
         self._resize_after = False  # decord could not scale to `size`: frames are resized after decoding
         self._reader = _open(path, num_threads, self.size)
@@ -130,9 +138,20 @@ class VideoReader:
                 self._reader, self._resize_after = _open(self.path, self._threads), True
                 return self.get_frames(indices)
             raise VideoDecodeError(f"{self.path}: decoding frames failed ({type(err).__name__}: {err})") from err
+        if not self.read_ahead:
+            self.stop_decoding()
         if self._resize_after:
             frames = resize(frames, self.size).permute(0, 2, 3, 1).numpy()
         return frames if inverse is None else frames[inverse]
+
+
+    def stop_decoding(self) -> None:
+        """Stop decord's decoder thread from decoding ahead of the last `get_batch` (see the class docstring); the
+        next `get_frames` seeks from frame 0, as it does anyway unless it goes on where the last one ended."""
+        try:
+            self._reader.seek(0)
+        except Exception as err:
+            raise VideoDecodeError(f"{self.path}: cannot stop decoding ({type(err).__name__}: {err})") from err
 
 
 def sample_indices(start: int, num: int, stride: int, num_frames: int) -> tuple[np.ndarray, np.ndarray]:
@@ -978,9 +997,10 @@ class ReaderCache:
     its parent: decord's destructor joins decoder threads that do not exist in the child and hangs for ever.
     """
 
-    def __init__(self, threads: int, keep: int = 2):
+    def __init__(self, threads: int, keep: int = 2, read_ahead: bool = True):
         self.threads = threads
         self.keep = keep
+        self.read_ahead = read_ahead  # VideoReader's: False for datasets that read one window per sample
         self._readers: dict[int, dict[tuple, VideoReader]] = {}
         self._sizes: dict[str, tuple[int, int]] = {}
 
@@ -994,7 +1014,7 @@ class ReaderCache:
         if reader is None:
             while len(readers) >= self.keep:  # opened by this process: safe to close
                 readers.pop(next(iter(readers)))
-            reader = VideoReader(path, num_threads=self.threads, size=key[1])
+            reader = VideoReader(path, num_threads=self.threads, size=key[1], read_ahead=self.read_ahead)
         readers[key] = reader  # most recent last
         return reader
 
@@ -1012,4 +1032,5 @@ class ReaderCache:
         return self._sizes[path]
 
     def __getstate__(self):  # readers are not picklable (spawned workers, deepcopy): start empty
-        return {"threads": self.threads, "keep": self.keep, "_readers": {}, "_sizes": dict(self._sizes)}
+        return {"threads": self.threads, "keep": self.keep, "read_ahead": self.read_ahead, "_readers": {},
+                "_sizes": dict(self._sizes)}

@@ -529,3 +529,46 @@ def test_reader_cache_opens_the_reader_at_the_transforms_size(smooth_video):
     assert cache.get(smooth_video).size is None and cache.get_for(smooth_video, transform.decode_size) is reader  # both
     assert cache.get_for(smooth_video, None).size is None  # no decode size: as stored
     assert cache.get_for(smooth_video, lambda height, width: None).size is None
+
+
+@pytest.fixture(scope="module")
+def gop_video(tmp_path_factory):
+    """40 frames of noise (every frame different) in GOPs of 8 with B-frames: seeks land between keyframes."""
+    import av
+
+    frames = np.random.default_rng(5).integers(0, 256, (40, 32, 64, 3), dtype=np.uint8)
+    path = tmp_path_factory.mktemp("gop") / "noise_gop8.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.options = {"crf": "10", "x264-params": "keyint=8:min-keyint=8:scenecut=0:bframes=3"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return str(path)
+
+
+def test_stopping_decords_read_ahead_keeps_every_frame(gop_video):
+    # forward and backward jumps, a window going on where the last ended, repeats, unsorted, the whole video
+    windows = [list(range(3, 40, 4)), [0, 1, 2], [3, 4], [30, 31], [8, 9, 10], [12, 13, 30], [5, 5, 1], list(range(40))]
+    plain, stopped = VideoReader(gop_video), VideoReader(gop_video, read_ahead=False)
+    assert plain.read_ahead and not stopped.read_ahead
+    kept = []
+    for window in windows:
+        got = stopped.get_frames(window)
+        np.testing.assert_array_equal(got, plain.get_frames(window), err_msg=str(window))
+        np.testing.assert_array_equal(got, VideoReader(gop_video).get_frames(window), err_msg=str(window))
+        kept.append((got, got.copy()))
+    assert all(np.array_equal(a, b) for a, b in kept)  # the stop leaves the frames handed out untouched
+    assert len({frame.tobytes() for frame in kept[-1][0]}) == 40  # the frames do differ: the check can fail
+
+
+def test_reader_cache_hands_its_read_ahead_setting_to_its_readers(gop_video):
+    import pickle
+
+    cache = vio.ReaderCache(threads=1, read_ahead=False)
+    assert cache.get(gop_video).read_ahead is False and vio.ReaderCache(threads=1).get(gop_video).read_ahead
+    again = pickle.loads(pickle.dumps(cache))  # as a spawned DataLoader worker receives it
+    assert again.read_ahead is False and again.get(gop_video).read_ahead is False
