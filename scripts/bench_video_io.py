@@ -172,10 +172,9 @@ def run_case(path: str, args) -> None:
 
     # decord's decoder thread after a call: what (a) leaves running, against get_frames with read_ahead=False
     behind = {"raw": [], "stopped": []}
-    for indices in windows[:5]:
-        for key, call in (("raw", lambda: raw.get_batch(np.unique(indices).tolist())),
-                          ("stopped", lambda: train_reader.get_frames(indices))):
-            call()
+    for i, indices in enumerate(windows[:5]):
+        for key, section in (("raw", "raw"), ("stopped", "decode")):
+            sections[section][1](i, indices)
             c0 = time.process_time()
             time.sleep(max(args.settle, 0.15))
             behind[key].append(time.process_time() - c0)

@@ -10,7 +10,8 @@ does not pin down.
 Why compiled: at 320x180 decoding is cheap (~1.3 ms a training frame at stride 4), and the numpy operations, each a
 few passes over the frame with int64 gathers, cost ~290 us a frame on average for the two drawn per clip; this file's
 loops touch each value once or twice and let the compiler vectorise the contiguous ones (the two operations then
-average ~75 us a frame: Rotate ~130 us, ShearY ~75, the enhance blends ~25-45, the tables and shifts less).
+average ~62 us a frame: Rotate ~123 us, ShearY ~62, the enhance blends ~25-45, the tables ~30-53, the row
+shifts ~17).
 
 Two things found measuring them, kept throughout: sums stay int32 (a literal 512 makes them int64, which AVX2
 multiplies slowly), and a hot loop's reads go through slices or unsigned offsets, because for a signed index numba
@@ -116,7 +117,7 @@ def shift_rows(src, dst, fixed_y, fixed_x):
     (src, dst: (planes, H, W) uint8; ShearX, TranslateX/Y).
 
     A row whose weighted source rows both lie outside is 0. ShearX and TranslateX have no vertical fraction and
-    TranslateY no horizontal one, so their interiors are two-tap sums (`_pair_sum`, ~2.5x faster than four taps);
+    TranslateY no horizontal one, so their interiors are two-tap sums (`_pair_sum`; with the flat offsets, 34 -> 17 us a frame);
     a row with both fractions, or with one of its two weighted rows outside, takes all four (`_shift_row`)."""
     planes, height, width = src.shape
     size = height * width

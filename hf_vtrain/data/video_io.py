@@ -144,7 +144,6 @@ class VideoReader:
             frames = resize(frames, self.size).permute(0, 2, 3, 1).numpy()
         return frames if inverse is None else frames[inverse]
 
-
     def stop_decoding(self) -> None:
         """Stop decord's decoder thread from decoding ahead of the last `get_batch` (see the class docstring); the
         next `get_frames` seeks from frame 0, as it does anyway unless it goes on where the last one ended."""
