@@ -188,6 +188,28 @@ def deepspeed_import_error() -> str | None:
     return None if proc.returncode == 0 else (proc.stderr.strip().splitlines() or ["import failed"])[-1]
 
 
+def build_deepspeed_cpu_comm() -> str:
+    """Builds DeepSpeed's shared-memory communication op into EXTENSIONS unless it is there; what was done, in words.
+
+    DeepSpeed JIT-compiles that op (two C++ files against torch's headers: ~50 s on 2 cores) the first time a process
+    initialises its CPU backend; the tests share one build per checkout through EXTENSIONS, and scripts/test.sh calls
+    this before pytest, so that a fresh checkout's suite does not spend its first DeepSpeed test building it."""
+    target = os.path.join(EXTENSIONS, "deepspeed_shm_comm", "deepspeed_shm_comm.so")
+    if os.path.isfile(target):
+        return f"DeepSpeed's CPU comm op: already built ({target})"
+    error = deepspeed_import_error()
+    if error:
+        return f"DeepSpeed's CPU comm op: not built, deepspeed is not importable ({error})"
+    os.environ["TORCH_EXTENSIONS_DIR"] = EXTENSIONS
+    from deepspeed.accelerator import get_accelerator
+
+    builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
+    if builder is None:
+        return f"DeepSpeed's CPU comm op: not used with the {get_accelerator().device_name()} accelerator"
+    builder.load(verbose=False)
+    return f"DeepSpeed's CPU comm op: built into {EXTENSIONS}"
+
+
 def skip_without_deepspeed() -> None:
     error = deepspeed_import_error()
     if error:
@@ -244,3 +266,9 @@ def run_until_file_then_sigkill(cmd, marker, env, timeout: float = 600, poll: fl
         time.sleep(poll)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+
+
+if __name__ == "__main__":  # python -m tests.distributed build-deepspeed-ops (scripts/test.sh)
+    if sys.argv[1:] != ["build-deepspeed-ops"]:
+        sys.exit("usage: python -m tests.distributed build-deepspeed-ops")
+    print(build_deepspeed_cpu_comm(), flush=True)

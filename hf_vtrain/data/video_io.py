@@ -552,7 +552,8 @@ def _run(
     Resizing, flipping and the warps that come before any colour op run on uint8, ~2 MiB of frames at a time;
     the colour ops then run in float32 on a few frames at a time, so that their many passes hit the cache.
     With `compiled`, uint8 operations that have a compiled form and a colour jitter that folds into one map run
-    through `_run_compiled` instead.
+    through `_run_compiled` instead, and so does a crop, resize and flip with no operation (evaluation: the same
+    bytes, 80 -> 65 us a 320x180 frame, the planar copy done per block in cache rather than numpy's strided copy).
     """
     num = clip.shape[0]
     x0, y0, x1, y1 = box
@@ -561,11 +562,9 @@ def _run(
     resize = (y1 - y0, x1 - x0) != (out_h, out_w)
     antialias = (y1 - y0) > out_h or (x1 - x0) > out_w  # only matters (and only costs) when shrinking
     steps = _compile(ops)
-    if (
-        compiled
-        and uint8_ops
-        and all(hasattr(op, "compiled") for op in uint8_ops)
-        and all(step[0] == "affine" for step in steps)
+    if compiled and (
+        not (ops or uint8_ops)  # crop, resize and flip only (evaluation): the same bytes, copied per block in cache
+        or uint8_ops and all(hasattr(op, "compiled") for op in uint8_ops) and all(s[0] == "affine" for s in steps)
     ):
         return _run_compiled(src, (out_h, out_w), resize, antialias, flip, uint8_ops, steps)
     lead = 0

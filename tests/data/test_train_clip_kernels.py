@@ -150,3 +150,21 @@ def test_train_transform_compiled_equals_the_reference_path(jitter):
     if jitter is not None:
         assert differing / (40 * a.numel()) < 1e-3
     assert seen == set(ram.OPERATIONS)  # every operation was compared
+
+
+@pytest.mark.parametrize("box,out_hw", [((70, 0, 250, 180), (160, 160)), ((10, 20, 90, 120), (160, 160)),
+                                         ((0, 0, 320, 180), (180, 320)), ((3, 5, 163, 165), (160, 160))])
+@pytest.mark.parametrize("flip", [False, True])
+def test_crop_resize_flip_alone_compiled_equals_the_reference_path(box, out_hw, flip):
+    """Evaluation's transform (and training's with RandAugment and jitter off): with no operation the compiled path
+    (resize and planar copy per block) gives the bytes of the numpy copy, for shrinking, enlarging and copying boxes
+    and a clip that is not a whole number of blocks."""
+    from hf_vtrain.data import video_io
+
+    clip = torch.from_numpy(clip_of(14, 180, 320))
+    compiled = video_io._run(clip, box, out_hw, flip=flip)
+    reference = video_io._run(clip, box, out_hw, flip=flip, compiled=False)
+    assert compiled.shape == (14, 3, *out_hw) and compiled.dtype == torch.uint8
+    assert torch.equal(compiled, reference)
+    if box == (0, 0, 320, 180) and not flip:
+        assert torch.equal(compiled, clip.permute(0, 3, 1, 2))
