@@ -9,12 +9,15 @@ Prints frames/s of (a) decord `get_batch` at full size on the sorted indices, (b
 loaders make it: the reader the transform asks for (`ReaderCache.get_for`: decoded straight at the transform's
 short-side resize when that shrinks the frame) + `TrainClipTransform` to 160x160, (c) the same with
 `EvalClipTransform`, and the ratios (b)/(a), (c)/(a),
-by wall clock and by process CPU time (all threads; steadier on a shared machine). Each is a loop over the
-same windows, back to back as a data loader would run them, and the loops alternate for --rounds rounds.
-decord keeps decoding ahead on a background thread for a few tens of ms after each `get_batch`; in a loop,
-that read-ahead overlaps the loop's own next window, so each loop pays for its own. The readers of (b) and (c) are
-opened as the datasets open theirs (`ReaderCache(read_ahead=False)`), so `get_frames` stops that decoding before it
-returns; the last line prints how much of it (a) leaves running after each window and (b)'s reader after the stop.
+by wall clock and by process CPU time (all threads). Each section reads the same --repeats windows on its own
+reader, and the sections take turns window by window (for --rounds rounds), so that a shared machine's slow and
+fast seconds fall on all of them alike. Wall clock is the call's own time; CPU time runs on until the process is
+idle again. decord keeps decoding ahead on a background thread for tens of ms after each `get_batch` (work a data
+loader pays for while it transforms the window): (a) is spared it, its read-ahead cut short untimed right after each
+call as the next window's seek cuts it when (a) runs back to back (printed beside it: the same with the read-ahead
+left to run out, as a loader that transforms each window sees it); the readers of (b) and (c) are opened as the
+datasets open theirs (`ReaderCache(read_ahead=False)`), so `get_frames` stops it before it returns, timed. The last
+line prints how much of it (a) leaves running after a window and (b)'s reader after the stop.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ def main() -> None:
     parser.add_argument("--style", choices=["mmaction", "torchvision"], default="mmaction",
                         help="RandAugment and colour-jitter style of the training transform (the AdaTAD recipes: "
                         "mmaction)")
-    parser.add_argument("--settle", type=float, default=0.1, help="pause (s) around each timed loop")
+    parser.add_argument("--settle", type=float, default=0.02, help="pause (s) after each timed window, before waiting "
+                        "for the process to go idle")
     args = parser.parse_args()
     torch.set_num_threads(args.torch_threads)
 
@@ -104,10 +108,24 @@ def main() -> None:
             run_case(path, args)
 
 
+def settle(at_least: float) -> None:
+    """Sleep `at_least` seconds, then until this process's threads stop using CPU (decord's decoder thread runs on
+    after a call returns: ~20 ms at 320x180, ~130 ms at 1920x1080)."""
+    time.sleep(at_least)
+    last = time.process_time()
+    for _ in range(100):
+        time.sleep(0.01)
+        now = time.process_time()
+        if now - last < 0.001:
+            return
+        last = now
+
+
 def run_case(path: str, args) -> None:
     import decord
 
     raw = decord.VideoReader(path, num_threads=args.threads)
+    raw_ahead = decord.VideoReader(path, num_threads=args.threads)
     # the style's colour jitter too: the AdaTAD recipes set both to mmaction
     train = TrainClipTransform(rand_augment_style=args.style, rand_augment_seed=args.seed, color_jitter_style=args.style)
     evaluate = EvalClipTransform()
@@ -130,35 +148,38 @@ def run_case(path: str, args) -> None:
         start = int(rng.integers(0, max(1, full.num_frames - span + 1)))
         windows.append(sample_indices(start, args.frames, args.stride, full.num_frames)[0])
     frames_per_loop = sum(len(indices) for indices in windows)
-    # each reader is put back at frame 0 between sections through its decord object, as `raw`
     sections = {
-        "raw": (raw, lambda i, indices: raw.get_batch(np.unique(indices).tolist())),  # decord wants sorted
-        "train": (train_reader._reader,
-                  lambda i, indices: train(train_reader.get_frames(indices), clip_generator(args.seed, 0, i))),
-        "eval": (eval_reader._reader, lambda i, indices: evaluate(eval_reader.get_frames(indices))),
-        "decode": (train_reader._reader, lambda i, indices: train_reader.get_frames(indices)),
+        "raw": lambda i, indices: raw.get_batch(np.unique(indices).tolist()),  # decord wants sorted indices
+        # the same, its read-ahead left to run out as in a loader that transforms each window: not the baseline
+        "raw_ahead": lambda i, indices: raw_ahead.get_batch(np.unique(indices).tolist()),
+        "train": lambda i, indices: train(train_reader.get_frames(indices), clip_generator(args.seed, 0, i)),
+        "eval": lambda i, indices: evaluate(eval_reader.get_frames(indices)),
+        "decode": lambda i, indices: train_reader.get_frames(indices),
     }
     if train_reader.size is not None:  # the same transform on frames decoded as stored: what it was before
-        sections["train_full"] = (full._reader, lambda i, indices: train(full.get_frames(indices),
-                                                                         clip_generator(args.seed, 0, i)))
+        sections["train_full"] = lambda i, indices: train(full.get_frames(indices), clip_generator(args.seed, 0, i))
     if train.mmaction is not None:  # numba loads the RandAugment kernels once per process: not part of the rate
         train.mmaction.prepare(train.crop, train.crop)
-    for _, fn in sections.values():  # warm-up, untimed
+    for fn in sections.values():  # warm-up, untimed
         fn(0, windows[0])
     wall = {key: [] for key in sections}
     cpu = {key: [] for key in sections}
     for _ in range(args.rounds):
-        for key, (decoder, fn) in sections.items():
-            decoder.get_batch([0])  # each loop starts from the same decoder position
-            time.sleep(args.settle)  # and not during the previous loop's read-ahead
-            w0, c0 = time.perf_counter(), time.process_time()
-            for i, indices in enumerate(windows):
+        for key in sections:
+            wall[key].append(0.0)
+            cpu[key].append(0.0)
+        # window by window, each section in turn: a shared machine's slow and fast seconds fall on all of them alike
+        for i, indices in enumerate(windows):
+            for key, fn in sections.items():
+                w0, c0 = time.perf_counter(), time.process_time()
                 out = fn(i, indices)
+                wall[key][-1] += time.perf_counter() - w0
+                if key == "raw":  # cut its read-ahead short, as its next window's seek does when back to back
+                    raw.seek(0)
+                settle(args.settle)  # what decord's thread still decodes counts in the CPU time
+                cpu[key][-1] += time.process_time() - c0
                 if key in ("train", "eval", "train_full"):
                     assert out.shape == (args.frames, 3, 160, 160) and out.dtype == torch.uint8
-            wall[key].append(time.perf_counter() - w0)
-            time.sleep(args.settle)  # the loop's trailing read-ahead counts in its CPU time
-            cpu[key].append(time.process_time() - c0)
 
     # The transforms alone, on a decoded clip, by this thread's CPU time: what they cost without
     # decord's threads and caches in the way.
@@ -174,9 +195,9 @@ def run_case(path: str, args) -> None:
     behind = {"raw": [], "stopped": []}
     for i, indices in enumerate(windows[:5]):
         for key, section in (("raw", "raw"), ("stopped", "decode")):
-            sections[section][1](i, indices)
+            sections[section](i, indices)
             c0 = time.process_time()
-            time.sleep(max(args.settle, 0.15))
+            time.sleep(0.15)
             behind[key].append(time.process_time() - c0)
 
     for name, seconds in (("wall clock", wall), ("process CPU time", cpu)):
@@ -184,7 +205,8 @@ def run_case(path: str, args) -> None:
         frames = frames_per_loop * args.rounds
         fps = {key: frames / value for key, value in total.items()}
         print(f"-- frames/s by {name}")
-        print(f"(a) decord get_batch (sorted)               {fps['raw']:8.0f}")
+        print(f"(a) decord get_batch (sorted)               {fps['raw']:8.0f}   (read-ahead left running: "
+              f"{fps['raw_ahead']:.0f})")
         transform_us = (total["train"] - total["decode"]) / frames * 1e6
         print(f"(b) get_frames + TrainClipTransform 160x160 {fps['train']:8.0f}   "
               f"(its get_frames alone {fps['decode']:.0f}; transform {transform_us:.0f} us/frame)")
