@@ -201,11 +201,12 @@ def build_deepspeed_cpu_comm() -> str:
     if error:
         return f"DeepSpeed's CPU comm op: not built, deepspeed is not importable ({error})"
     os.environ["TORCH_EXTENSIONS_DIR"] = EXTENSIONS
+    import deepspeed.ops
     from deepspeed.accelerator import get_accelerator
 
     builder = get_accelerator().create_op_builder("ShareMemCommBuilder")
-    if builder is None:
-        return f"DeepSpeed's CPU comm op: not used with the {get_accelerator().device_name()} accelerator"
+    if builder is None or not deepspeed.ops.__compatible_ops__.get(builder.NAME, False):  # as deepspeed.comm decides
+        return f"DeepSpeed's CPU comm op: not used here ({get_accelerator().device_name()} accelerator)"
     builder.load(verbose=False)
     return f"DeepSpeed's CPU comm op: built into {EXTENSIONS}"
 
