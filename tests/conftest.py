@@ -12,7 +12,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # pytest -n N (scripts/test.sh): the 
     _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _workers)))
 
-from tests.hub_fixtures import hub_env, hub_server  # noqa: E402,F401  (loopback Hub-API server, session-scoped)
+from tests.hub_fixtures import hub_env, hub_home, hub_server  # noqa: E402,F401  (loopback Hub-API server, session-scoped)
 
 
 import pytest  # noqa: E402

@@ -50,24 +50,38 @@ def torchrun(cwd, argv, nproc, script=None, expect_ok=True, launcher="zygote", *
 
 
 ZYGOTE_PY = os.path.join(REPO, "tests", "zygote.py")
-_ZYGOTE = {}
+# this worker's zygotes, by the import-time part of their environment: the launches' (launch_env()) and the Hub
+# clients' (tests/hub_fixtures.hub_env); each holds torch, transformers and deepspeed imported (~0.5 GB)
+_ZYGOTES: dict[tuple, dict] = {}
+_MAX_ZYGOTES = 3
+
+# read when a module is imported (or when torch's thread pools start), so a launch cannot change them in the zygote
+IMPORT_TIME_ENV = re.compile(r"^(HF_|HUGGINGFACE_|TRANSFORMERS_|OMP_|MKL_|PYTHON|TORCH_|CUDA_|DS_|MPLBACKEND)")
 
 
-def _zygote_socket() -> str:
-    """This worker's zygote (started on first use, with the launches' environment), its socket path."""
+def _import_time(env: dict) -> tuple:
+    return tuple(sorted((k, str(v)) for k, v in env.items() if IMPORT_TIME_ENV.match(k)))
+
+
+def _zygote(env: dict) -> dict:
+    """This worker's zygote for `env`'s import-time variables (started on first use, with `env`): {proc, path, env}."""
     import atexit
     import shutil
     import tempfile
 
-    proc = _ZYGOTE.get("proc")
-    if proc is not None and proc.poll() is None:
-        return _ZYGOTE["path"]
+    key = _import_time(env)
+    zygote = _ZYGOTES.pop(key, None)
+    if zygote is not None and zygote["proc"].poll() is None:
+        _ZYGOTES[key] = zygote  # most recently used last
+        return zygote
+    while len(_ZYGOTES) >= _MAX_ZYGOTES:  # the least recently used goes
+        _ZYGOTES.pop(next(iter(_ZYGOTES)))["proc"].kill()
     folder = tempfile.mkdtemp(prefix="hfv-zygote-")  # short: a Unix socket path has at most 107 bytes
     path = os.path.join(folder, "sock")
     log = open(os.path.join(folder, "log"), "wb")
     read_end, write_end = os.pipe()
     proc = subprocess.Popen([sys.executable, ZYGOTE_PY, path, str(write_end)], stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, env={**launch_env(), "HFV_ZYGOTE_PARENT": str(os.getpid())},
+                            stdin=subprocess.DEVNULL, env={**env, "HFV_ZYGOTE_PARENT": str(os.getpid())},
                             cwd=REPO, pass_fds=(write_end,))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)  # runs after the kill below (atexit is LIFO)
     atexit.register(proc.kill)  # it also dies with this process (PR_SET_PDEATHSIG)
@@ -76,23 +90,19 @@ def _zygote_socket() -> str:
         line = ready.readline()
     assert line.strip() == b"ready", (f"the test launcher {ZYGOTE_PY} did not start:\n"
                                       + open(os.path.join(folder, "log"), errors="replace").read()[-3000:])
-    _ZYGOTE.update(proc=proc, path=path, env=launch_env())
-    return path
-
-
-# read when a module is imported (or when torch's thread pools start), so a launch cannot change them in the zygote
-IMPORT_TIME_ENV = re.compile(r"^(HF_|HUGGINGFACE_|TRANSFORMERS_|OMP_|MKL_|PYTHON|TORCH_|CUDA_|DS_|MPLBACKEND)")
+    _ZYGOTES[key] = {"proc": proc, "path": path, "env": dict(env)}
+    return _ZYGOTES[key]
 
 
 class Launched:
     """A launch through the zygote, as subprocess.Popen: pid (its own session: os.killpg(pid) stops all of it),
     poll(), wait(); after the end, returncode and the captured stdout / stderr."""
 
-    def __init__(self, cwd, script: str, args: list[str], nproc: int, env: dict):
+    def __init__(self, cwd, script: str, args: list[str], nproc: int, env: dict, own_zygote: bool = False):
         import tempfile
 
-        _zygote_socket()
-        base = _ZYGOTE["env"]
+        zygote = _zygote(env if own_zygote else launch_env())
+        base = zygote["env"]
         changed = sorted(k for k in set(env) | set(base) if IMPORT_TIME_ENV.match(k) and env.get(k) != base.get(k))
         assert not changed, (f"{changed} differ from the zygote's environment and are read at import time: launch "
                              f"this with launcher='torchrun' (or a plain subprocess)")
@@ -103,7 +113,7 @@ class Launched:
                    "stderr": os.path.join(self._logs.name, "stderr"), "port": free_port()}
         self._request = request
         self._conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self._conn.connect(_ZYGOTE["path"])
+        self._conn.connect(zygote["path"])
         self._stream = self._conn.makefile("rw")
         self._stream.write(json.dumps(request) + "\n")
         self._stream.flush()
@@ -141,23 +151,29 @@ class Launched:
         return self.returncode
 
 
-def _zygote_launch(cwd, script: str, args: list[str], nproc: int, env: dict, timeout: float = 900):
-    launched = Launched(cwd, script, args, nproc, env)
+def _zygote_launch(cwd, script: str, args: list[str], nproc: int, env: dict, timeout: float = 900,
+                   own_zygote: bool = False):
+    launched = Launched(cwd, script, args, nproc, env, own_zygote)
     launched.wait(timeout)
     return subprocess.CompletedProcess(launched.args, launched.returncode, launched.stdout, launched.stderr)
 
 
 def _python_target(cmd: list[str]) -> tuple[str, list[str]]:
-    """(script, args) of `[python, script, *args]`, or ("-m module", args) of `[python, "-m", module, *args]`."""
+    """(script, args) of `[python, script, *args]`, ("-m module", args) of `[python, "-m", module, *args]`, or
+    ("-c", [code, *args]) of `[python, "-c", code, *args]`."""
     assert cmd[0] == sys.executable, cmd
+    if cmd[1] == "-c":
+        return "-c", [str(a) for a in cmd[2:]]
     script, args = (f"-m {cmd[2]}", cmd[3:]) if cmd[1] == "-m" else (cmd[1], cmd[2:])
     return script, [str(a) for a in args]
 
 
-def run_python(cmd: list[str], env: dict, cwd=None, timeout: float = 900):
+def run_python(cmd: list[str], env: dict, cwd=None, timeout: float = 900, own_zygote: bool = False):
     """subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd), forked from the zygote (one plain
-    process, no rendezvous variables)."""
-    return _zygote_launch(cwd or os.getcwd(), *_python_target(cmd), 0, {k: str(v) for k, v in env.items()}, timeout)
+    process, no rendezvous variables). `own_zygote`: from a zygote started with `env` itself (the Hub clients', whose
+    HF_* variables differ from the launches'), instead of the launches' zygote."""
+    return _zygote_launch(cwd or os.getcwd(), *_python_target(cmd), 0, {k: str(v) for k, v in env.items()}, timeout,
+                          own_zygote)
 
 
 def popen_python(cmd: list[str], env: dict, cwd=None) -> Launched:

@@ -2,8 +2,9 @@
 what it stored that uses only real git and git-lfs.
 
 Register them in tests/conftest.py with `from tests.hub_fixtures import hub_env, hub_server  # noqa: F401`.
-Clients run in subprocesses (`run_hub_client`) because huggingface_hub reads HF_ENDPOINT and HF_HUB_DISABLE_XET at
-import time; an in-process client needs both set before huggingface_hub (or transformers) is first imported.
+Clients run in their own processes (`run_hub_client`, `hub_python`: forked from a zygote started with the client
+environment) because huggingface_hub reads HF_ENDPOINT, HF_HOME and HF_HUB_DISABLE_XET at import time; an in-process
+client needs them set before huggingface_hub (or transformers) is first imported.
 """
 
 from __future__ import annotations
@@ -43,11 +44,21 @@ def hub_client_env(server: HubServer, hf_home: str | os.PathLike, token: str | N
 
 
 def run_hub_client(code: str, env: dict, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs `python -c code` with `env`; on a non-zero exit (when `check`) fails the test with its output."""
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
+    """Runs `python -c code` with `env`, forked from a zygote started with env's import-time variables (`hub_python`);
+    on a non-zero exit (when `check`) fails the test with its output."""
+    proc = hub_python([sys.executable, "-c", code], env, timeout=timeout)
     if check and proc.returncode != 0:
         pytest.fail(f"hub client exited {proc.returncode}\n--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}")
     return proc
+
+
+def hub_python(cmd: list[str], env: dict, cwd=None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """subprocess.run(cmd, env=env, capture_output=True, text=True) for a Hub client (`python script|-m module|-c
+    code ...`), forked from this worker's zygote for env's HF_* variables (tests/distributed.run_python): torch and
+    transformers imported once per worker instead of once per client (~6 s of CPU each)."""
+    from tests.distributed import run_python
+
+    return run_python(cmd, env, cwd=cwd, timeout=timeout, own_zygote=True)
 
 
 def _git(*args: str, cwd: str | os.PathLike | None = None, env: dict | None = None) -> str:
@@ -104,9 +115,19 @@ def hub_server(tmp_path_factory):
         yield server
 
 
+@pytest.fixture(scope="session")
+def hub_home(tmp_path_factory):
+    """The HF_HOME of `hub_env`: one path for the session (so its clients can fork from one pre-imported zygote,
+    huggingface_hub reading HF_HOME at import time), emptied for each test."""
+    return tmp_path_factory.mktemp("hf_home")
+
+
 @pytest.fixture
-def hub_env(hub_server, tmp_path):
-    """Subprocess environment for clients of `hub_server`, with the server's injections and logs reset around."""
+def hub_env(hub_server, hub_home):
+    """Subprocess environment for clients of `hub_server`, with the server's injections and logs reset around, and
+    a fresh cache and token store (the emptied `hub_home`)."""
     hub_server.reset()
-    yield hub_client_env(hub_server, tmp_path / "hf_home")
+    shutil.rmtree(hub_home)
+    hub_home.mkdir()
+    yield hub_client_env(hub_server, hub_home)
     hub_server.reset()

@@ -5,14 +5,13 @@ import json
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.hub_fixtures import GIT_LFS_MISSING, run_hub_client, verify_stored_repo
+from tests.hub_fixtures import GIT_LFS_MISSING, hub_python, run_hub_client, verify_stored_repo
 from tests.trainers.test_tad_run import REPO, tiny_argv
 
 PUSH = dict(push_to_hub="true", hub_strategy="checkpoint", hub_private_repo="true", num_train_epochs=2,
@@ -20,8 +19,8 @@ PUSH = dict(push_to_hub="true", hub_strategy="checkpoint", hub_private_repo="tru
 
 
 def _run(argv, env, timeout=600):
-    return subprocess.run([sys.executable, os.path.join(REPO, "hf_vtrain", "run.py"), *argv], env=env,
-                          capture_output=True, text=True, timeout=timeout, cwd=REPO)
+    return hub_python([sys.executable, os.path.join(REPO, "hf_vtrain", "run.py"), *argv], env, cwd=REPO,
+                      timeout=timeout)
 
 
 @pytest.fixture(scope="module")
@@ -64,9 +63,9 @@ def test_push_checkpoints_and_load_back(hub_server, hub_env, corpus_root, tmp_pa
     shutil.rmtree(out)
     videos = corpus_root / "corpus" / "raw_data" / "video"
     clean = tmp_path / "clean"
-    proc = subprocess.run([sys.executable, "-m", "hf_vtrain.predict", "--model", "team/adatad-tiny",
-                           *(str(videos / f"{v}.mp4") for v in detections), "--output", str(clean), "--no_progress"],
-                          env=hub_env, capture_output=True, text=True, timeout=600, cwd=REPO)
+    proc = hub_python([sys.executable, "-m", "hf_vtrain.predict", "--model", "team/adatad-tiny",
+                       *(str(videos / f"{v}.mp4") for v in detections), "--output", str(clean), "--no_progress"],
+                      hub_env, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     for video_id, expected in detections.items():
         assert json.loads((clean / f"{video_id}.detections.json").read_text())["results"][video_id] == expected

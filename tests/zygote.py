@@ -16,7 +16,8 @@ summary and `[rankN]:` output prefixes, its elastic agent's store, and a differe
 client refuses a launch whose import-time variables, HF_*, OMP_*, TORCH_*, ..., differ from the zygote's). The
 launchers users type (torchrun, deepspeed, accelerate launch) each keep tests of their own.
 
-nproc 0 is one plain process, `python script args` (script "-m module": `python -m module args`).
+nproc 0 is one plain process, `python script args` (script "-m module": `python -m module args`; script "-c" with the
+code as its first arg: `python -c code args`).
 
 Protocol: one JSON line {script, args, nproc, cwd, env, stdout, stderr, port} -> one JSON line {"pid": launcher pid},
 then, when the launch ended, {"returncode": N}.
@@ -55,7 +56,8 @@ def _preload() -> None:
 
 
 def _run_rank(script: str, args: list[str]) -> int:
-    """`python script args` (or `python -m module args` for a script "-m module") in this process."""
+    """`python script args` (or `python -m module args` for a script "-m module", `python -c code args` for a script
+    "-c" whose first arg is the code) in this process."""
     random.seed()  # a fresh process seeds from the OS; a fork would share the zygote's state
     try:
         import numpy as np
@@ -63,12 +65,20 @@ def _run_rank(script: str, args: list[str]) -> int:
         np.random.seed()
     except ImportError:
         pass
+    if script == "-c":
+        code, args = args[0], args[1:]
+        sys.argv = ["-c", *args]
+        sys.orig_argv = [sys.executable, "-c", code, *args]
+        sys.path[0] = ""
     module = script[3:] if script.startswith("-m ") else None
-    sys.argv = [module or script, *args]
-    sys.orig_argv = [sys.executable, *(["-m", module] if module else [script]), *args]
-    sys.path[0] = os.getcwd() if module else os.path.dirname(os.path.abspath(script))
+    if script != "-c":
+        sys.argv = [module or script, *args]
+        sys.orig_argv = [sys.executable, *(["-m", module] if module else [script]), *args]
+        sys.path[0] = os.getcwd() if module else os.path.dirname(os.path.abspath(script))
     try:
-        if module:
+        if script == "-c":
+            exec(compile(code, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
+        elif module:
             runpy.run_module(module, run_name="__main__", alter_sys=True)
         else:
             runpy.run_path(script, run_name="__main__")
