@@ -3,8 +3,9 @@ variables torchrun sets), without each rank spending ~4 s of CPU importing torch
 and deepspeed. Most of a tiny test run is that import (cProfile of a tiny AdaTAD run: 8 of its 10 s), so a suite of
 2-process launches on 2 cores is mostly imports.
 
-The zygote is one process per test worker, started with the launches' environment (`launch_env()`) so everything
-read at import time (OMP_NUM_THREADS, PYTHONPATH, TORCH_EXTENSIONS_DIR) is what a fresh rank would read. It imports
+The zygote is one process per test worker and import-time environment, started with that environment (the
+launches', `launch_env()`; the Hub clients', `hub_fixtures.hub_python`) so everything read at import time
+(OMP_NUM_THREADS, PYTHONPATH, TORCH_EXTENSIONS_DIR, HF_ENDPOINT, HF_HOME) is what a fresh process would read. It imports
 the heavy modules once, then serves one launch at a time over a Unix socket: it forks a launcher (own session,
 the request's cwd and environment, stdout/stderr to files), which forks the ranks; each rank runs the script as
 `__main__` (runpy), as `python script args` would, then the atexit handlers, as a normal exit does. The launcher stops
