@@ -66,18 +66,14 @@ def _run_rank(script: str, args: list[str]) -> int:
         np.random.seed()
     except ImportError:
         pass
-    if script == "-c":
-        code, args = args[0], args[1:]
-        sys.argv = ["-c", *args]
-        sys.orig_argv = [sys.executable, "-c", code, *args]
-        sys.path[0] = ""
     module = script[3:] if script.startswith("-m ") else None
-    if script != "-c":
-        sys.argv = [module or script, *args]
-        sys.orig_argv = [sys.executable, *(["-m", module] if module else [script]), *args]
-        sys.path[0] = os.getcwd() if module else os.path.dirname(os.path.abspath(script))
+    code = args.pop(0) if script == "-c" else None
+    sys.argv = [module or script, *args]
+    sys.orig_argv = [sys.executable, *(["-m", module] if module else ["-c", code] if code is not None else [script]),
+                     *args]
+    sys.path[0] = "" if code is not None else os.getcwd() if module else os.path.dirname(os.path.abspath(script))
     try:
-        if script == "-c":
+        if code is not None:
             exec(compile(code, "<string>", "exec"), {"__name__": "__main__", "__builtins__": __builtins__})
         elif module:
             runpy.run_module(module, run_name="__main__", alter_sys=True)
