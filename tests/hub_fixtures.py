@@ -1,7 +1,7 @@
 """Pytest fixtures for the loopback Hub server (tests/hub_server.py), the environment its clients need, and a check of
 what it stored that uses only real git and git-lfs.
 
-Register them in tests/conftest.py with `from tests.hub_fixtures import hub_env, hub_server  # noqa: F401`.
+Register them in tests/conftest.py with `from tests.hub_fixtures import hub_env, hub_home, hub_server  # noqa: F401`.
 Clients run in their own processes (`run_hub_client`, `hub_python`: forked from a zygote started with the client
 environment) because huggingface_hub reads HF_ENDPOINT, HF_HOME and HF_HUB_DISABLE_XET at import time; an in-process
 client needs them set before huggingface_hub (or transformers) is first imported.
@@ -122,12 +122,18 @@ def hub_home(tmp_path_factory):
     return tmp_path_factory.mktemp("hf_home")
 
 
+def fresh_hub_client_env(server: HubServer, hub_home: Path) -> dict[str, str]:
+    """`hub_client_env` on `hub_home` emptied first: a fresh cache and token store, on the one HF_HOME path whose
+    clients share a zygote."""
+    shutil.rmtree(hub_home)
+    hub_home.mkdir()
+    return hub_client_env(server, hub_home)
+
+
 @pytest.fixture
 def hub_env(hub_server, hub_home):
     """Subprocess environment for clients of `hub_server`, with the server's injections and logs reset around, and
-    a fresh cache and token store (the emptied `hub_home`)."""
+    a fresh cache and token store (`fresh_hub_client_env`)."""
     hub_server.reset()
-    shutil.rmtree(hub_home)
-    hub_home.mkdir()
-    yield hub_client_env(hub_server, hub_home)
+    yield fresh_hub_client_env(hub_server, hub_home)
     hub_server.reset()

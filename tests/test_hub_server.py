@@ -15,7 +15,7 @@ import urllib.request
 
 import pytest
 
-from tests.hub_fixtures import HUB_TOKEN, hub_client_env, run_hub_client, verify_stored_repo  # fixtures: conftest
+from tests.hub_fixtures import HUB_TOKEN, fresh_hub_client_env, run_hub_client, verify_stored_repo  # fixtures: conftest
 
 AUTH = {"Authorization": f"Bearer {HUB_TOKEN}"}
 
@@ -261,7 +261,7 @@ TRAINER_SCRIPT = textwrap.dedent(
 
 
 @pytest.fixture(scope="module")
-def trainer_runs(hub_server, tmp_path_factory):
+def trainer_runs(hub_server, hub_home, tmp_path_factory):
     """One subprocess (one transformers import) runs the three Trainer scenarios; returns results and request logs."""
     tmp = tmp_path_factory.mktemp("trainer_runs")
     scenarios = [
@@ -277,7 +277,7 @@ def trainer_runs(hub_server, tmp_path_factory):
     for scenario in scenarios:
         scenario["out"] = str(tmp / scenario["name"])
     hub_server.reset()
-    env = {**hub_client_env(hub_server, tmp / "hf_home"), "T_SCENARIOS": json.dumps(scenarios)}
+    env = {**fresh_hub_client_env(hub_server, hub_home), "T_SCENARIOS": json.dumps(scenarios)}
     results = _result(run_hub_client(TRAINER_SCRIPT, env))
     log = list(hub_server.request_log)
     hub_server.reset()
