@@ -148,23 +148,27 @@ def run_case(path: str, args) -> None:
         start = int(rng.integers(0, max(1, full.num_frames - span + 1)))
         windows.append(sample_indices(start, args.frames, args.stride, full.num_frames)[0])
     frames_per_loop = sum(len(indices) for indices in windows)
+    # each round is an epoch: the training transform draws afresh (crop, flip, RandAugment's two operations, the
+    # jitter), so --rounds x --repeats clips sample its cost, which varies 3-5x with the operations drawn
+    epoch = [0]
     sections = {
         "raw": lambda i, indices: raw.get_batch(np.unique(indices).tolist()),  # decord wants sorted indices
         # the same, its read-ahead left to run out as in a loader that transforms each window: not the baseline
         "raw_ahead": lambda i, indices: raw_ahead.get_batch(np.unique(indices).tolist()),
-        "train": lambda i, indices: train(train_reader.get_frames(indices), clip_generator(args.seed, 0, i)),
+        "train": lambda i, indices: train(train_reader.get_frames(indices), clip_generator(args.seed, epoch[0], i)),
         "eval": lambda i, indices: evaluate(eval_reader.get_frames(indices)),
         "decode": lambda i, indices: train_reader.get_frames(indices),
     }
     if train_reader.size is not None:  # the same transform on frames decoded as stored: what it was before
-        sections["train_full"] = lambda i, indices: train(full.get_frames(indices), clip_generator(args.seed, 0, i))
+        sections["train_full"] = lambda i, indices: train(full.get_frames(indices), clip_generator(args.seed, epoch[0], i))
     if train.mmaction is not None:  # numba loads the RandAugment kernels once per process: not part of the rate
         train.mmaction.prepare(train.crop, train.crop)
     for fn in sections.values():  # warm-up, untimed
         fn(0, windows[0])
     wall = {key: [] for key in sections}
     cpu = {key: [] for key in sections}
-    for _ in range(args.rounds):
+    for round_ in range(args.rounds):
+        epoch[0] = round_
         for key in sections:
             wall[key].append(0.0)
             cpu[key].append(0.0)
@@ -187,9 +191,10 @@ def run_case(path: str, args) -> None:
     alone = {}
     for key, transform in (("train", train), ("eval", evaluate)):
         c0 = time.thread_time()
-        for i in range(args.repeats):
-            transform(clip, clip_generator(args.seed, 1, i))
-        alone[key] = (time.thread_time() - c0) / (args.repeats * len(windows[0]))
+        for round_ in range(args.rounds):  # the loop's draws
+            for i in range(args.repeats):
+                transform(clip, clip_generator(args.seed, round_, i))
+        alone[key] = (time.thread_time() - c0) / (args.rounds * args.repeats * len(windows[0]))
 
     # decord's decoder thread after a call: what (a) leaves running, against get_frames with read_ahead=False
     behind = {"raw": [], "stopped": []}

@@ -31,9 +31,21 @@ def frames_for(kind, height, width, seed):
     )
 
 
+@pytest.fixture(params=["table lanes", "scalar"])
+def table_path(request, monkeypatch):
+    """Both ways the table operations run: the 64-byte lookup where numba's target has AVX-512 VBMI (this machine's
+    default then) and the scalar loops every other CPU runs."""
+    if request.param == "scalar":
+        monkeypatch.setattr(kernels, "TABLE_LANES", False)
+        monkeypatch.setattr(kernels, "apply_tables", kernels.apply_tables_scalar)
+    elif not kernels.TABLE_LANES:
+        pytest.skip("numba's target CPU has no AVX-512 VBMI: only the scalar table loops run here")
+    return request.param
+
+
 @pytest.mark.parametrize("sign", [1, -1])
 @pytest.mark.parametrize("height,width", SIZES)
-def test_every_operation_compiled_gives_the_numpy_bytes(height, width, sign):
+def test_every_operation_compiled_gives_the_numpy_bytes(height, width, sign, table_path):
     augmenter = ram.MMActionRandAugment({name: sign for name in ram.SIGNED})
     for k, name in enumerate(ram.OPERATIONS):
         center = tuple(np.random.default_rng(k).random(2))
@@ -53,6 +65,19 @@ def test_tables_at_every_strength_compiled_give_the_numpy_bytes():
     ops = [ram.posterize(bits) for bits in range(1, 9)] + [ram.solarize(t) for t in (0.0, 25.6, 230.4, 255.0, 256.0)]
     for op in ops + [ram.invert()]:
         np.testing.assert_array_equal(op.compiled(frames.copy(), None), op(frames), err_msg=op.name)
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 160, 160), (1, 3, 33, 50), (2, 1, 7, 5), (1, 2, 1, 64), (1, 1, 3, 43)])
+def test_table_lookups_are_the_tables(shape, table_path):
+    # every entry of random tables, on planes that are and are not whole 64-byte blocks
+    rng = np.random.default_rng(sum(shape))
+    frames = rng.integers(0, 256, shape, dtype=np.uint8)
+    frames.reshape(-1)[:256] = np.arange(256)[: frames.size]
+    tables = rng.integers(0, 256, shape[:2] + (256,), dtype=np.uint8)
+    expected = np.take_along_axis(tables, frames.reshape(shape[:2] + (-1,)), axis=2).reshape(shape)
+    got = frames.copy()
+    kernels.apply_tables(got, tables)
+    np.testing.assert_array_equal(got, expected)
 
 
 @pytest.mark.parametrize("height,width", [(160, 160), (33, 50), (224, 224)])
