@@ -11,7 +11,9 @@ short-side resize when that shrinks the frame) + `TrainClipTransform` to 160x160
 `EvalClipTransform`, and the ratios (b)/(a), (c)/(a),
 by wall clock and by process CPU time (all threads). Each section reads the same --repeats windows on its own
 reader, and the sections take turns window by window (for --rounds rounds), so that a shared machine's slow and
-fast seconds fall on all of them alike. Wall clock is the call's own time; CPU time runs on until the process is
+fast seconds fall on all of them alike. Each round is an epoch: the training transform draws its crop, flip,
+RandAugment operations and jitter afresh, so the --repeats x --rounds clips sample its cost, which varies 3-5x with
+the operations drawn (10 windows alone gave 0.82 in one round and 0.93 in another). Wall clock is the call's own time; CPU time runs on until the process is
 idle again. decord keeps decoding ahead on a background thread for tens of ms after each `get_batch` (work a data
 loader pays for while it transforms the window): (a) is spared it, its read-ahead cut short untimed right after each
 call as the next window's seek cuts it when (a) runs back to back (printed beside it: the same with the read-ahead
