@@ -162,7 +162,8 @@ def run_case(path: str, args) -> None:
         "decode": lambda i, indices: train_reader.get_frames(indices),
     }
     if train_reader.size is not None:  # the same transform on frames decoded as stored: what it was before
-        sections["train_full"] = lambda i, indices: train(full.get_frames(indices), clip_generator(args.seed, epoch[0], i))
+        sections["train_full"] = lambda i, indices: train(full.get_frames(indices),
+                                                          clip_generator(args.seed, epoch[0], i))
     if train.mmaction is not None:  # numba loads the RandAugment kernels once per process: not part of the rate
         train.mmaction.prepare(train.crop, train.crop)
     for fn in sections.values():  # warm-up, untimed

@@ -9,9 +9,12 @@ does not pin down.
 
 Why compiled: at 320x180 decoding is cheap (~1.3 ms a training frame at stride 4), and the numpy operations, each a
 few passes over the frame with int64 gathers, cost ~290 us a frame on average for the two drawn per clip; this file's
-loops touch each value once or twice and let the compiler vectorise the contiguous ones (the two operations then
-average ~62 us a frame: Rotate ~123 us, ShearY ~62, the enhance blends ~25-45, the tables ~30-53, the row
-shifts ~17).
+loops touch each value once or twice and let the compiler vectorise the contiguous ones. Where it will not, two
+kernels are written as LLVM vector code (numba intrinsics): Rotate's neighbour reads as one vector gather
+(`warp_gather`, generic LLVM, any CPU), and 256-entry table lookups 64 bytes at a time (`apply_tables`, AVX-512
+VBMI only, the scalar loop elsewhere). The two operations drawn per clip then average ~45 us a 160x160 frame (62
+before those two; `scripts/bench_train_transform.py`, 60 clips): Rotate ~73-84 us, ShearY ~74, the enhance blends
+~25-50, the table operations 3-30 (Equalize's histogram is the 30), the row shifts ~17-25.
 
 Two things found measuring them, kept throughout: sums stay int32 (a literal 512 makes them int64, which AVX2
 multiplies slowly), and a hot loop's reads go through slices or unsigned offsets, because for a signed index numba
@@ -282,7 +285,8 @@ def _warp_lanes(typingctx, quads, index, frac_x, frac_y, out, start):
         ay = builder.zext(load(builder.add(data(3), first), i8), v32)
         bx, by = builder.sub(splat(v32, 32), ax), builder.sub(splat(v32, 32), ay)
         total = splat(v32, 512)
-        for k, weight in enumerate((builder.mul(by, bx), builder.mul(by, ax), builder.mul(ay, bx), builder.mul(ay, ax))):
+        weights = (builder.mul(by, bx), builder.mul(by, ax), builder.mul(ay, bx), builder.mul(ay, ax))
+        for k, weight in enumerate(weights):
             byte = builder.and_(builder.lshr(quad, splat(v32, 8 * k)), splat(v32, 255))
             total = builder.add(total, builder.mul(weight, byte))
         result = builder.trunc(builder.ashr(total, splat(v32, 10)), ir.VectorType(i8, LANES))

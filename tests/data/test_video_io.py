@@ -463,6 +463,34 @@ def test_bench_script_runs(tmp_path, monkeypatch, capsys):
     assert "video: 64x36, 12 frames" in printed and "ratio train (b)/(a)" in printed
 
 
+def test_transform_stage_bench_runs_and_puts_everything_back(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+
+    import torch.nn.functional as F
+
+    from hf_vtrain.data import train_clip_kernels
+
+    scripts = Path(__file__).resolve().parents[2] / "scripts"
+    loaded = {}
+    for name in ("bench_video_io", "bench_train_transform"):
+        spec = importlib.util.spec_from_file_location(name, scripts / f"{name}.py")
+        loaded[name] = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded[name])
+    path = tmp_path / "bench.mp4"
+    loaded["bench_video_io"].write_video(str(path), 36, 64, 10, 1.2, seed=0)
+    originals = (F.interpolate, train_clip_kernels.planarize, train_clip_kernels.color_affine)
+    monkeypatch.setattr("sys.argv", ["bench", "--video", str(path), "--clips", "6", "--frames", "4", "--stride", "2"])
+    loaded["bench_train_transform"].main()
+    printed = capsys.readouterr().out
+    assert "window of 4 frames decoded at 64x36, 6 clips" in printed
+    rows = {line[:34].strip(): line[34:].split() for line in printed.splitlines()[1:]}
+    assert {"whole transform", "resize (torch)", "planar copy", "colour map", "rest (Python, allocation)"} <= set(rows)
+    # six clips draw two operations each: every one drawn is listed with its clip count
+    assert sum(int(v[3]) for k, v in rows.items() if k.startswith("RandAugment ")) == 12
+    assert (F.interpolate, train_clip_kernels.planarize, train_clip_kernels.color_affine) == originals
+
+
 # --- decoding at the size the transform needs ------------------------------------------------------------------
 
 
