@@ -396,15 +396,19 @@ def invert(frames):
 
 
 @njit(cache=True, nogil=True)
+def _lookup(flat, table, start):
+    """flat[k] = table[flat[k]] for k >= start, one value at a time."""
+    for k in range(start, flat.shape[0]):
+        flat[k] = table[flat[k]]
+
+
+@njit(cache=True, nogil=True)
 def apply_tables_scalar(frames, tables):
     """tables (n, 3, 256): frame i's channel c through tables[i, c], one value at a time (~40 us a 160x160 frame)."""
     n, channels = frames.shape[0], frames.shape[1]
     for i in range(n):
         for c in range(channels):
-            flat = frames[i, c].reshape(-1)
-            table = tables[i, c]
-            for k in range(flat.shape[0]):
-                flat[k] = table[flat[k]]
+            _lookup(frames[i, c].reshape(-1), tables[i, c], 0)
 
 
 # A 256-entry table lookup of 64 bytes at once: AVX-512 VBMI's vpermi2b looks 64 bytes up in two 64-byte registers
@@ -478,8 +482,7 @@ def _apply_tables_lanes(frames, tables):
             end = size - size % TABLE_BYTES
             for o in range(0, end, TABLE_BYTES):
                 _table_lanes(table, flat, flat, o)
-            for k in range(end, size):
-                flat[k] = table[flat[k]]
+            _lookup(flat, table, end)
 
 
 # compiled (and cached) only for a target that has the instruction
