@@ -238,6 +238,18 @@ def _c_array(ty, dtype) -> bool:
     return isinstance(ty, types.Array) and ty.layout == "C" and ty.ndim == 1 and ty.dtype == dtype
 
 
+# codegen helpers of the intrinsics: an array argument's data address as an i64, a vector loaded from an address
+
+
+def _address(context, builder, signature, args, k):
+    array = cgutils.create_struct_proxy(signature.args[k])(context, builder, value=args[k])
+    return builder.ptrtoint(array.data, ir.IntType(64))
+
+
+def _vector_at(builder, address, vector_type):
+    return builder.load(builder.inttoptr(address, ir.PointerType(vector_type)), align=1)
+
+
 @intrinsic
 def _warp_lanes(typingctx, quads, index, frac_x, frac_y, out, start):
     """out[start + l] = (512 + sum over the four neighbours of weight * byte) >> 10 of quads[index[start + l]] for
@@ -256,14 +268,13 @@ def _warp_lanes(typingctx, quads, index, frac_x, frac_y, out, start):
         v32, v64 = ir.VectorType(i32, LANES), ir.VectorType(i64, LANES)
 
         def data(k):
-            array = cgutils.create_struct_proxy(signature.args[k])(context, builder, value=args[k])
-            return builder.ptrtoint(array.data, i64)
+            return _address(context, builder, signature, args, k)
 
         def splat(vector_type, value):
             return ir.Constant(vector_type, [value] * LANES)
 
         def load(address, elem):
-            return builder.load(builder.inttoptr(address, ir.PointerType(ir.VectorType(elem, LANES))), align=1)
+            return _vector_at(builder, address, ir.VectorType(elem, LANES))
 
         first = context.cast(builder, args[5], signature.args[5], types.int64)
         idx = load(builder.add(data(1), builder.mul(first, ir.Constant(i64, 4))), i32)
@@ -403,9 +414,17 @@ def _lookup(flat, table, start):
 
 
 @njit(cache=True, nogil=True)
+def _check_tables(frames, tables):
+    """One table of 256 entries per frame and channel: numba checks no index, and the 64-byte lookup reads 256."""
+    if tables.shape[0] != frames.shape[0] or tables.shape[1] != frames.shape[1] or tables.shape[2] != 256:
+        raise ValueError("apply_tables: tables must be (frames, channels, 256)")
+
+
+@njit(cache=True, nogil=True)
 def apply_tables_scalar(frames, tables):
     """tables (n, 3, 256): frame i's channel c through tables[i, c], one value at a time (~40 us a 160x160 frame)."""
     n, channels = frames.shape[0], frames.shape[1]
+    _check_tables(frames, tables)
     for i in range(n):
         for c in range(channels):
             _lookup(frames[i, c].reshape(-1), tables[i, c], 0)
@@ -449,15 +468,11 @@ def _table_lanes(typingctx, table, values, out, start):
         v8 = ir.VectorType(ir.IntType(8), TABLE_BYTES)
 
         def data(k):
-            array = cgutils.create_struct_proxy(signature.args[k])(context, builder, value=args[k])
-            return builder.ptrtoint(array.data, i64)
-
-        def load(address):
-            return builder.load(builder.inttoptr(address, ir.PointerType(v8)), align=1)
+            return _address(context, builder, signature, args, k)
 
         first = context.cast(builder, args[3], signature.args[3], types.int64)
-        quarters = [load(builder.add(data(0), ir.Constant(i64, TABLE_BYTES * k))) for k in range(4)]
-        index = load(builder.add(data(1), first))
+        quarters = [_vector_at(builder, builder.add(data(0), ir.Constant(i64, TABLE_BYTES * k)), v8) for k in range(4)]
+        index = _vector_at(builder, builder.add(data(1), first), v8)
         permute = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.x86.avx512.vpermi2var.qi.512"
         )
@@ -474,6 +489,7 @@ def _table_lanes(typingctx, table, values, out, start):
 def _apply_tables_lanes(frames, tables):
     """`apply_tables_scalar` 64 bytes at a time (TABLE_LANES only)."""
     n, channels = frames.shape[0], frames.shape[1]
+    _check_tables(frames, tables)
     for i in range(n):
         for c in range(channels):
             flat = frames[i, c].reshape(-1)
