@@ -5,7 +5,8 @@
 
 Decodes one window (--frames at --stride) as the loaders do, then runs the AdaTAD recipes' training transform
 (mmaction RandAugment and colour jitter) on it for --clips draws (clip_generator(seed, 0, i)), and prints this thread's
-CPU time per output frame: the whole transform, then each stage (torch's resize, the planar copy, each RandAugment
+CPU time per output frame: the whole transform, then each stage (the fused crop + resize + planar copy and its
+plan where numba's target has AVX-512 VBMI, else torch's resize and the planar copy; each RandAugment
 operation averaged over all clips, so that the rows add up, with how many clips drew it and its cost when drawn, the
 colour map) and what is left (Python, allocation). The figures of one stage against another come from the same clips,
 so they compare where a run-to-run comparison on a shared machine would not; `scripts/bench_video_io.py` gives the
@@ -20,7 +21,7 @@ import time
 
 import torch
 
-from hf_vtrain.data import train_clip_kernels, video_io
+from hf_vtrain.data import resize_kernels, train_clip_kernels, video_io
 from hf_vtrain.data.video_io import ReaderCache, TrainClipTransform, clip_generator, sample_indices
 
 
@@ -53,12 +54,17 @@ def main() -> None:
                 calls[label] += 1
         return run
 
-    # stages: the module attributes _run_compiled calls, and each drawn operation's compiled form
+    # stages: the module and class attributes _run_compiled calls, and each drawn operation's compiled form
+    fused = resize_kernels.CropResizePlanar
     patched = [(video_io.F, "interpolate", "resize (torch)"), (train_clip_kernels, "planarize", "planar copy"),
+               (fused, "run", "crop+resize+planar (fused)"), (fused, "plan", "fused pass's plan"),
                (train_clip_kernels, "color_affine", "colour map")]
-    saved = [(module, name, getattr(module, name)) for module, name, _ in patched]
-    for module, name, label in patched:
-        setattr(module, name, timed(label, getattr(module, name)))
+    saved = [(owner, name, vars(owner)[name]) for owner, name, _ in patched]
+    for (owner, name, label), (_, _, original) in zip(patched, saved):
+        if isinstance(original, classmethod):
+            setattr(owner, name, classmethod(timed(label, original.__func__)))
+        else:
+            setattr(owner, name, timed(label, original))
     draw = transform.mmaction.draw
 
     def draw_timed(height, width, generator):
@@ -77,8 +83,8 @@ def main() -> None:
         total = time.thread_time() - start
     finally:
         transform.mmaction.draw = draw
-        for module, name, fn in saved:
-            setattr(module, name, fn)
+        for owner, name, original in saved:
+            setattr(owner, name, original)
 
     frames = args.clips * clip.shape[0]
     height, width = clip.shape[1:3]

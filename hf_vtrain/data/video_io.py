@@ -566,7 +566,7 @@ def _run(
         not (ops or uint8_ops)  # crop, resize and flip only (evaluation): the same bytes, copied per block in cache
         or uint8_ops and all(hasattr(op, "compiled") for op in uint8_ops) and all(s[0] == "affine" for s in steps)
     ):
-        return _run_compiled(src, (out_h, out_w), resize, antialias, flip, uint8_ops, steps)
+        return _run_compiled(clip, box, src, (out_h, out_w), resize, antialias, flip, uint8_ops, steps)
     lead = 0
     while lead < len(steps) and steps[lead][0] == "warp":
         lead += 1
@@ -613,15 +613,20 @@ def _run(
 _BLOCK_BYTES = 1 << 19  # uint8 frames per block of the compiled path (512 KiB; measured best of 2-12 frames at 160x160)
 
 
-def _run_compiled(src, out_hw, resize: bool, antialias: bool, flip: bool, uint8_ops, steps) -> torch.Tensor:
+def _run_compiled(clip, box, src, out_hw, resize: bool, antialias: bool, flip: bool, uint8_ops, steps) -> torch.Tensor:
     """`_run` for uint8 operations that have a `compiled` form (rand_augment_mmaction's) followed by at most one
     folded colour step: per block of a few frames, the resize, the planar copy (with the flip), each operation and
     the colour map are each one pass over frames in cache (train_clip_kernels).
+
+    The crop, resize, flip and planar copy are one pass (`resize_kernels.CropResizePlanar`: torch's interpolate
+    bytes, ~55-77 -> 17-30 us a 160x160 frame) where numba's target has AVX-512 VBMI and the box fits its
+    windows; elsewhere torch's interpolate, then `planarize`.
 
     An operation runs in place or writes the block's second buffer (`in_place`); the planar copy goes to whichever
     buffer makes the last operation's result land where the colour map reads it from the other one (a kernel that
     reads and writes one array does not vectorise) and writes the output."""
     from . import train_clip_kernels as kernels
+    from .resize_kernels import CropResizePlanar
 
     num = src.shape[0]
     out_h, out_w = out_hw
@@ -636,14 +641,19 @@ def _run_compiled(src, out_hw, resize: bool, antialias: bool, flip: bool, uint8_
         color = (np.ascontiguousarray(m), p, q.numpy().astype(np.float32), p_t is not None)
     swaps = sum(not op.in_place for op in uint8_ops)
     start = (swaps + (color is not None)) % 2  # 0: the copy goes to the output block, 1: to the spare
+    frames = clip.numpy() if clip.is_contiguous() else None  # (T, H, W, 3): the fused pass reads whole rows
+    fused = None if frames is None else CropResizePlanar.plan(frames.shape[1:3], box, out_hw, flip, antialias)
     for i in range(0, num, block):
-        x = src[i : i + block]
-        if resize:
-            x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=antialias)
         dst = out_np[i : i + block]
         pair = (dst, spare[: dst.shape[0]])
         current = start
-        kernels.planarize(np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy()), flip, pair[current])
+        if fused is not None:
+            fused.run(frames[i : i + block], pair[current])
+        else:
+            x = src[i : i + block]
+            if resize:
+                x = F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False, antialias=antialias)
+            kernels.planarize(np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy()), flip, pair[current])
         for op in uint8_ops:
             op.compiled(pair[current], pair[1 - current])
             current = current if op.in_place else 1 - current

@@ -148,8 +148,25 @@ def clip_of(num, height, width, seed=0):
     return np.stack(frames).clip(0, 255).astype(np.uint8)
 
 
+@pytest.fixture(params=["fused", "torch resize"])
+def resize_path(request, monkeypatch):
+    """Both ways the compiled transforms crop and resize: the fused pass (resize_kernels) where numba's target has
+    AVX-512 VBMI, counted so that a test sees it ran, and torch's interpolate + the planar copy elsewhere."""
+    from hf_vtrain.data import resize_kernels
+
+    runs = []
+    if request.param == "torch resize":
+        monkeypatch.setattr(resize_kernels, "RESIZE_LANES", False)
+    elif not resize_kernels.RESIZE_LANES:
+        pytest.skip("numba's target CPU has no AVX-512 VBMI: only torch's resize runs here")
+    else:
+        run = resize_kernels.CropResizePlanar.run
+        monkeypatch.setattr(resize_kernels.CropResizePlanar, "run", lambda *a: runs.append(1) or run(*a))
+    return request.param, runs
+
+
 @pytest.mark.parametrize("jitter", [None, (0.5, 0.5, 0.5, 0.1)])
-def test_train_transform_compiled_equals_the_reference_path(jitter):
+def test_train_transform_compiled_equals_the_reference_path(jitter, resize_path):
     """The whole mmaction-style transform, compiled against numpy: bit for bit without colour jitter; with it the
     colour map's float order differs from numpy's matmul, so a value at a rounding boundary may move by one."""
     clip = clip_of(14, 180, 320)
@@ -179,12 +196,14 @@ def test_train_transform_compiled_equals_the_reference_path(jitter):
     if jitter is not None:
         assert differing / (40 * a.numel()) < 1e-3
     assert seen == set(ram.OPERATIONS)  # every operation was compared
+    path, runs = resize_path
+    assert (len(runs) >= 40) == (path == "fused")  # every clip's boxes fit the fused pass's windows at 320x180
 
 
 @pytest.mark.parametrize("box,out_hw", [((70, 0, 250, 180), (160, 160)), ((10, 20, 90, 120), (160, 160)),
                                          ((0, 0, 320, 180), (180, 320)), ((3, 5, 163, 165), (160, 160))])
 @pytest.mark.parametrize("flip", [False, True])
-def test_crop_resize_flip_alone_compiled_equals_the_reference_path(box, out_hw, flip):
+def test_crop_resize_flip_alone_compiled_equals_the_reference_path(box, out_hw, flip, resize_path):
     """Evaluation's transform (and training's with RandAugment and jitter off): with no operation the compiled path
     (resize and planar copy per block) gives the bytes of the numpy copy, for shrinking, enlarging and copying boxes
     and a clip that is not a whole number of blocks."""
@@ -195,5 +214,7 @@ def test_crop_resize_flip_alone_compiled_equals_the_reference_path(box, out_hw, 
     reference = video_io._run(clip, box, out_hw, flip=flip, compiled=False)
     assert compiled.shape == (14, 3, *out_hw) and compiled.dtype == torch.uint8
     assert torch.equal(compiled, reference)
+    path, runs = resize_path
+    assert bool(runs) == (path == "fused")
     if box == (0, 0, 320, 180) and not flip:
         assert torch.equal(compiled, clip.permute(0, 3, 1, 2))

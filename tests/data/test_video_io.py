@@ -463,14 +463,19 @@ def test_bench_script_runs(tmp_path, monkeypatch, capsys):
     assert "video: 64x36, 12 frames" in printed and "ratio train (b)/(a)" in printed
 
 
-def test_transform_stage_bench_runs_and_puts_everything_back(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("fused", [True, False])
+def test_transform_stage_bench_runs_and_puts_everything_back(tmp_path, monkeypatch, capsys, fused):
     import importlib.util
     from pathlib import Path
 
     import torch.nn.functional as F
 
-    from hf_vtrain.data import train_clip_kernels
+    from hf_vtrain.data import resize_kernels, train_clip_kernels
 
+    if fused and not resize_kernels.RESIZE_LANES:
+        pytest.skip("numba's target CPU has no AVX-512 VBMI: no fused crop + resize here")
+    if not fused:
+        monkeypatch.setattr(resize_kernels, "RESIZE_LANES", False)
     scripts = Path(__file__).resolve().parents[2] / "scripts"
     loaded = {}
     for name in ("bench_video_io", "bench_train_transform"):
@@ -478,17 +483,23 @@ def test_transform_stage_bench_runs_and_puts_everything_back(tmp_path, monkeypat
         loaded[name] = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(loaded[name])
     path = tmp_path / "bench.mp4"
-    loaded["bench_video_io"].write_video(str(path), 36, 64, 10, 1.2, seed=0)
-    originals = (F.interpolate, train_clip_kernels.planarize, train_clip_kernels.color_affine)
+    loaded["bench_video_io"].write_video(str(path), 180, 320, 10, 1.2, seed=0)
+    cls = resize_kernels.CropResizePlanar
+    originals = (F.interpolate, train_clip_kernels.planarize, train_clip_kernels.color_affine, vars(cls)["run"],
+                 vars(cls)["plan"])
     monkeypatch.setattr("sys.argv", ["bench", "--video", str(path), "--clips", "6", "--frames", "4", "--stride", "2"])
     loaded["bench_train_transform"].main()
     printed = capsys.readouterr().out
-    assert "window of 4 frames decoded at 64x36, 6 clips" in printed
+    assert "window of 4 frames decoded at 320x180, 6 clips" in printed
     rows = {line[:34].strip(): line[34:].split() for line in printed.splitlines()[1:]}
-    assert {"whole transform", "resize (torch)", "planar copy", "colour map", "rest (Python, allocation)"} <= set(rows)
+    assert {"whole transform", "colour map", "rest (Python, allocation)"} <= set(rows)
+    # at 320x180 every box of the crop is at least 58 pixels wide (43 fit the fused pass): it takes them all
+    resize_rows = {"crop+resize+planar (fused)", "fused pass's plan"} if fused else {"resize (torch)", "planar copy"}
+    assert resize_rows <= set(rows) and not ({"resize (torch)", "crop+resize+planar (fused)"} - resize_rows) & set(rows)
     # six clips draw two operations each: every one drawn is listed with its clip count
     assert sum(int(v[3]) for k, v in rows.items() if k.startswith("RandAugment ")) == 12
-    assert (F.interpolate, train_clip_kernels.planarize, train_clip_kernels.color_affine) == originals
+    assert (F.interpolate, train_clip_kernels.planarize, train_clip_kernels.color_affine, vars(cls)["run"],
+            vars(cls)["plan"]) == originals
 
 
 # --- decoding at the size the transform needs ------------------------------------------------------------------
