@@ -1,6 +1,7 @@
 """Compiled (numba) loops of the training-clip transform: the planar copy with its flip, MMAction2's RandAugment
 operations (`rand_augment_mmaction`) and the folded colour jitter (`video_io._compile`'s affine step), on blocks of
-uint8 planar (n, 3, H, W) frames small enough to stay in cache.
+uint8 planar (n, 3, H, W) frames small enough to stay in cache. (The crop and resize before them, fused with the
+planar copy where the CPU has AVX-512 VBMI: `resize_kernels`.)
 
 Every RandAugment kernel gives the bytes of the numpy operation it stands for (`tests/data/test_train_clip_kernels.py`
 compares them on random frames of several sizes), and so imgaug's bytes; each says below why the arithmetic is the
