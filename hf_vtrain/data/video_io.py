@@ -642,8 +642,12 @@ def _run_compiled(clip, box, src, out_hw, resize: bool, antialias: bool, flip: b
         color = (np.ascontiguousarray(m), p, q.numpy().astype(np.float32), p_t is not None)
     swaps = sum(not op.in_place for op in uint8_ops)
     start = (swaps + (color is not None)) % 2  # 0: the copy goes to the output block, 1: to the spare
-    frames = clip.numpy() if clip.is_contiguous() else None  # (T, H, W, 3): the fused pass reads whole rows
-    fused = None if frames is None else CropResizePlanar.plan(frames.shape[1:3], box, out_hw, flip, antialias)
+    x0, y0, x1, y1 = box
+    inside = 0 <= x0 < x1 <= clip.shape[2] and 0 <= y0 < y1 <= clip.shape[1]  # else slicing clips it, as before
+    fused = None
+    if clip.is_contiguous() and inside:  # (T, H, W, 3): the fused pass reads whole rows
+        frames = clip.numpy()
+        fused = CropResizePlanar.plan(frames.shape[1:3], box, out_hw, flip, antialias)
     for i in range(0, num, block):
         dst = out_np[i : i + block]
         pair = (dst, spare[: dst.shape[0]])
