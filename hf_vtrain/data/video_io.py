@@ -621,7 +621,8 @@ def _run_compiled(clip, box, src, out_hw, resize: bool, antialias: bool, flip: b
 
     The crop, resize, flip and planar copy are one pass (`resize_kernels.CropResizePlanar`: torch's interpolate
     bytes, ~55-77 -> 17-30 us a 160x160 frame) where numba's target has AVX-512 VBMI and the box fits its
-    windows; elsewhere torch's interpolate, then `planarize`.
+    windows; elsewhere torch's interpolate, then `planarize`, which alone copies a box already at the output size
+    (evaluation's centre crop of frames decoded at 284x160).
 
     An operation runs in place or writes the block's second buffer (`in_place`); the planar copy goes to whichever
     buffer makes the last operation's result land where the colour map reads it from the other one (a kernel that
@@ -645,7 +646,8 @@ def _run_compiled(clip, box, src, out_hw, resize: bool, antialias: bool, flip: b
     x0, y0, x1, y1 = box
     inside = 0 <= x0 < x1 <= clip.shape[2] and 0 <= y0 < y1 <= clip.shape[1]  # else slicing clips it, as before
     fused = None
-    if clip.is_contiguous() and inside:  # (T, H, W, 3): the fused pass reads whole rows
+    # (T, H, W, 3): the fused pass reads whole rows; a box already at the output size is only copied (planarize)
+    if clip.is_contiguous() and inside and resize:
         frames = clip.numpy()
         fused = CropResizePlanar.plan(frames.shape[1:3], box, out_hw, flip, antialias)
     for i in range(0, num, block):
