@@ -190,9 +190,9 @@ def run_case(path: str, args) -> None:
 
     # The transforms alone, on a decoded clip, by this thread's CPU time: what they cost without
     # decord's threads and caches in the way.
-    clip = train_reader.get_frames(windows[0])
     alone = {}
-    for key, transform in (("train", train), ("eval", evaluate)):
+    for key, transform, reader in (("train", train, train_reader), ("eval", evaluate, eval_reader)):
+        clip = reader.get_frames(windows[0])  # decoded at the size this transform's reader decodes at
         c0 = time.thread_time()
         for round_ in range(args.rounds):  # the loop's draws
             for i in range(args.repeats):
