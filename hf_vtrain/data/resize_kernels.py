@@ -105,7 +105,7 @@ def interp_weights(n_in, n_out, antialias):
 # two halves are lanes 0-15 and 16-31. Mode 2 (3-4 taps): 16 lanes, both halves add up. Mode 3 (5-8 taps): 16 lanes,
 # two permutes.
 
-_MODE_LANES = (0, 32, 16, 16)
+_MODE_LANES = (0, 32, 16, 16)  # per mode (0: none)
 _MODE_PERMUTES = (0, 1, 1, 2)
 
 
@@ -275,8 +275,7 @@ def horizontal_plan(row_bytes_in, start, size, weights, n_out, flip):
     mode = 1 if taps <= 2 else (2 if taps <= 4 else (3 if taps <= 8 else 0))
     if mode == 0 or row_bytes_in < WINDOW:
         return 0, np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.int16)
-    lanes = 32 if mode == 1 else 16
-    permutes = 2 if mode == 3 else 1
+    lanes, permutes = _MODE_LANES[mode], _MODE_PERMUTES[mode]
     per_channel = (n_out + lanes - 1) // lanes
     count = 3 * per_channel
     base = np.zeros(count, np.int64)
@@ -339,7 +338,7 @@ def _crop_resize_planar(frames, y0, x0, rows, cols, mode, base, index, h_weights
     dst = out.reshape(-1)
     row_stride = 3 * width
     frame_bytes = height * row_stride
-    lanes = 32 if mode == 1 else 16
+    lanes = _MODE_LANES[mode]
     per_channel = (out_w + lanes - 1) // lanes
     padded = buf.shape[0] // (3 * rows + 1)
     line_bytes = 3 * cols
@@ -377,12 +376,12 @@ class CropResizePlanar:
     then `run(frames, out)` per block of frames. Bytes: F.interpolate(crop, out_hw, bilinear, align_corners=False,
     antialias=antialias), flipped left-right when `flip`, as (n, 3, h, w)."""
 
-    def __init__(self, box, out_hw, flip, antialias, horizontal, vertical):
-        self.box, self.out_hw, self.flip = box, out_hw, flip
+    def __init__(self, box, out_hw, horizontal, vertical):
+        self.box, self.out_hw = box, out_hw
         self.mode, self.base, self.index, self.h_weights, self.h_shift = horizontal
         self.y_start, self.pairs, self.v_weights, self.v_shift = vertical
         x0, y0, x1, y1 = box
-        lanes = 32 if self.mode == 1 else 16
+        lanes = _MODE_LANES[self.mode]
         width = max(out_hw[1] + 31, lanes * ((out_hw[1] + lanes - 1) // lanes))  # the vertical pass reads 32 a row
         self.padded = 64 * ((width + 63) // 64)
         # one spare row: an odd last tap pair reads the row after the taps (with weight 0)
@@ -403,8 +402,7 @@ class CropResizePlanar:
             return None
         y_start, y_size, y_weights, y_shift = interp_weights(y1 - y0, out_h, antialias)
         pairs, packed = _vertical_pairs(y_size, y_weights)
-        return cls((x0, y0, x1, y1), (out_h, out_w), flip, antialias, (*horizontal, shift),
-                   (y_start, pairs, packed, y_shift))
+        return cls((x0, y0, x1, y1), (out_h, out_w), (*horizontal, shift), (y_start, pairs, packed, y_shift))
 
     def run(self, frames: np.ndarray, out: np.ndarray) -> None:
         """frames: uint8 (n, H, W, 3), C-contiguous (the whole frames, not the crop); out: uint8 (n, 3, h, w)."""

@@ -567,7 +567,7 @@ def _run(
         not (ops or uint8_ops)  # crop, resize and flip only (evaluation): the same bytes, copied per block in cache
         or uint8_ops and all(hasattr(op, "compiled") for op in uint8_ops) and all(s[0] == "affine" for s in steps)
     ):
-        return _run_compiled(clip, box, src, (out_h, out_w), resize, antialias, flip, uint8_ops, steps)
+        return _run_compiled(clip, box, (out_h, out_w), resize, antialias, flip, uint8_ops, steps)
     lead = 0
     while lead < len(steps) and steps[lead][0] == "warp":
         lead += 1
@@ -614,7 +614,7 @@ def _run(
 _BLOCK_BYTES = 1 << 19  # uint8 frames per block of the compiled path (512 KiB; measured best of 2-12 frames at 160x160)
 
 
-def _run_compiled(clip, box, src, out_hw, resize: bool, antialias: bool, flip: bool, uint8_ops, steps) -> torch.Tensor:
+def _run_compiled(clip, box, out_hw, resize: bool, antialias: bool, flip: bool, uint8_ops, steps) -> torch.Tensor:
     """`_run` for uint8 operations that have a `compiled` form (rand_augment_mmaction's) followed by at most one
     folded colour step: per block of a few frames, the resize, the planar copy (with the flip), each operation and
     the colour map are each one pass over frames in cache (train_clip_kernels).
@@ -630,7 +630,9 @@ def _run_compiled(clip, box, src, out_hw, resize: bool, antialias: bool, flip: b
     from . import train_clip_kernels as kernels
     from .resize_kernels import CropResizePlanar
 
-    num = src.shape[0]
+    num = clip.shape[0]
+    x0, y0, x1, y1 = box
+    src = clip.permute(0, 3, 1, 2)[:, :, y0:y1, x0:x1]  # channels-last view: the fast uint8 interpolate path
     out_h, out_w = out_hw
     out = torch.empty((num, 3, out_h, out_w), dtype=torch.uint8)
     out_np = out.numpy()
@@ -643,7 +645,6 @@ def _run_compiled(clip, box, src, out_hw, resize: bool, antialias: bool, flip: b
         color = (np.ascontiguousarray(m), p, q.numpy().astype(np.float32), p_t is not None)
     swaps = sum(not op.in_place for op in uint8_ops)
     start = (swaps + (color is not None)) % 2  # 0: the copy goes to the output block, 1: to the spare
-    x0, y0, x1, y1 = box
     inside = 0 <= x0 < x1 <= clip.shape[2] and 0 <= y0 < y1 <= clip.shape[1]  # else slicing clips it, as before
     fused = None
     # (T, H, W, 3): the fused pass reads whole rows; a box already at the output size is only copied (planarize)
