@@ -12,12 +12,12 @@ of double operations, and the two passes here do the same integer sums, so the b
 (`tests/data/test_resize_kernels.py` compares them over hundreds of sizes).
 
 Why: torch's uint8 path copies a cropped view to a contiguous one first, then runs the horizontal pass one output
-pixel at a time (~30-45 us a 160x160 frame from a 320x180 crop), and the planar copy after it is another pass. Here
+pixel at a time (~18-60 us a 160x160 frame from a 320x180 crop), and the planar copy after it is another pass. Here
 the horizontal pass does 16 or 32 output values with one AVX-512 VBMI byte permute (`vpermi2b` picks each output's
 taps out of a 128-byte window of the source row) and one or two `vpmaddwd`, for one channel at a time, so it writes
 planar rows directly, in flipped order when flipped; it prefetches the source rows three ahead, since the decoded clip
 comes from memory. The vertical pass takes the rows two taps at a time, 32 outputs a `vpmaddwd` pair. Measured on
-2 cores (AMD EPYC, AVX-512), min over 15 runs of a 192-frame clip: 58-80 -> 20-30 us a frame with the planar copy
+2 cores (AMD EPYC, AVX-512), min over 15 runs of a 192-frame clip: 42-77 -> 17-30 us a frame with the planar copy
 (`scripts/bench_train_transform.py` gives it in the whole transform).
 
 Compiled only where numba's target has AVX-512 BW and VBMI (`RESIZE_LANES`); `plan` returns None where the

@@ -620,7 +620,7 @@ def _run_compiled(clip, box, out_hw, resize: bool, antialias: bool, flip: bool, 
     the colour map are each one pass over frames in cache (train_clip_kernels).
 
     The crop, resize, flip and planar copy are one pass (`resize_kernels.CropResizePlanar`: torch's interpolate
-    bytes, ~55-77 -> 17-30 us a 160x160 frame) where numba's target has AVX-512 VBMI and the box fits its
+    bytes, ~42-77 -> 17-30 us a 160x160 frame) where numba's target has AVX-512 VBMI and the box fits its
     windows; elsewhere torch's interpolate, then `planarize`, which alone copies a box already at the output size
     (evaluation's centre crop of frames decoded at 284x160).
 
