@@ -33,7 +33,7 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .train_clip_kernels import _address, _c_array, _target_has, _vector_at
+from .train_clip_kernels import _c_array, _Codegen, _lanes_of, _target_has
 
 RESIZE_LANES = _target_has("avx512f", "avx512bw", "avx512vbmi")
 WINDOW = 128  # bytes of a source row one permute picks from (two 64-byte registers)
@@ -109,28 +109,20 @@ _MODE_LANES = (0, 32, 16, 16)  # per mode (0: none)
 _MODE_PERMUTES = (0, 1, 1, 2)
 
 
-def _lanes_of(values):
-    """A constant <n x i32> shuffle mask."""
-    return ir.Constant(ir.VectorType(ir.IntType(32), len(values)), list(values))
-
-
-def _splat(builder, vector_type, value):
-    first = builder.insert_element(ir.Constant(vector_type, ir.Undefined), value, ir.Constant(ir.IntType(32), 0))
-    return builder.shuffle_vector(first, ir.Constant(vector_type, ir.Undefined), _lanes_of([0] * vector_type.count))
-
-
-def _round_clamp(builder, total, shift):
+def _round_clamp(cg, total, shift):
     """uint8 lanes of clamp(total >> shift, 0, 255) (`total` already holds the 2^(shift-1))."""
-    v32 = total.type
-    value = builder.ashr(total, _splat(builder, v32, shift))
+    builder, v32 = cg.builder, total.type
+    value = builder.ashr(total, cg.splat(v32, shift))
     zero, top = ir.Constant(v32, [0] * v32.count), ir.Constant(v32, [255] * v32.count)
     value = builder.select(builder.icmp_signed("<", value, zero), zero, value)
     value = builder.select(builder.icmp_signed(">", value, top), top, value)
     return builder.trunc(value, ir.VectorType(ir.IntType(8), v32.count))
 
 
-def _intrinsic_fn(builder, name, ret, params):
-    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, params), name)
+def _half_up(cg, vector_type, shift):
+    """2^(shift-1) in every lane: the rounding both passes start their sums from."""
+    one = ir.Constant(ir.IntType(32), 1)
+    return cg.splat(vector_type, cg.builder.shl(one, cg.builder.sub(shift, one)))
 
 
 def _make_group(mode):
@@ -149,40 +141,31 @@ def _make_group(mode):
         sig = types.void(src, src_at, index, weights, g, shift, out, out_at)
 
         def codegen(context, builder, signature, args):
+            cg = _Codegen(context, builder, signature, args)
             i32, i64 = ir.IntType(32), ir.IntType(64)
             b64, w32, d16 = ir.VectorType(ir.IntType(8), 64), ir.VectorType(ir.IntType(16), 32), ir.VectorType(i32, 16)
-
-            def arg(k, ty):
-                return context.cast(builder, args[k], signature.args[k], ty)
-
-            def data(k):
-                return _address(context, builder, signature, args, k)
-
-            window = builder.add(data(0), arg(1, types.int64))
-            low = _vector_at(builder, window, b64)
-            high = _vector_at(builder, builder.add(window, ir.Constant(i64, 64)), b64)
-            entry = builder.mul(arg(4, types.int64), ir.Constant(i64, 64 * permutes))
-            index_at = builder.add(data(2), entry)
-            weights_at = builder.add(data(3), builder.mul(entry, ir.Constant(i64, 2)))
-            permute = _intrinsic_fn(builder, "llvm.x86.avx512.vpermi2var.qi.512", b64, [b64, b64, b64])
-            madd = _intrinsic_fn(builder, "llvm.x86.avx512.pmaddw.d.512", d16, [w32, w32])
-            shift_ = arg(5, types.int32)
-            half_up = _splat(builder, d16, builder.shl(ir.Constant(i32, 1), builder.sub(shift_, ir.Constant(i32, 1))))
-            totals = [half_up, half_up] if lanes == 32 else [half_up]
+            window = cg.address(0, cg.scalar(1))
+            low = cg.load(window, b64)
+            high = cg.load(builder.add(window, ir.Constant(i64, 64)), b64)
+            entry = builder.mul(cg.scalar(4), ir.Constant(i64, 64 * permutes))
+            index_at, weights_at = cg.address(2, entry), cg.address(3, entry, 2)
+            permute = cg.function("llvm.x86.avx512.vpermi2var.qi.512", b64, [b64, b64, b64])
+            madd = cg.function("llvm.x86.avx512.pmaddw.d.512", d16, [w32, w32])
+            shift = cg.scalar(5, types.int32)
+            totals = [_half_up(cg, d16, shift)] * (2 if lanes == 32 else 1)
             for p in range(permutes):
-                idx = _vector_at(builder, builder.add(index_at, ir.Constant(i64, 64 * p)), b64)
+                idx = cg.load(builder.add(index_at, ir.Constant(i64, 64 * p)), b64)
                 picked = builder.call(permute, [low, idx, high])
                 for half in range(2):
                     part = builder.shuffle_vector(picked, ir.Constant(b64, ir.Undefined),
                                                   _lanes_of(range(32 * half, 32 * half + 32)))
-                    w = _vector_at(builder, builder.add(weights_at, ir.Constant(i64, 128 * p + 64 * half)), w32)
+                    w = cg.load(builder.add(weights_at, ir.Constant(i64, 128 * p + 64 * half)), w32)
                     k = half if lanes == 32 else 0
                     totals[k] = builder.add(totals[k], builder.call(madd, [builder.zext(part, w32), w]))
-            values = [_round_clamp(builder, total, shift_) for total in totals]
+            values = [_round_clamp(cg, total, shift) for total in totals]
             if lanes == 32:
                 values = [builder.shuffle_vector(values[0], values[1], _lanes_of(range(32)))]
-            target = builder.add(data(6), arg(7, types.int64))
-            builder.store(values[0], builder.inttoptr(target, ir.PointerType(values[0].type)), align=1)
+            cg.store(values[0], cg.address(6, cg.scalar(7)))
             return context.get_dummy_value()
 
         return sig, codegen
@@ -201,12 +184,11 @@ def _prefetch(typingctx, array, at):
     sig = types.void(array, at)
 
     def codegen(context, builder, signature, args):
+        cg = _Codegen(context, builder, signature, args)
         i8, i32 = ir.IntType(8), ir.IntType(32)
-        address = builder.add(_address(context, builder, signature, args, 0),
-                               context.cast(builder, args[1], signature.args[1], types.int64))
-        fn = _intrinsic_fn(builder, "llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(i8), i32, i32, i32])
-        builder.call(fn, [builder.inttoptr(address, ir.PointerType(i8)), ir.Constant(i32, 0), ir.Constant(i32, 3),
-                          ir.Constant(i32, 1)])
+        fn = cg.function("llvm.prefetch.p0", ir.VoidType(), [ir.PointerType(i8), i32, i32, i32])
+        builder.call(fn, [builder.inttoptr(cg.address(0, cg.scalar(1)), ir.PointerType(i8)), ir.Constant(i32, 0),
+                          ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -225,40 +207,29 @@ def _vertical_lanes(typingctx, buf, at, stride, pairs, weights, w_at, shift, out
     sig = types.void(buf, at, stride, pairs, weights, w_at, shift, out, out_at, valid)
 
     def codegen(context, builder, signature, args):
+        cg = _Codegen(context, builder, signature, args)
         i1, i8, i32, i64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
         b32, w32, d16 = ir.VectorType(i8, 32), ir.VectorType(ir.IntType(16), 32), ir.VectorType(i32, 16)
-
-        def arg(k, ty):
-            return context.cast(builder, args[k], signature.args[k], ty)
-
-        base = builder.add(_address(context, builder, signature, args, 0), arg(1, types.int64))
-        stride_ = arg(2, types.int64)
-        weights_at = builder.add(_address(context, builder, signature, args, 4),
-                                 builder.mul(arg(5, types.int64), ir.Constant(i64, 4)))
-        shift_ = arg(6, types.int32)
-        madd = _intrinsic_fn(builder, "llvm.x86.avx512.pmaddw.d.512", d16, [w32, w32])
-        half_up = _splat(builder, d16, builder.shl(ir.Constant(i32, 1), builder.sub(shift_, ir.Constant(i32, 1))))
-        totals = [cgutils.alloca_once_value(builder, half_up), cgutils.alloca_once_value(builder, half_up)]
-        interleave = [_lanes_of([v for lane in range(16 * h, 16 * h + 16) for v in (lane, 32 + lane)])
-                      for h in range(2)]
-        with cgutils.for_range(builder, arg(3, types.int64)) as loop:
-            row = builder.add(base, builder.mul(loop.index, builder.mul(stride_, ir.Constant(i64, 2))))
-            a = _vector_at(builder, row, b32)
-            b = _vector_at(builder, builder.add(row, stride_), b32)
-            pair = builder.load(builder.inttoptr(builder.add(weights_at, builder.mul(loop.index, ir.Constant(i64, 4))),
-                                                 ir.PointerType(i32)))
-            w = builder.bitcast(_splat(builder, d16, pair), w32)
+        base, stride, shift = cg.address(0, cg.scalar(1)), cg.scalar(2), cg.scalar(6, types.int32)
+        weights_at = cg.address(4, cg.scalar(5), 4)
+        madd = cg.function("llvm.x86.avx512.pmaddw.d.512", d16, [w32, w32])
+        totals = [cgutils.alloca_once_value(builder, _half_up(cg, d16, shift)) for _ in range(2)]
+        interleave = [_lanes_of([v for lane in range(16 * h, 16 * h + 16) for v in (lane, 32 + lane)]) for h in range(2)]
+        with cgutils.for_range(builder, cg.scalar(3)) as loop:
+            row = builder.add(base, builder.mul(loop.index, builder.mul(stride, ir.Constant(i64, 2))))
+            a, b = cg.load(row, b32), cg.load(builder.add(row, stride), b32)
+            pair = cg.load(builder.add(weights_at, builder.mul(loop.index, ir.Constant(i64, 4))), i32)
+            w = builder.bitcast(cg.splat(d16, pair), w32)
             for h in range(2):
                 ab = builder.zext(builder.shuffle_vector(a, b, interleave[h]), w32)  # a_l, b_l, a_l+1, b_l+1, ...
                 builder.store(builder.add(builder.load(totals[h]), builder.call(madd, [ab, w])), totals[h])
-        values = [_round_clamp(builder, builder.load(total), shift_) for total in totals]
+        values = [_round_clamp(cg, builder.load(total), shift) for total in totals]
         value = builder.shuffle_vector(values[0], values[1], _lanes_of(range(32)))
-        target = builder.inttoptr(builder.add(_address(context, builder, signature, args, 7), arg(8, types.int64)),
-                                  ir.PointerType(b32))
-        valid = _splat(builder, ir.VectorType(i32, 32), arg(9, types.int32))
+        target = builder.inttoptr(cg.address(7, cg.scalar(8)), ir.PointerType(b32))
+        valid = cg.splat(ir.VectorType(i32, 32), cg.scalar(9, types.int32))
         mask = builder.icmp_signed("<", _lanes_of(range(32)), valid)
-        store = _intrinsic_fn(builder, "llvm.masked.store.v32i8.p0", ir.VoidType(),
-                              [b32, ir.PointerType(b32), i32, ir.VectorType(i1, 32)])
+        store = cg.function("llvm.masked.store.v32i8.p0", ir.VoidType(), [b32, ir.PointerType(b32), i32,
+                                                                           ir.VectorType(i1, 32)])
         builder.call(store, [value, target, ir.Constant(i32, 1), mask])
         return context.get_dummy_value()
 

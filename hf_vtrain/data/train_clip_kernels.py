@@ -31,6 +31,55 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+# --- codegen helpers of the intrinsics (here, in resize_kernels) -------------------------------------------------
+
+
+def _c_array(ty, dtype) -> bool:
+    """Whether numba type `ty` is a 1-D C array of `dtype` (what the intrinsics take)."""
+    return isinstance(ty, types.Array) and ty.layout == "C" and ty.ndim == 1 and ty.dtype == dtype
+
+
+class _Codegen:
+    """An intrinsic's arguments and builder: array k's data address as an i64 (plus an element offset), scalar k cast
+    to a numba type, a vector loaded from an address, an LLVM intrinsic's declaration, a vector of one value."""
+
+    def __init__(self, context, builder, signature, args):
+        self.context, self.builder, self.signature, self.args = context, builder, signature, args
+
+    def scalar(self, k, ty=types.int64):
+        return self.context.cast(self.builder, self.args[k], self.signature.args[k], ty)
+
+    def address(self, k, offset=None, itemsize: int = 1):
+        """The address of array k's element `offset` (an i64 value) of `itemsize` bytes; its data without one."""
+        array = cgutils.create_struct_proxy(self.signature.args[k])(self.context, self.builder, value=self.args[k])
+        address = self.builder.ptrtoint(array.data, ir.IntType(64))
+        if offset is None:
+            return address
+        if itemsize != 1:
+            offset = self.builder.mul(offset, ir.Constant(ir.IntType(64), itemsize))
+        return self.builder.add(address, offset)
+
+    def load(self, address, vector_type):
+        return self.builder.load(self.builder.inttoptr(address, ir.PointerType(vector_type)), align=1)
+
+    def store(self, value, address):
+        self.builder.store(value, self.builder.inttoptr(address, ir.PointerType(value.type)), align=1)
+
+    def function(self, name, ret, params):
+        return cgutils.get_or_insert_function(self.builder.module, ir.FunctionType(ret, params), name)
+
+    def splat(self, vector_type, value):
+        """A vector of `vector_type` whose lanes are all the (run-time) value."""
+        undefined = ir.Constant(vector_type, ir.Undefined)
+        first = self.builder.insert_element(undefined, value, ir.Constant(ir.IntType(32), 0))
+        return self.builder.shuffle_vector(first, undefined, _lanes_of([0] * vector_type.count))
+
+
+def _lanes_of(values):
+    """A constant <n x i32> (a shuffle mask, lane numbers)."""
+    return ir.Constant(ir.VectorType(ir.IntType(32), len(values)), list(values))
+
+
 # --- layout ------------------------------------------------------------------------------------------------------
 
 
@@ -184,27 +233,21 @@ def _tile8(typingctx, src, src_at, src_stride, dst, dst_at, dst_stride):
     sig = types.void(src, src_at, src_stride, dst, dst_at, dst_stride)
 
     def codegen(context, builder, signature, args):
+        cg = _Codegen(context, builder, signature, args)
         i32, i64 = ir.IntType(32), ir.IntType(64)
         words, bytes_ = ir.VectorType(i64, 8), ir.VectorType(ir.IntType(8), 64)
-
-        def arg(k):
-            return context.cast(builder, args[k], signature.args[k], types.int64)
-
-        source = builder.add(_address(context, builder, signature, args, 0), arg(1))
-        target = builder.add(_address(context, builder, signature, args, 3), arg(4))
+        source, target = cg.address(0, cg.scalar(1)), cg.address(3, cg.scalar(4))
         tile = ir.Constant(words, ir.Undefined)
         for r in range(8):
-            at = builder.add(source, builder.mul(arg(2), ir.Constant(i64, r)))
-            word = builder.load(builder.inttoptr(at, ir.PointerType(i64)), align=1)
+            word = builder.load(builder.inttoptr(builder.add(source, builder.mul(cg.scalar(2), ir.Constant(i64, r))),
+                                                 ir.PointerType(i64)), align=1)
             tile = builder.insert_element(tile, word, ir.Constant(i32, r))
-        # output row i, byte k = input row k, byte i
-        order = ir.Constant(ir.VectorType(i32, 64), [8 * k + i for i in range(8) for k in range(8)])
+        order = _lanes_of([8 * k + i for i in range(8) for k in range(8)])  # output row i, byte k = row k, byte i
         moved = builder.shuffle_vector(builder.bitcast(tile, bytes_), ir.Constant(bytes_, ir.Undefined), order)
         moved = builder.bitcast(moved, words)
         for r in range(8):
-            at = builder.add(target, builder.mul(arg(5), ir.Constant(i64, r)))
-            word = builder.extract_element(moved, ir.Constant(i32, r))
-            builder.store(word, builder.inttoptr(at, ir.PointerType(i64)), align=1)
+            cg.store(builder.extract_element(moved, ir.Constant(i32, r)),
+                     builder.add(target, builder.mul(cg.scalar(5), ir.Constant(i64, r))))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -277,22 +320,6 @@ def warp_general(src, dst, x_row, y_row, x_col, y_col):
 LANES = 16
 
 
-def _c_array(ty, dtype) -> bool:
-    return isinstance(ty, types.Array) and ty.layout == "C" and ty.ndim == 1 and ty.dtype == dtype
-
-
-# codegen helpers of the intrinsics: an array argument's data address as an i64, a vector loaded from an address
-
-
-def _address(context, builder, signature, args, k):
-    array = cgutils.create_struct_proxy(signature.args[k])(context, builder, value=args[k])
-    return builder.ptrtoint(array.data, ir.IntType(64))
-
-
-def _vector_at(builder, address, vector_type):
-    return builder.load(builder.inttoptr(address, ir.PointerType(vector_type)), align=1)
-
-
 @intrinsic
 def _warp_lanes(typingctx, quads, index, frac_x, frac_y, out, start):
     """out[start + l] = (512 + sum over the four neighbours of weight * byte) >> 10 of quads[index[start + l]] for
@@ -307,45 +334,30 @@ def _warp_lanes(typingctx, quads, index, frac_x, frac_y, out, start):
     sig = types.void(quads, index, frac_x, frac_y, out, start)
 
     def codegen(context, builder, signature, args):
+        cg = _Codegen(context, builder, signature, args)
         i1, i8, i32, i64 = ir.IntType(1), ir.IntType(8), ir.IntType(32), ir.IntType(64)
         v32, v64 = ir.VectorType(i32, LANES), ir.VectorType(i64, LANES)
 
-        def data(k):
-            return _address(context, builder, signature, args, k)
-
-        def splat(vector_type, value):
+        def constant(vector_type, value):
             return ir.Constant(vector_type, [value] * LANES)
 
-        def load(address, elem):
-            return _vector_at(builder, address, ir.VectorType(elem, LANES))
-
-        first = context.cast(builder, args[5], signature.args[5], types.int64)
-        idx = load(builder.add(data(1), builder.mul(first, ir.Constant(i64, 4))), i32)
-        addresses = builder.add(
-            builder.shl(builder.zext(idx, v64), splat(v64, 2)),
-            builder.shuffle_vector(
-                builder.insert_element(ir.Constant(v64, ir.Undefined), data(0), ir.Constant(i32, 0)),
-                ir.Constant(v64, ir.Undefined), splat(v32, 0),
-            ),
-        )
+        first = cg.scalar(5)
+        idx = cg.load(cg.address(1, first, 4), v32)
+        addresses = builder.add(builder.shl(builder.zext(idx, v64), constant(v64, 2)), cg.splat(v64, cg.address(0)))
         pointers = ir.VectorType(ir.PointerType(i32), LANES)
-        gather = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v32, [pointers, i32, ir.VectorType(i1, LANES), v32]),
-            f"llvm.masked.gather.v{LANES}i32.v{LANES}p0",
-        )
+        gather = cg.function(f"llvm.masked.gather.v{LANES}i32.v{LANES}p0", v32,
+                             [pointers, i32, ir.VectorType(i1, LANES), v32])
         quad = builder.call(gather, [builder.inttoptr(addresses, pointers), ir.Constant(i32, 4),
-                                     splat(ir.VectorType(i1, LANES), 1), ir.Constant(v32, ir.Undefined)])
-        ax = builder.zext(load(builder.add(data(2), first), i8), v32)
-        ay = builder.zext(load(builder.add(data(3), first), i8), v32)
-        bx, by = builder.sub(splat(v32, 32), ax), builder.sub(splat(v32, 32), ay)
-        total = splat(v32, 512)
+                                     constant(ir.VectorType(i1, LANES), 1), ir.Constant(v32, ir.Undefined)])
+        ax = builder.zext(cg.load(cg.address(2, first), ir.VectorType(i8, LANES)), v32)
+        ay = builder.zext(cg.load(cg.address(3, first), ir.VectorType(i8, LANES)), v32)
+        bx, by = builder.sub(constant(v32, 32), ax), builder.sub(constant(v32, 32), ay)
+        total = constant(v32, 512)
         weights = (builder.mul(by, bx), builder.mul(by, ax), builder.mul(ay, bx), builder.mul(ay, ax))
         for k, weight in enumerate(weights):
-            byte = builder.and_(builder.lshr(quad, splat(v32, 8 * k)), splat(v32, 255))
+            byte = builder.and_(builder.lshr(quad, constant(v32, 8 * k)), constant(v32, 255))
             total = builder.add(total, builder.mul(weight, byte))
-        result = builder.trunc(builder.ashr(total, splat(v32, 10)), ir.VectorType(i8, LANES))
-        target = builder.inttoptr(builder.add(data(4), first), ir.PointerType(ir.VectorType(i8, LANES)))
-        builder.store(result, target, align=1)
+        cg.store(builder.trunc(builder.ashr(total, constant(v32, 10)), ir.VectorType(i8, LANES)), cg.address(4, first))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -507,23 +519,16 @@ def _table_lanes(typingctx, table, values, out, start):
     sig = types.void(table, values, out, start)
 
     def codegen(context, builder, signature, args):
-        i64 = ir.IntType(64)
+        cg = _Codegen(context, builder, signature, args)
         v8 = ir.VectorType(ir.IntType(8), TABLE_BYTES)
-
-        def data(k):
-            return _address(context, builder, signature, args, k)
-
-        first = context.cast(builder, args[3], signature.args[3], types.int64)
-        quarters = [_vector_at(builder, builder.add(data(0), ir.Constant(i64, TABLE_BYTES * k)), v8) for k in range(4)]
-        index = _vector_at(builder, builder.add(data(1), first), v8)
-        permute = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(v8, [v8, v8, v8]), "llvm.x86.avx512.vpermi2var.qi.512"
-        )
+        first = cg.scalar(3)
+        quarters = [cg.load(cg.address(0, ir.Constant(ir.IntType(64), TABLE_BYTES * k)), v8) for k in range(4)]
+        index = cg.load(cg.address(1, first), v8)
+        permute = cg.function("llvm.x86.avx512.vpermi2var.qi.512", v8, [v8, v8, v8])
         low = builder.call(permute, [quarters[0], index, quarters[1]])
         high = builder.call(permute, [quarters[2], index, quarters[3]])
         upper = builder.icmp_signed("<", index, ir.Constant(v8, [0] * TABLE_BYTES))  # index >= 128
-        target = builder.inttoptr(builder.add(data(2), first), ir.PointerType(v8))
-        builder.store(builder.select(upper, high, low), target, align=1)
+        cg.store(builder.select(upper, high, low), cg.address(2, first))
         return context.get_dummy_value()
 
     return sig, codegen
