@@ -360,13 +360,17 @@ class CropResizePlanar:
 
     @classmethod
     def plan(cls, frame_hw, box, out_hw, flip: bool, antialias: bool):
+        """The pass for `box` of height x width frames, or None where it does not apply and the caller keeps torch's
+        interpolate + `planarize`: a CPU without VBMI; a box not inside the frame (slicing clips it there); a box
+        already at the output size (nothing to resize: the planar copy alone is ~3x cheaper than identity weights);
+        taps that do not fit the window."""
         if not RESIZE_LANES:
             return None
         x0, y0, x1, y1 = (int(v) for v in box)
         height, width = frame_hw
-        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height):
-            raise ValueError(f"box {box} is not inside a {height}x{width} frame")
         out_h, out_w = (int(v) for v in out_hw)
+        if not (0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height) or (y1 - y0, x1 - x0) == (out_h, out_w):
+            return None
         start, size, weights, shift = interp_weights(x1 - x0, out_w, antialias)
         horizontal = horizontal_plan(3 * (x1 - x0), start, size, weights, out_w, flip)
         if horizontal[0] == 0:

@@ -622,7 +622,7 @@ def _run_compiled(clip, box, out_hw, resize: bool, antialias: bool, flip: bool, 
     The crop, resize, flip and planar copy are one pass (`resize_kernels.CropResizePlanar`: torch's interpolate
     bytes, ~42-77 -> 17-30 us a 160x160 frame) where numba's target has AVX-512 VBMI and the box fits its
     windows; elsewhere torch's interpolate, then `planarize`, which alone copies a box already at the output size
-    (evaluation's centre crop of frames decoded at 284x160).
+    (evaluation's centre crop of frames decoded at 284x160; `CropResizePlanar.plan` lists where it declines).
 
     An operation runs in place or writes the block's second buffer (`in_place`); the planar copy goes to whichever
     buffer makes the last operation's result land where the colour map reads it from the other one (a kernel that
@@ -645,12 +645,9 @@ def _run_compiled(clip, box, out_hw, resize: bool, antialias: bool, flip: bool, 
         color = (np.ascontiguousarray(m), p, q.numpy().astype(np.float32), p_t is not None)
     swaps = sum(not op.in_place for op in uint8_ops)
     start = (swaps + (color is not None)) % 2  # 0: the copy goes to the output block, 1: to the spare
-    inside = 0 <= x0 < x1 <= clip.shape[2] and 0 <= y0 < y1 <= clip.shape[1]  # else slicing clips it, as before
-    fused = None
-    # (T, H, W, 3): the fused pass reads whole rows; a box already at the output size is only copied (planarize)
-    if clip.is_contiguous() and inside and resize:
-        frames = clip.numpy()
-        fused = CropResizePlanar.plan(frames.shape[1:3], box, out_hw, flip, antialias)
+    # the fused pass reads whole rows of the (T, H, W, 3) frames; `plan` says where it applies
+    fused = CropResizePlanar.plan(clip.shape[1:3], box, out_hw, flip, antialias) if clip.is_contiguous() else None
+    frames = clip.numpy() if fused is not None else None
     for i in range(0, num, block):
         dst = out_np[i : i + block]
         pair = (dst, spare[: dst.shape[0]])
