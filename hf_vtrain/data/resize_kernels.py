@@ -105,7 +105,8 @@ def interp_weights(n_in, n_out, antialias):
 # two halves are lanes 0-15 and 16-31. Mode 2 (3-4 taps): 16 lanes, both halves add up. Mode 3 (5-8 taps): 16 lanes,
 # two permutes.
 
-_MODE_LANES = (0, 32, 16, 16)  # per mode (0: none)
+_MODE_TAPS = (0, 2, 4, 8)  # per mode (0: none), the most taps of an output
+_MODE_LANES = (0, 32, 16, 16)
 _MODE_PERMUTES = (0, 1, 1, 2)
 
 
@@ -214,7 +215,8 @@ def _vertical_lanes(typingctx, buf, at, stride, pairs, weights, w_at, shift, out
         weights_at = cg.address(4, cg.scalar(5), 4)
         madd = cg.function("llvm.x86.avx512.pmaddw.d.512", d16, [w32, w32])
         totals = [cgutils.alloca_once_value(builder, _half_up(cg, d16, shift)) for _ in range(2)]
-        interleave = [_lanes_of([v for lane in range(16 * h, 16 * h + 16) for v in (lane, 32 + lane)]) for h in range(2)]
+        interleave = [_lanes_of([v for lane in range(16 * h, 16 * h + 16) for v in (lane, 32 + lane)])
+                      for h in range(2)]
         with cgutils.for_range(builder, cg.scalar(3)) as loop:
             row = builder.add(base, builder.mul(loop.index, builder.mul(stride, ir.Constant(i64, 2))))
             a, b = cg.load(row, b32), cg.load(builder.add(row, stride), b32)
@@ -243,7 +245,10 @@ def horizontal_plan(row_bytes_in, start, size, weights, n_out, flip):
     taps = 0
     for i in range(n_out):
         taps = max(taps, size[i])
-    mode = 1 if taps <= 2 else (2 if taps <= 4 else (3 if taps <= 8 else 0))
+    mode = 0
+    for m in range(len(_MODE_TAPS) - 1, 0, -1):  # the mode with the fewest lanes' work that holds the taps
+        if taps <= _MODE_TAPS[m]:
+            mode = m
     if mode == 0 or row_bytes_in < WINDOW:
         return 0, np.zeros(0, np.int64), np.zeros(0, np.uint8), np.zeros(0, np.int16)
     lanes, permutes = _MODE_LANES[mode], _MODE_PERMUTES[mode]
